@@ -1,0 +1,102 @@
+"""BEIR folders: ``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]``, ``qrels/<split>.tsv``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mrl.data.io import find_file, open_text, read_jsonl
+from mrl.errors import MrlError
+
+
+@dataclass(frozen=True)
+class BeirDataset:
+    """One split of a BEIR folder.
+
+    Attributes:
+        corpus: document id -> text ("title text" when a title exists).
+        queries: query id -> text, only the queries judged in this split.
+        qrels: query id -> {document id: relevance}.
+        name: a label for reports (the folder name).
+        split: the split read.
+    """
+
+    corpus: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    name: str = ""
+    split: str = ""
+
+
+def _load_corpus(folder: Path) -> dict[str, str]:
+    path = find_file(folder, "corpus.jsonl")
+    corpus: dict[str, str] = {}
+    for lineno, rec in read_jsonl(path):
+        doc_id, text = rec.get("_id"), rec.get("text")
+        if not isinstance(doc_id, str) or not isinstance(text, str):
+            raise MrlError(f'{path}:{lineno}: a corpus record needs string "_id" and "text" fields')
+        title = rec.get("title") or ""
+        corpus[doc_id] = f"{title} {text}".strip() if title else text
+    if not corpus:
+        raise MrlError(f"{path}: the corpus is empty")
+    return corpus
+
+
+def _load_queries(folder: Path, wanted: set[str] | None) -> dict[str, str]:
+    path = find_file(folder, "queries.jsonl")
+    queries: dict[str, str] = {}
+    for lineno, rec in read_jsonl(path):
+        qid, text = rec.get("_id"), rec.get("text")
+        if not isinstance(qid, str) or not isinstance(text, str):
+            raise MrlError(f'{path}:{lineno}: a query record needs string "_id" and "text" fields')
+        if wanted is None or qid in wanted:
+            queries[qid] = text
+    return queries
+
+
+def load_qrels(folder: Path, split: str) -> dict[str, dict[str, int]]:
+    """Read ``qrels/<split>.tsv`` (``query-id  corpus-id  score``, optional header)."""
+    path = folder / "qrels" / f"{split}.tsv"
+    if not path.is_file():
+        found = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
+        raise MrlError(f"missing qrels file: {path} (splits found: {', '.join(found) or 'none'})")
+    qrels: dict[str, dict[str, int]] = {}
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, start=1):
+            cols = line.rstrip("\n").split("\t")
+            if not line.strip() or (lineno == 1 and cols[0] == "query-id"):
+                continue
+            if len(cols) != 3:
+                raise MrlError(f"{path}:{lineno}: expected 3 tab-separated columns, found {len(cols)}")
+            try:
+                score = int(float(cols[2]))
+            except ValueError:
+                raise MrlError(f"{path}:{lineno}: relevance score {cols[2]!r} is not a number") from None
+            qrels.setdefault(cols[0], {})[cols[1]] = score
+    if not any(s > 0 for judged in qrels.values() for s in judged.values()):
+        raise MrlError(f"{path}: split {split!r} is empty (no query has a relevant document)")
+    return qrels
+
+
+def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
+    """Load one split of a BEIR folder, checking that every judged id exists.
+
+    Raises:
+        MrlError: a missing or malformed file, an empty split, or qrels naming unknown ids.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise MrlError(f"BEIR folder not found: {folder}")
+    qrels = load_qrels(folder, split)
+    corpus = _load_corpus(folder)
+    queries = _load_queries(folder, set(qrels))
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    missing_q = [q for q in qrels if q not in queries]
+    if missing_q:
+        raise MrlError(
+            f"{qrels_path}: {len(missing_q)} query id(s) not in queries.jsonl, e.g. {missing_q[0]!r}"
+        )
+    missing_d = sorted({d for judged in qrels.values() for d in judged if d not in corpus})
+    if missing_d:
+        raise MrlError(f"{qrels_path}: {len(missing_d)} document id(s) not in corpus.jsonl, e.g. {missing_d[0]!r}")
+    return BeirDataset(corpus=corpus, queries=queries, qrels=qrels, name=folder.name, split=split)

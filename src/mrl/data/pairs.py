@@ -1,0 +1,105 @@
+"""Training pairs and triplets: from a BEIR split or a jsonl / csv / parquet file.
+
+A file holds an ``anchor`` column, a ``positive`` column and optionally one or more
+hard-negative columns (``negative``, ``negative_1``, ``negative_2`` ...).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from mrl.data.beir import load_beir
+from mrl.data.io import open_text, read_jsonl
+from mrl.errors import MrlError
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Aligned training columns.
+
+    Attributes:
+        anchors: query-side texts, length n.
+        positives: matched document texts, length n.
+        negatives: hard-negative columns, each of length n (empty tuple when none).
+        positive_keys: an id per positive, used to keep duplicates out of a batch
+            (two anchors with the same positive would be each other's false negatives).
+    """
+
+    anchors: list[str]
+    positives: list[str]
+    negatives: tuple[list[str], ...] = ()
+    positive_keys: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    @property
+    def keys(self) -> list[str]:
+        return self.positive_keys if self.positive_keys is not None else self.positives
+
+
+def _negative_columns(columns: list[str]) -> list[str]:
+    return sorted((c for c in columns if c == "negative" or c.startswith("negative_")), key=lambda c: (len(c), c))
+
+
+def _from_rows(path: Path, rows: list[tuple[int, dict]]) -> Pairs:
+    if not rows:
+        raise MrlError(f"{path}: no training pairs found")
+    columns = list(rows[0][1])
+    for needed in ("anchor", "positive"):
+        if needed not in columns:
+            raise MrlError(f"{path}: missing column {needed!r} (found: {', '.join(columns)})")
+    neg_cols = _negative_columns(columns)
+    out: dict[str, list[str]] = {c: [] for c in ["anchor", "positive", *neg_cols]}
+    for lineno, row in rows:
+        for c in out:
+            value = row.get(c)
+            if not isinstance(value, str) or not value.strip():
+                raise MrlError(f"{path}:{lineno}: column {c!r} must be a non-empty string, got {value!r}")
+            out[c].append(value)
+    return Pairs(out["anchor"], out["positive"], tuple(out[c] for c in neg_cols))
+
+
+def load_pairs(path: str | Path) -> Pairs:
+    """Read pairs or triplets from ``.jsonl[.gz]``, ``.csv`` or ``.parquet``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MrlError(f"pairs file not found: {path}")
+    suffixes = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
+    if suffixes in (".jsonl", ".jsonl.gz", ".json"):
+        return _from_rows(path, list(read_jsonl(path)))
+    if suffixes in (".csv", ".csv.gz"):
+        with open_text(path) as f:
+            reader = csv.DictReader(f)
+            return _from_rows(path, [(i + 2, row) for i, row in enumerate(reader)])
+    if suffixes == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise MrlError("reading parquet needs pyarrow: pip install 'mrl[parquet]'") from None
+        try:
+            table = pq.read_table(path).to_pylist()
+        except Exception as e:  # pyarrow raises several unrelated types for bad files
+            raise MrlError(f"{path}: not a readable parquet file ({e})") from None
+        return _from_rows(path, [(i + 1, row) for i, row in enumerate(table)])
+    raise MrlError(f"{path}: unknown pairs format {suffixes!r} (use .jsonl, .jsonl.gz, .csv or .parquet)")
+
+
+def pairs_from_beir(path: str | Path, split: str = "train") -> Pairs:
+    """Every (query, relevant document) of a BEIR split as a training pair."""
+    ds = load_beir(path, split)
+    anchors, positives, keys = [], [], []
+    for qid, judged in ds.qrels.items():
+        for doc_id, rel in judged.items():
+            if rel > 0:
+                anchors.append(ds.queries[qid])
+                positives.append(ds.corpus[doc_id])
+                keys.append(doc_id)
+    return Pairs(anchors, positives, (), keys)
+
+
+def load_training_data(path: str | Path, split: str = "train") -> Pairs:
+    """A BEIR folder (its ``split``) or a pairs/triplets file."""
+    return pairs_from_beir(path, split) if Path(path).is_dir() else load_pairs(path)

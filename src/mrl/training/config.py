@@ -1,0 +1,97 @@
+"""Training configuration: one frozen dataclass, written as JSON beside every run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from mrl.errors import MrlError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a Matryoshka fine-tuning run.
+
+    Attributes:
+        model: base encoder (folder, ``minilm``, or a cached hub name).
+        data: BEIR folder (its ``split`` gives the pairs) or a pairs/triplets file.
+        output: folder for the trained model, logs and checkpoints.
+        dims: Matryoshka dims; ``None`` means powers of two from 32 plus the full dim.
+        weights: one weight per dim; ``None`` means 1 each.
+        scale: InfoNCE logit scale (1 / temperature).
+        distill_weight: self-distillation weight (full dim -> prefixes); 0 disables.
+        distill_temperature: temperature multiplier of the distillation softmax.
+        batch_size: pairs per step (in-batch negatives come from the batch).
+        lr: peak learning rate (AdamW, linear warm-up then linear decay).
+        warmup_ratio: share of the steps spent warming up.
+        weight_decay: AdamW weight decay.
+        epochs: passes over the data when ``max_steps`` is not given.
+        max_steps: stop after this many optimizer steps.
+        max_seq_length: token cap per text.
+        seed: seeds batch order, dropout and initialisation; a resumed run replays it exactly.
+        group_by_length: batch texts of similar length together (less padding, faster steps).
+        dev_data: BEIR folder for evaluation during and after training.
+        dev_split: split of ``dev_data`` to evaluate.
+        dev_max_queries: sample at most this many dev queries.
+        dev_max_docs: dev corpus = the judged documents plus random others up to this size.
+        eval_every: evaluate every N steps (0: only at the end).
+        checkpoint_every: checkpoint every N steps (0: never).
+        keep_checkpoints: how many checkpoints to keep.
+        resume: continue from the newest checkpoint in ``output``.
+        log_every: write the per-dim losses every N steps.
+        device: ``cpu``/``cuda``; ``None`` picks CUDA when present (bf16 autocast there).
+    """
+
+    model: str
+    data: str
+    output: str
+    split: str = "train"
+    dims: tuple[int, ...] | None = None
+    weights: tuple[float, ...] | None = None
+    scale: float = 20.0
+    distill_weight: float = 0.0
+    distill_temperature: float = 1.0
+    batch_size: int = 32
+    lr: float = 5e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    epochs: int = 1
+    max_steps: int | None = None
+    max_seq_length: int = 128
+    seed: int = 42
+    group_by_length: bool = True
+    dev_data: str | None = None
+    dev_split: str = "dev"
+    dev_max_queries: int = 500
+    dev_max_docs: int = 5000
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    resume: bool = False
+    log_every: int = 1
+    device: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "batch_size": self.batch_size >= 2,
+            "lr": self.lr > 0,
+            "epochs": self.epochs >= 1,
+            "max_steps": self.max_steps is None or self.max_steps >= 1,
+            "max_seq_length": self.max_seq_length >= 1,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1,
+            "eval_every": self.eval_every >= 0,
+            "checkpoint_every": self.checkpoint_every >= 0,
+            "keep_checkpoints": self.keep_checkpoints >= 1,
+            "scale": self.scale > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            name = bad[0]
+            raise MrlError(f"invalid training option {name}={getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["dims"] = list(self.dims) if self.dims else None
+        d["weights"] = list(self.weights) if self.weights else None
+        return d

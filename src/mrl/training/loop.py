@@ -1,0 +1,191 @@
+"""The training loop: one encoder pass per column, Matryoshka InfoNCE, checkpoints, per-dim logs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mrl.data.beir import BeirDataset, load_beir
+from mrl.data.pairs import Pairs, load_training_data
+from mrl.encoders.model import embedding_dim, load_model, preprocess
+from mrl.errors import MrlError
+from mrl.eval.evaluate import evaluate, subsample
+from mrl.losses.matryoshka import MatryoshkaInfoNCELoss
+from mrl.training.batching import plan_epoch
+from mrl.training.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from mrl.training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+MRL_META = "mrl.json"
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _token_lengths(model: Any, texts: list[str], max_len: int) -> list[int]:
+    tok = model.tokenizer
+    lengths: list[int] = []
+    for i in range(0, len(texts), 4096):
+        enc = tok(texts[i : i + 4096], truncation=True, max_length=max_len, add_special_tokens=True)
+        lengths.extend(len(x) for x in enc["input_ids"])
+    return lengths
+
+
+class _Plan:
+    """The batch of every step, derived from the seed alone so that a resumed run replays it."""
+
+    def __init__(self, pairs: Pairs, lengths: list[int], cfg: TrainConfig) -> None:
+        self.pairs, self.lengths, self.cfg = pairs, lengths, cfg
+        self._epochs: dict[int, list[list[int]]] = {}
+        self.per_epoch = len(self.epoch(0))
+        if self.per_epoch == 0:
+            raise MrlError(f"{cfg.data}: {len(pairs)} pairs make no full batch of {cfg.batch_size}")
+        self.total = cfg.max_steps if cfg.max_steps else cfg.epochs * self.per_epoch
+
+    def epoch(self, e: int) -> list[list[int]]:
+        if e not in self._epochs:
+            self._epochs = {e: plan_epoch(self.lengths, self.pairs.keys, self.cfg.batch_size,
+                                          self.cfg.seed + e, self.cfg.group_by_length)}
+        return self._epochs[e]
+
+    def batch(self, step: int) -> list[int]:
+        return self.epoch(step // self.per_epoch)[step % self.per_epoch]
+
+
+def _dev_set(cfg: TrainConfig) -> BeirDataset | None:
+    if not cfg.dev_data:
+        return None
+    return subsample(load_beir(cfg.dev_data, cfg.dev_split), cfg.dev_max_queries, cfg.dev_max_docs, cfg.seed)
+
+
+def _dev_scores(model: Any, dev: BeirDataset, dims: list[int]) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    report = evaluate(model, dev, dims, show_progress=False)
+    model.train(was_training)
+    return {str(d): report.results["truncate"][d]["ndcg@10"] for d in dims}
+
+
+def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
+    """Fine-tune ``cfg.model`` with the Matryoshka InfoNCE loss and save it in Sentence-Transformers format.
+
+    Returns:
+        The run summary also written to ``<output>/mrl.json``.
+    """
+    from transformers import get_linear_schedule_with_warmup
+
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    _seed_everything(cfg.seed)
+    pairs = load_training_data(cfg.data, cfg.split)
+    dev = _dev_set(cfg)
+    model = load_model(cfg.model, cfg.device, cfg.max_seq_length)
+    device = model.device
+    loss_fn = MatryoshkaInfoNCELoss(
+        model, cfg.dims, cfg.weights, cfg.scale, cfg.distill_weight, cfg.distill_temperature
+    )
+    dims = loss_fn.dims
+    lengths = _token_lengths(model, pairs.positives, cfg.max_seq_length)
+    plan = _Plan(pairs, lengths, cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * plan.total), plan.total)
+    log_path = out / "train_log.jsonl"
+    start_step, history, elapsed = 0, [], 0.0
+    if cfg.resume:
+        state = load_latest(out)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+            start_step, history, elapsed = state["step"], state["history"], state["elapsed"]
+            logger.info("resumed from step %d", start_step)
+    # Drop log lines past the checkpoint (written by the run that was killed).
+    kept = [json.dumps(h) for h in history if h.get("kind") == "train"] if start_step else []
+    log_path.write_text("".join(line + "\n" for line in kept))
+    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    )
+    columns = [pairs.anchors, pairs.positives, *pairs.negatives]
+    model.train()
+    pbar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        pbar = tqdm(total=plan.total, initial=start_step, desc="training", unit="step")
+    t0 = time.perf_counter() - elapsed
+    n_tokens = 0
+    for step in range(start_step, plan.total):
+        idx = plan.batch(step)
+        features = []
+        for col in columns:
+            feats = preprocess(model, [col[i] for i in idx], device)
+            n_tokens += int(feats["input_ids"].numel())
+            features.append(feats)
+        with autocast:
+            loss = loss_fn(features)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == plan.total:
+            entry = {"kind": "train", "step": done, "loss": float(loss.detach()),
+                     "lr": scheduler.get_last_lr()[0],
+                     "dim_loss": {str(d): round(v, 6) for d, v in loss_fn.last_losses.items()}}
+            history.append(entry)
+            with log_path.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+        if pbar is not None:
+            pbar.update(1)
+            pbar.set_postfix({f"L{d}": f"{v:.3f}" for d, v in loss_fn.last_losses.items()
+                              if d in (dims[0], dims[-1])})
+        if dev is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < plan.total:
+            scores = _dev_scores(model, dev, dims)
+            entry = {"kind": "dev", "step": done, "ndcg@10": scores}
+            history.append(entry)
+            with log_path.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+            logger.info("step %d dev nDCG@10 %s", done, scores)
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < plan.total:
+            state = {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history,
+                     "elapsed": time.perf_counter() - t0, "config": cfg.to_dict()}
+            save_checkpoint(out, done, state, cfg.keep_checkpoints)
+    if pbar is not None:
+        pbar.close()
+    train_time = time.perf_counter() - t0
+    model.eval()
+    final_scores = _dev_scores(model, dev, dims) if dev is not None else None
+    model.save(str(out))
+    summary = {
+        "matryoshka_dims": dims,
+        "matryoshka_weights": loss_fn.weights,
+        "full_dim": embedding_dim(model),
+        "base_model": cfg.model,
+        "steps": plan.total,
+        "pairs_seen": plan.total * cfg.batch_size,
+        "train_time_s": round(train_time, 2),
+        "pairs_per_s": round((plan.total - start_step) * cfg.batch_size / max(train_time - elapsed, 1e-9), 3),
+        "padded_tokens_per_step": round(n_tokens / max(plan.total - start_step, 1), 1),
+        "final_dev_ndcg@10": final_scores,
+        "final_train_loss": history[-1]["dim_loss"] if history else None,
+        "config": cfg.to_dict(),
+    }
+    (out / MRL_META).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
