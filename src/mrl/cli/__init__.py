@@ -1,0 +1,1 @@
+"""The ``mrl`` command line (typer)."""

@@ -1,0 +1,70 @@
+"""Shared CLI pieces: error translation at the edge, option parsing, result tables."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mrl.errors import MrlError
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """Turn an :class:`MrlError` into a one-line message and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return fn(*args, **kwargs)
+        except MrlError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_ints(text: str | None, what: str) -> list[int] | None:
+    """``"32,64,128"`` -> ``[32, 64, 128]``; names the bad item."""
+    if text is None or not text.strip():
+        return None
+    out = []
+    for item in text.split(","):
+        try:
+            out.append(int(item.strip()))
+        except ValueError:
+            raise MrlError(f"{what}: {item.strip()!r} is not an integer (expected e.g. 32,64,128)") from None
+    return out
+
+
+def parse_floats(text: str | None, what: str) -> list[float] | None:
+    if text is None or not text.strip():
+        return None
+    out = []
+    for item in text.split(","):
+        try:
+            out.append(float(item.strip()))
+        except ValueError:
+            raise MrlError(f"{what}: {item.strip()!r} is not a number") from None
+    return out
+
+
+def results_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    return table

@@ -1,0 +1,74 @@
+"""``mrl eval``: retrieval quality at every prefix dimension."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mrl.cli.common import console, handle_errors, parse_ints, results_table
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model folder, 'minilm', or a cached hub name.",
+                                       envvar="MRL_MODEL")]
+
+
+@handle_errors
+def eval_command(
+    model: ModelOpt,
+    data: Annotated[Path, typer.Option(help="BEIR folder: corpus.jsonl[.gz], queries.jsonl[.gz], qrels/.")],
+    split: Annotated[str, typer.Option(help="qrels split to evaluate.")] = "test",
+    dims: Annotated[str | None, typer.Option(help="Comma-separated prefix dims (default: 32,64,... + full).")] = None,
+    baseline: Annotated[list[str] | None, typer.Option(help="Also score 'pca' (rotate, then truncate).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the results as a Markdown table.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write an nDCG@10-vs-dimension PNG.")] = None,
+    select: Annotated[float | None, typer.Option(
+        help="Print the smallest dim keeping this fraction of the full dim's nDCG@10, e.g. 0.95.")] = None,
+    max_queries: Annotated[int, typer.Option(help="Sample at most this many queries (0: all).")] = 0,
+    max_docs: Annotated[int, typer.Option(help="Judged docs plus random others up to this size (0: all).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 64,
+    max_seq_length: Annotated[int | None, typer.Option(help="Token cap per text (default: the model's).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present).")] = None,
+) -> None:
+    """Encode once at full dimension, slice every prefix, search exactly, report nDCG@10, Recall@10/100, MRR@10."""
+    from mrl.data.beir import load_beir
+    from mrl.encoders.model import embedding_dim, load_model
+    from mrl.errors import MrlError
+    from mrl.eval.evaluate import BASELINES, evaluate, subsample
+    from mrl.eval.report import plot_reports
+    from mrl.losses.matryoshka import validate_dims
+
+    dim_list = parse_ints(dims, "--dims")
+    if dim_list is not None:
+        validate_dims(dim_list, None, None)
+    for b in baseline or []:
+        if b not in BASELINES:
+            raise MrlError(f"--baseline {b!r} is unknown (choose from: {', '.join(BASELINES)})")
+    if select is not None and not 0 < select <= 1:
+        raise MrlError(f"--select takes a fraction in (0, 1], got {select}")
+    ds = load_beir(data, split)
+    if max_queries or max_docs:
+        ds = subsample(ds, max_queries or len(ds.queries), max_docs or len(ds.corpus))
+    st_model = load_model(model, device, max_seq_length)
+    if dim_list is not None:
+        validate_dims(dim_list, None, embedding_dim(st_model))
+    console.print(f"[bold]{model}[/] on {ds.name}/{split}: {len(ds.queries)} queries, {len(ds.corpus)} documents")
+    report = evaluate(st_model, ds, dim_list, baseline or [], batch_size, True, model)
+    console.print(results_table(f"{split}: quality per prefix dimension", report.header(), report.rows()))
+    if json_out:
+        report.write_json(json_out)
+        console.print(f"wrote {json_out}")
+    if markdown:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(report.to_markdown())
+        console.print(f"wrote {markdown}")
+    if plot:
+        plot_reports({Path(model).name or model: report}, plot)
+        console.print(f"wrote {plot}")
+    if select is not None:
+        chosen = report.select(select)
+        console.print(
+            f"smallest dim with nDCG@10 >= {select:.0%} of dim {report.full_dim}: [bold]{chosen}[/] "
+            f"({report.retention(chosen):.1%})"
+        )

@@ -1,0 +1,28 @@
+"""``mrl``: train, evaluate and demo Matryoshka embeddings."""
+
+from __future__ import annotations
+
+import typer
+
+from mrl.cli.demo import demo
+from mrl.cli.evaluate import eval_command
+from mrl.cli.train import train_command
+
+app = typer.Typer(
+    name="mrl",
+    help="Matryoshka embeddings, end to end: train, evaluate, pick a dimension.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.command("train")(train_command)
+app.command("eval")(eval_command)
+app.command("demo")(demo)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""``mrl train``: fine-tune an encoder with the Matryoshka InfoNCE loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mrl.cli.common import console, handle_errors, parse_floats, parse_ints
+
+
+@handle_errors
+def train_command(
+    data: Annotated[Path, typer.Option(help="BEIR folder (pairs from --split) or a pairs/triplets file "
+                                            "(.jsonl[.gz]/.csv/.parquet: anchor, positive[, negative...]).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where the trained model goes.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Base model: folder, 'minilm', or cached hub name.",
+                                       envvar="MRL_MODEL")] = "minilm",
+    split: Annotated[str, typer.Option(help="Training split of a BEIR folder.")] = "train",
+    dims: Annotated[str | None, typer.Option(help="Matryoshka dims, e.g. 32,64,128,256,384 "
+                                                  "(default: powers of two from 32 plus the full dim).")] = None,
+    weights: Annotated[str | None, typer.Option(help="One loss weight per dim, e.g. 2,1.5,1,1,1.")] = None,
+    scale: Annotated[float, typer.Option(help="InfoNCE logit scale = 1/temperature.")] = 20.0,
+    temperature: Annotated[float | None, typer.Option(help="Alternative to --scale.")] = None,
+    distill_weight: Annotated[float, typer.Option(help="Self-distillation from the full dim to each prefix.")] = 0.0,
+    distill_temperature: Annotated[float, typer.Option(help="Temperature of the distillation softmax.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-5,
+    warmup_ratio: Annotated[float, typer.Option(help="Share of steps for linear warm-up.")] = 0.1,
+    epochs: Annotated[int, typer.Option(help="Passes over the data (unless --max-steps).")] = 1,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.")] = None,
+    max_seq_length: Annotated[int, typer.Option(help="Token cap per text.")] = 128,
+    seed: Annotated[int, typer.Option(help="Random seed (batch order, dropout).")] = 42,
+    group_by_length: Annotated[bool, typer.Option(help="Batch texts of similar length together.")] = True,
+    dev_data: Annotated[Path | None, typer.Option(help="BEIR folder evaluated during/after training.")] = None,
+    dev_split: Annotated[str, typer.Option(help="Split of --dev-data.")] = "dev",
+    dev_max_queries: Annotated[int, typer.Option(help="Dev queries sampled.")] = 500,
+    dev_max_docs: Annotated[int, typer.Option(help="Dev corpus size (judged + random).")] = 5000,
+    eval_every: Annotated[int, typer.Option(help="Evaluate dev nDCG@10 per dim every N steps (0: at the end).")] = 0,
+    checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: never).")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in --output.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present).")] = None,
+) -> None:
+    """Fine-tune a Sentence-Transformers / Hugging Face encoder with a Matryoshka InfoNCE loss."""
+    from mrl.errors import MrlError
+    from mrl.training.config import TrainConfig
+    from mrl.training.loop import train
+
+    dim_list = parse_ints(dims, "--dims")
+    weight_list = parse_floats(weights, "--weights")
+    if weight_list is not None and dim_list is None:
+        raise MrlError("--weights needs --dims (one weight per dim)")
+    if dim_list is not None:
+        from mrl.losses.matryoshka import validate_dims
+
+        validate_dims(dim_list, weight_list, None)
+    if temperature is not None:
+        if not temperature > 0:
+            raise MrlError(f"--temperature must be positive, got {temperature}")
+        scale = 1.0 / temperature
+    if not data.exists():
+        raise MrlError(f"training data not found: {data}")
+    if dev_data is not None and not dev_data.is_dir():
+        raise MrlError(f"--dev-data must be a BEIR folder: {dev_data}")
+    cfg = TrainConfig(
+        model=model, data=str(data), output=str(output), split=split,
+        dims=tuple(dim_list) if dim_list else None, weights=tuple(weight_list) if weight_list else None,
+        scale=scale, distill_weight=distill_weight, distill_temperature=distill_temperature,
+        batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, epochs=epochs, max_steps=max_steps,
+        max_seq_length=max_seq_length, seed=seed, group_by_length=group_by_length,
+        dev_data=str(dev_data) if dev_data else None, dev_split=dev_split, dev_max_queries=dev_max_queries,
+        dev_max_docs=dev_max_docs, eval_every=eval_every, checkpoint_every=checkpoint_every, resume=resume,
+        device=device,
+    )
+    summary = train(cfg)
+    console.print(f"trained {summary['steps']} steps in {summary['train_time_s']:.0f}s "
+                  f"({summary['pairs_per_s']:.1f} pairs/s); dims {summary['matryoshka_dims']}")
+    if summary["final_dev_ndcg@10"]:
+        scores = ", ".join(f"{d}: {v:.4f}" for d, v in summary["final_dev_ndcg@10"].items())
+        console.print(f"dev nDCG@10 per dim: {scores}")
+    console.print(f"model saved to [bold]{output}[/] (Sentence-Transformers format; see mrl.json)")

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import SHARED, write_beir
+
+from mrl.data import load_beir, load_pairs, pairs_from_beir
+from mrl.errors import MrlError
+
+
+@pytest.fixture
+def small(tmp_path):
+    return write_beir(tmp_path / "b", {"d1": "alpha", "d2": "beta"}, {"q1": "a?", "q2": "b?"},
+                      {"test": {"q1": {"d1": 1}, "q2": {"d2": 1}}})
+
+
+def test_load_beir(small):
+    ds = load_beir(small, "test")
+    assert ds.corpus == {"d1": "alpha", "d2": "beta"} and ds.qrels["q2"] == {"d2": 1}
+    assert pairs_from_beir(small, "test").anchors == ["a?", "b?"]
+
+
+def test_missing_split_names_the_file_and_the_splits_found(small):
+    with pytest.raises(MrlError, match=r"qrels/dev.tsv \(splits found: test\)"):
+        load_beir(small, "dev")
+
+
+def test_missing_corpus(small):
+    (small / "corpus.jsonl.gz").unlink()
+    with pytest.raises(MrlError, match="missing file: .*corpus.jsonl"):
+        load_beir(small, "test")
+
+
+def test_malformed_json_names_file_and_line(small):
+    (small / "queries.jsonl").write_text('{"_id": "q1", "text": "a?"}\n{"_id": "q2", \n')
+    with pytest.raises(MrlError, match=r"queries.jsonl:2: not valid JSON"):
+        load_beir(small, "test")
+
+
+def test_record_without_text(small):
+    (small / "queries.jsonl").write_text('{"_id": "q1"}\n')
+    with pytest.raises(MrlError, match=r'queries.jsonl:1: a query record needs string "_id" and "text"'):
+        load_beir(small, "test")
+
+
+def test_qrels_with_unknown_ids(small):
+    (small / "qrels" / "test.tsv").write_text("q1\td1\t1\nq2\td7\t1\n")
+    with pytest.raises(MrlError, match=r"1 document id\(s\) not in corpus.jsonl, e.g. 'd7'"):
+        load_beir(small, "test")
+    (small / "qrels" / "test.tsv").write_text("q9\td1\t1\n")
+    with pytest.raises(MrlError, match=r"query id\(s\) not in queries.jsonl, e.g. 'q9'"):
+        load_beir(small, "test")
+
+
+def test_malformed_and_empty_qrels(small):
+    (small / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1 d1 1\n")
+    with pytest.raises(MrlError, match=r"test.tsv:2: expected 3 tab-separated columns, found 1"):
+        load_beir(small, "test")
+    (small / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    with pytest.raises(MrlError, match="split 'test' is empty"):
+        load_beir(small, "test")
+
+
+def test_pairs_from_jsonl_csv_parquet(tmp_path):
+    rows = [{"anchor": "a1", "positive": "p1", "negative": "n1"}, {"anchor": "a2", "positive": "p2", "negative": "n2"}]
+    (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "t.csv").write_text("anchor,positive,negative\na1,p1,n1\na2,p2,n2\n")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet")
+    for name in ("t.jsonl", "t.csv", "t.parquet"):
+        p = load_pairs(tmp_path / name)
+        assert p.anchors == ["a1", "a2"] and p.positives == ["p1", "p2"] and p.negatives == (["n1", "n2"],)
+
+
+def test_pairs_file_errors(tmp_path):
+    (tmp_path / "bad.csv").write_text("query,positive\nx,y\n")
+    with pytest.raises(MrlError, match="missing column 'anchor'"):
+        load_pairs(tmp_path / "bad.csv")
+    (tmp_path / "empty.csv").write_text("anchor,positive\nx,\n")
+    with pytest.raises(MrlError, match=r"empty.csv:2: column 'positive' must be a non-empty string"):
+        load_pairs(tmp_path / "empty.csv")
+    with pytest.raises(MrlError, match="pairs file not found"):
+        load_pairs(tmp_path / "nope.jsonl")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(MrlError, match="unknown pairs format"):
+        load_pairs(tmp_path / "x.txt")
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="shared data not present")
+def test_debian_pkgs_splits_load_with_documented_sizes():
+    ds = load_beir(SHARED, "dev")
+    assert len(ds.corpus) == 50001 and len(ds.queries) == 1447

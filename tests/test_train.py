@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from mrl import truncate
+from mrl.encoders.model import encode, load_model
+from mrl.training.checkpoint import list_checkpoints
+from mrl.training.config import TrainConfig
+from mrl.training.loop import train
+
+
+def _cfg(tiny_model_dir, tiny_beir, out, **kw):
+    base = dict(model=str(tiny_model_dir), data=str(tiny_beir), output=str(out), dims=(16, 32, 64), batch_size=8,
+                lr=1e-3, max_steps=8, max_seq_length=48, device="cpu", seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_writes_a_sentence_transformers_model_with_matryoshka_metadata(tiny_model_dir, tiny_beir, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "run"
+    summary = train(_cfg(tiny_model_dir, tiny_beir, out, dev_data=str(tiny_beir), eval_every=4, max_steps=12),
+                    progress=False)
+    meta = json.loads((out / "mrl.json").read_text())
+    assert meta["matryoshka_dims"] == [16, 32, 64] and set(meta["final_dev_ndcg@10"]) == {"16", "32", "64"}
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    train_lines = [e for e in log if e["kind"] == "train"]
+    assert [e["step"] for e in train_lines] == list(range(1, 13))
+    assert set(train_lines[0]["dim_loss"]) == {"16", "32", "64"}
+    assert [e["step"] for e in log if e["kind"] == "dev"] == [4, 8]
+    assert summary["steps"] == 12
+    # a plain Sentence-Transformers load with truncate_dim gives mrl's prefix
+    texts = ["python library for images", "network file server"]
+    st = SentenceTransformer(str(out), truncate_dim=32, device="cpu")
+    ref = st.encode(texts, normalize_embeddings=True)
+    ours = truncate(encode(load_model(str(out), "cpu"), texts), 32)
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_training_learns(tiny_model_dir, tiny_beir, tmp_path):
+    """Loss at every dim drops on a learnable task (queries are words of their documents)."""
+    out = tmp_path / "learn"
+    train(_cfg(tiny_model_dir, tiny_beir, out, max_steps=36, lr=3e-3), progress=False)
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    first = np.mean([list(e["dim_loss"].values()) for e in log[:4]], axis=0)
+    last = np.mean([list(e["dim_loss"].values()) for e in log[-4:]], axis=0)
+    assert (last < first).all(), (first, last)
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tiny_model_dir, tiny_beir, tmp_path):
+    args = ["--model", str(tiny_model_dir), "--data", str(tiny_beir), "--dims", "16,32,64", "--batch-size", "8",
+            "--lr", "1e-3", "--max-steps", "24", "--max-seq-length", "48", "--checkpoint-every", "2",
+            "--device", "cpu", "--seed", "3"]
+    cmd = [sys.executable, "-m", "mrl.cli.main", "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = tmp_path / "whole"
+    subprocess.run([*cmd, *args, "-o", str(whole)], check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, *args, "-o", str(killed)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any("0000004" in p.name for p in list_checkpoints(killed)):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list_checkpoints(killed), "no checkpoint was written before the kill"
+    assert not (killed / "model.safetensors").exists()  # it really died mid-run
+    subprocess.run([*cmd, *args, "-o", str(killed), "--resume"], check=True, env=env, capture_output=True)
+    a, b = _weights(whole), _weights(killed)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
+    steps = [json.loads(x)["step"] for x in (killed / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 25))
+
+
+def test_bad_config_values_are_named():
+    from mrl.errors import MrlError
+
+    with pytest.raises(MrlError, match="invalid training option batch_size=1"):
+        TrainConfig(model="m", data="d", output="o", batch_size=1)
