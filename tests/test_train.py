@@ -95,3 +95,14 @@ def test_bad_config_values_are_named():
 
     with pytest.raises(MrlError, match="invalid training option batch_size=1"):
         TrainConfig(model="m", data="d", output="o", batch_size=1)
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tiny_model_dir, tiny_beir, tmp_path):
+    from mrl.errors import MrlError
+
+    out = tmp_path / "r"
+    train(_cfg(tiny_model_dir, tiny_beir, out, max_steps=4, checkpoint_every=2), progress=False)
+    assert list_checkpoints(out)
+    with pytest.raises(MrlError, match=r"written with lr=0.001, this run has lr=0.002"):
+        train(_cfg(tiny_model_dir, tiny_beir, out, max_steps=4, checkpoint_every=2, lr=2e-3, resume=True),
+              progress=False)

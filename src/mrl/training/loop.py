@@ -78,6 +78,17 @@ def _dev_scores(model: Any, dev: BeirDataset, dims: list[int]) -> dict[str, floa
     return {str(d): report.results["truncate"][d]["ndcg@10"] for d in dims}
 
 
+def _check_same_run(saved: dict[str, Any], cfg: TrainConfig) -> None:
+    """A checkpoint only resumes the run that wrote it: same data, model and hyper-parameters."""
+    ignore = {"resume", "device", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every"}
+    now = cfg.to_dict()
+    differ = [k for k in now if k not in ignore and saved.get(k) != now[k]]
+    if differ:
+        k = differ[0]
+        raise MrlError(f"--resume: the checkpoint in {cfg.output} was written with {k}={saved.get(k)!r}, "
+                       f"this run has {k}={now[k]!r}; use the same options or another --output")
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` with the Matryoshka InfoNCE loss and save it in Sentence-Transformers format.
 
@@ -106,15 +117,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     if cfg.resume:
         state = load_latest(out)
         if state is not None:
+            _check_same_run(state["config"], cfg)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
             start_step, history, elapsed = state["step"], state["history"], state["elapsed"]
             logger.info("resumed from step %d", start_step)
-    # Drop log lines past the checkpoint (written by the run that was killed).
-    kept = [json.dumps(h) for h in history if h.get("kind") == "train"] if start_step else []
-    log_path.write_text("".join(line + "\n" for line in kept))
+    # The log restarts from the checkpoint's history: lines the killed run wrote after it go.
+    log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     autocast = (
