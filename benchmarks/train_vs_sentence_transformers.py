@@ -5,7 +5,8 @@ Runs (each cached under --out, so an interrupted benchmark picks up where it sto
   st-mnrl     sentence-transformers MultipleNegativesRankingLoss (no Matryoshka)
   st-mrl      sentence-transformers MatryoshkaLoss(MultipleNegativesRankingLoss)
   mrl-equal   mrl train, equal weights, no self-distillation (the peer's objective)
-  mrl         mrl train with --weights/--distill-weight (the recommended configuration)
+  mrl*        mrl train with --weights/--distill-weight/--head (any other name starting with
+              "mrl" takes these options too, so variants can be cached side by side)
 Then the Matryoshka step-time overhead of mrl (5 dims vs the full dim alone, same batches).
 
 Every model is evaluated on the dev and test queries of debian-pkgs over one corpus
@@ -98,11 +99,12 @@ def train_mrl(kind: str, args: argparse.Namespace, out: Path, steps: int | None 
     from mrl.training.config import TrainConfig
     from mrl.training.loop import train
 
-    tuned = kind == "mrl"
+    tuned = kind != "mrl-equal"  # every other mrl* run takes the tuned options below
     cfg = TrainConfig(
         model="minilm", data=args.data, output=str(out / "model"), dims=tuple(dims or DIMS),
         weights=tuple(args.weights) if tuned and not dims else None,
         distill_weight=args.distill_weight if tuned else 0.0,
+        head=args.head if tuned and not dims else "none", head_lr=args.head_lr,
         batch_size=args.batch_size, lr=args.lr, warmup_ratio=args.warmup_ratio,
         max_steps=steps or args.steps, max_seq_length=args.max_seq_length, seed=args.seed,
     )
@@ -122,6 +124,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--weights", type=float, nargs=5, default=[4, 2, 1, 1, 1], help="mrl run, per dim 32..384")
     p.add_argument("--distill-weight", type=float, default=1.0, help="mrl run self-distillation weight")
+    p.add_argument("--head", default="none", help="mrl run: 'linear' adds a linear head after pooling")
+    p.add_argument("--head-lr", type=float, default=1e-3)
     p.add_argument("--eval-docs", type=int, default=0, help="eval corpus size (0: full corpus)")
     p.add_argument("--eval-queries", type=int, default=0, help="queries per split (0: all)")
     p.add_argument("--runs", default="base,st-mnrl,st-mrl,mrl,mrl-equal")

@@ -25,6 +25,9 @@ def train_command(
     temperature: Annotated[float | None, typer.Option(help="Alternative to --scale.")] = None,
     distill_weight: Annotated[float, typer.Option(help="Self-distillation from the full dim to each prefix.")] = 0.0,
     distill_temperature: Annotated[float, typer.Option(help="Temperature of the distillation softmax.")] = 1.0,
+    head: Annotated[str, typer.Option(help="'linear': add an identity-initialised linear layer after pooling.")
+                    ] = "none",
+    head_lr: Annotated[float, typer.Option(help="Peak learning rate of the --head layer.")] = 1e-3,
     batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 5e-5,
     warmup_ratio: Annotated[float, typer.Option(help="Share of steps for linear warm-up.")] = 0.1,
@@ -66,7 +69,8 @@ def train_command(
     cfg = TrainConfig(
         model=model, data=str(data), output=str(output), split=split,
         dims=tuple(dim_list) if dim_list else None, weights=tuple(weight_list) if weight_list else None,
-        scale=scale, distill_weight=distill_weight, distill_temperature=distill_temperature,
+        scale=scale, distill_weight=distill_weight, distill_temperature=distill_temperature, head=head,
+        head_lr=head_lr,
         batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, epochs=epochs, max_steps=max_steps,
         max_seq_length=max_seq_length, seed=seed, group_by_length=group_by_length,
         dev_data=str(dev_data) if dev_data else None, dev_split=dev_split, dev_max_queries=dev_max_queries,

@@ -21,6 +21,9 @@ class TrainConfig:
         scale: InfoNCE logit scale (1 / temperature).
         distill_weight: self-distillation weight (full dim -> prefixes); 0 disables.
         distill_temperature: temperature multiplier of the distillation softmax.
+        head: ``"linear"`` adds an identity-initialised linear layer after pooling
+            (see :mod:`mrl.encoders.head`); ``"none"`` trains the encoder as it is.
+        head_lr: peak learning rate of that layer.
         batch_size: pairs per step (in-batch negatives come from the batch).
         lr: peak learning rate (AdamW, linear warm-up then linear decay).
         warmup_ratio: share of the steps spent warming up.
@@ -51,6 +54,8 @@ class TrainConfig:
     scale: float = 20.0
     distill_weight: float = 0.0
     distill_temperature: float = 1.0
+    head: str = "none"
+    head_lr: float = 1e-3
     batch_size: int = 32
     lr: float = 5e-5
     warmup_ratio: float = 0.1
@@ -84,6 +89,8 @@ class TrainConfig:
             "checkpoint_every": self.checkpoint_every >= 0,
             "keep_checkpoints": self.keep_checkpoints >= 1,
             "scale": self.scale > 0,
+            "head": self.head in ("none", "linear"),
+            "head_lr": self.head_lr > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -15,6 +15,7 @@ import torch
 
 from mrl.data.beir import BeirDataset, load_beir
 from mrl.data.pairs import Pairs, load_training_data
+from mrl.encoders.head import add_linear_head
 from mrl.encoders.model import embedding_dim, load_model, preprocess
 from mrl.errors import MrlError
 from mrl.eval.evaluate import evaluate, subsample
@@ -103,6 +104,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     pairs = load_training_data(cfg.data, cfg.split)
     dev = _dev_set(cfg)
     model = load_model(cfg.model, cfg.device, cfg.max_seq_length)
+    head_params: list[torch.nn.Parameter] = []
+    if cfg.head == "linear":
+        model, head_params = add_linear_head(model)
     device = model.device
     loss_fn = MatryoshkaInfoNCELoss(
         model, cfg.dims, cfg.weights, cfg.scale, cfg.distill_weight, cfg.distill_temperature
@@ -110,7 +114,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     dims = loss_fn.dims
     lengths = _token_lengths(model, pairs.positives, cfg.max_seq_length)
     plan = _Plan(pairs, lengths, cfg)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    head_ids = {id(p) for p in head_params}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in head_ids]}]
+    if head_params:
+        groups.append({"params": head_params, "lr": cfg.head_lr, "weight_decay": 0.0})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * plan.total), plan.total)
     log_path = out / "train_log.jsonl"
     start_step, history, elapsed = 0, [], 0.0

@@ -1,0 +1,38 @@
+"""An optional linear head between pooling and normalisation.
+
+Initialised to the identity, so training starts from the base model exactly; trained with
+its own (higher) learning rate it can rotate information into the leading coordinates much
+faster than the encoder's layers move. It is a plain Sentence-Transformers ``Dense`` module:
+the saved folder still loads with ``SentenceTransformer(path, truncate_dim=...)``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+
+def add_linear_head(model: SentenceTransformer) -> tuple[SentenceTransformer, list[nn.Parameter]]:
+    """Insert an identity-initialised ``Dense(D, D)`` before a trailing ``Normalize`` (or at the end).
+
+    Returns:
+        The new model and the head's parameters (for their own optimizer group).
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+
+    from mrl.encoders.model import embedding_dim
+
+    dim = embedding_dim(model)
+    modules = list(model)
+    head = Dense(dim, dim, bias=False, activation_function=nn.Identity(), init_weight=torch.eye(dim))
+    at = len(modules) - 1 if modules and isinstance(modules[-1], Normalize) else len(modules)
+    modules.insert(at, head)
+    new = SentenceTransformer(modules=modules, device=str(model.device))
+    new.max_seq_length = model.max_seq_length
+    return new, list(head.parameters())
