@@ -55,7 +55,8 @@ def eval_command(
         validate_dims(dim_list, None, embedding_dim(st_model))
     console.print(f"[bold]{model}[/] on {ds.name}/{split}: {len(ds.queries)} queries, {len(ds.corpus)} documents")
     report = evaluate(st_model, ds, dim_list, baseline or [], batch_size, True, model)
-    console.print(results_table(f"{split}: quality per prefix dimension", report.header(), report.rows()))
+    console.print(results_table(f"{split}: quality per prefix dimension (kept = nDCG@10 / full dim's)",
+                                report.header(compact=True), report.rows(compact=True)))
     if json_out:
         report.write_json(json_out)
         console.print(f"wrote {json_out}")

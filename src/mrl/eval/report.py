@@ -70,22 +70,25 @@ class EvalReport:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
-    def rows(self) -> list[list[str]]:
-        """Table rows: dim, then each metric and the nDCG retention per method."""
+    def rows(self, compact: bool = False) -> list[list[str]]:
+        """Table rows: dim, every metric and the nDCG@10 retention of truncation, then per baseline
+        every metric and retention (``compact``: only its nDCG@10 and retention)."""
         rows = []
         for d in self.dims:
             row = [str(d)]
             for method in self.results:
                 r = self.results[method][d]
-                row += [f"{r[m]:.4f}" for m in METRICS] + [f"{self.retention(d, method=method):.1%}"]
+                metrics = ("ndcg@10",) if compact and method != "truncate" else METRICS
+                row += [f"{r[m]:.4f}" for m in metrics] + [f"{self.retention(d, method=method):.1%}"]
             rows.append(row)
         return rows
 
-    def header(self) -> list[str]:
+    def header(self, compact: bool = False) -> list[str]:
         cols = ["dim"]
         for method in self.results:
-            tag = "" if method == "truncate" else f" ({method})"
-            cols += [m + tag for m in METRICS] + ["retention" + tag]
+            tag = "" if method == "truncate" else f"{method} "
+            metrics = ("ndcg@10",) if compact and method != "truncate" else METRICS
+            cols += [tag + m for m in metrics] + [tag + "kept"]
         return cols
 
     def to_markdown(self) -> str:
