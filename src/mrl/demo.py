@@ -29,7 +29,8 @@ def run_demo(
     model: str = "minilm",
     epochs: int = 1,
     max_steps: int | None = None,
-    distill_weight: float = 0.5,
+    head: str = "linear",
+    distill_weight: float = 0.0,
     seed: int = 42,
     device: str | None = None,
 ) -> DemoResult:
@@ -37,7 +38,7 @@ def run_demo(
     from mrl.data.beir import load_beir
     from mrl.encoders.model import embedding_dim, load_model
     from mrl.eval.evaluate import evaluate
-    from mrl.losses.matryoshka import default_dims, recommended_weights
+    from mrl.losses.matryoshka import default_dims
     from mrl.training.config import TrainConfig
     from mrl.training.loop import train
 
@@ -49,8 +50,7 @@ def run_demo(
     base = evaluate(base_model, test, dims, ("pca",), model_name=f"base ({model})")
     del base_model
     cfg = TrainConfig(
-        model=model, data=str(data), output=str(out / "model"), dims=tuple(dims),
-        weights=tuple(recommended_weights(dims)),
+        model=model, data=str(data), output=str(out / "model"), dims=tuple(dims), head=head,
         distill_weight=distill_weight, epochs=epochs, max_steps=max_steps, seed=seed, device=device,
     )
     summary = train(cfg)
@@ -84,7 +84,7 @@ def write_reports(result: DemoResult) -> None:
         f"Test split: {result.base.n_queries} queries over {result.base.n_docs} documents. "
         f"Training: {s['steps']} steps of {s['config']['batch_size']} pairs in {s['train_time_s']:.0f}s "
         f"({s['pairs_per_s']:.1f} pairs/s), dims {s['matryoshka_dims']}, weights {s['matryoshka_weights']}, "
-        f"self-distillation {s['config']['distill_weight']}.",
+        f"head {s['config']['head']}, self-distillation {s['config']['distill_weight']}.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from mrl.losses.matryoshka import MatryoshkaInfoNCELoss, default_dims, recommended_weights, validate_dims
+from mrl.losses.matryoshka import MatryoshkaInfoNCELoss, default_dims, validate_dims
 
-__all__ = ["MatryoshkaInfoNCELoss", "default_dims", "recommended_weights", "validate_dims"]
+__all__ = ["MatryoshkaInfoNCELoss", "default_dims", "validate_dims"]

@@ -30,12 +30,6 @@ def default_dims(full_dim: int, smallest: int = 32) -> list[int]:
     return [*dims, full_dim]
 
 
-def recommended_weights(dims: Sequence[int]) -> list[float]:
-    """Extra weight on the two smallest prefixes, which lose the most to truncation (ascending dims)."""
-    extra = [2.0, 1.5]
-    return [extra[i] if i < len(extra) and i < len(dims) - 1 else 1.0 for i in range(len(dims))]
-
-
 def validate_dims(
     dims: Sequence[int], weights: Sequence[float] | None, full_dim: int | None
 ) -> tuple[list[int], list[float]]:
