@@ -60,7 +60,7 @@ def test_self_distillation_adds_a_term_per_prefix(model):
     fn = MatryoshkaInfoNCELoss(model, [16, 32, 64], distill_weight=1.0, return_components=True)
     terms = fn([dict(f) for f in feats])
     assert set(terms) == {"infonce_16", "infonce_32", "infonce_64", "distill_16", "distill_32"}
-    assert all(float(v) >= 0 for v in terms.values()) and float(terms["distill_16"]) > 0
+    assert all(float(v.detach()) >= 0 for v in terms.values()) and float(terms["distill_16"].detach()) > 0
     assert set(fn.last_losses) == {16, 32, 64}
 
 

@@ -17,6 +17,7 @@ from mrl.errors import MrlError
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def handle_errors(fn: F) -> F:
@@ -36,29 +37,26 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def parse_ints(text: str | None, what: str) -> list[int] | None:
-    """``"32,64,128"`` -> ``[32, 64, 128]``; names the bad item."""
+def parse_list(text: str | None, what: str, cast: Callable[[str], T]) -> list[T] | None:
+    """``"32,64,128"`` -> ``[32, 64, 128]`` (with ``cast=int``); the error names the bad item."""
     if text is None or not text.strip():
         return None
     out = []
     for item in text.split(","):
         try:
-            out.append(int(item.strip()))
+            out.append(cast(item.strip()))
         except ValueError:
-            raise MrlError(f"{what}: {item.strip()!r} is not an integer (expected e.g. 32,64,128)") from None
+            kind = "an integer" if cast is int else "a number"
+            raise MrlError(f"{what}: {item.strip()!r} is not {kind} (expected e.g. 32,64,128)") from None
     return out
+
+
+def parse_ints(text: str | None, what: str) -> list[int] | None:
+    return parse_list(text, what, int)
 
 
 def parse_floats(text: str | None, what: str) -> list[float] | None:
-    if text is None or not text.strip():
-        return None
-    out = []
-    for item in text.split(","):
-        try:
-            out.append(float(item.strip()))
-        except ValueError:
-            raise MrlError(f"{what}: {item.strip()!r} is not a number") from None
-    return out
+    return parse_list(text, what, float)
 
 
 def results_table(title: str, columns: list[str], rows: list[list[str]]) -> Table:

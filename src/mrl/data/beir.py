@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +29,19 @@ class BeirDataset:
     split: str = ""
 
 
+def _records(path: Path, what: str) -> Iterator[tuple[str, str, dict]]:
+    """``(_id, text, record)`` per line, naming file and line when a field is missing."""
+    for lineno, rec in read_jsonl(path):
+        rid, text = rec.get("_id"), rec.get("text")
+        if not isinstance(rid, str) or not isinstance(text, str):
+            raise MrlError(f'{path}:{lineno}: a {what} record needs string "_id" and "text" fields')
+        yield rid, text, rec
+
+
 def _load_corpus(folder: Path) -> dict[str, str]:
     path = find_file(folder, "corpus.jsonl")
     corpus: dict[str, str] = {}
-    for lineno, rec in read_jsonl(path):
-        doc_id, text = rec.get("_id"), rec.get("text")
-        if not isinstance(doc_id, str) or not isinstance(text, str):
-            raise MrlError(f'{path}:{lineno}: a corpus record needs string "_id" and "text" fields')
+    for doc_id, text, rec in _records(path, "corpus"):
         title = rec.get("title") or ""
         corpus[doc_id] = f"{title} {text}".strip() if title else text
     if not corpus:
@@ -45,10 +52,7 @@ def _load_corpus(folder: Path) -> dict[str, str]:
 def _load_queries(folder: Path, wanted: set[str] | None) -> dict[str, str]:
     path = find_file(folder, "queries.jsonl")
     queries: dict[str, str] = {}
-    for lineno, rec in read_jsonl(path):
-        qid, text = rec.get("_id"), rec.get("text")
-        if not isinstance(qid, str) or not isinstance(text, str):
-            raise MrlError(f'{path}:{lineno}: a query record needs string "_id" and "text" fields')
+    for qid, text, _ in _records(path, "query"):
         if wanted is None or qid in wanted:
             queries[qid] = text
     return queries
