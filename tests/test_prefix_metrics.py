@@ -74,3 +74,10 @@ def test_import_mrl_stays_light():
     code = "import sys, mrl; print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_every_public_name_resolves():
+    import mrl
+
+    missing = [n for n in mrl.__all__ if getattr(mrl, n, None) is None]
+    assert not missing
