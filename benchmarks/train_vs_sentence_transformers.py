@@ -4,6 +4,7 @@ Runs (each cached under --out, so an interrupted benchmark picks up where it sto
   base        all-MiniLM-L6-v2 as shipped (plain truncation)
   st-mnrl     sentence-transformers MultipleNegativesRankingLoss (no Matryoshka)
   st-mrl      sentence-transformers MatryoshkaLoss(MultipleNegativesRankingLoss)
+  st-trainer-mrl-loss  mrl's MatryoshkaInfoNCELoss through the sentence-transformers trainer
   mrl-equal   mrl train, equal weights, no self-distillation (the peer's objective)
   mrl*        mrl train with --weights/--distill-weight/--head (any other name starting with
               "mrl" takes these options too, so variants can be cached side by side)
@@ -83,6 +84,10 @@ def train_st(kind: str, args: argparse.Namespace, out: Path, steps: int | None =
     loss = MultipleNegativesRankingLoss(model)
     if kind == "st-mrl":
         loss = MatryoshkaLoss(model, loss, DIMS)
+    elif kind == "st-trainer-mrl-loss":  # mrl's loss through the peer's trainer: isolates loss vs loop
+        from mrl.losses import MatryoshkaInfoNCELoss
+
+        loss = MatryoshkaInfoNCELoss(model, DIMS)
     targs = SentenceTransformerTrainingArguments(
         output_dir=str(out / "trainer"), per_device_train_batch_size=args.batch_size, max_steps=steps or args.steps,
         learning_rate=args.lr, warmup_ratio=args.warmup_ratio, seed=args.seed, save_strategy="no",
