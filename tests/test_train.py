@@ -76,8 +76,9 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tiny_model_di
     proc = subprocess.Popen([*cmd, *args, "-o", str(killed)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not any("0000004" in p.name for p in list_checkpoints(killed)):
-        time.sleep(0.05)
+    # kill right after the first checkpoint lands (older ones are pruned, so look for any)
+    while time.time() < deadline and not list_checkpoints(killed) and proc.poll() is None:
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert list_checkpoints(killed), "no checkpoint was written before the kill"
