@@ -6,11 +6,14 @@ import typer
 
 from mrl.cli.demo import demo
 from mrl.cli.evaluate import eval_command
+from mrl.cli.index import app as index_app
+from mrl.cli.index import search_command
+from mrl.cli.serve import serve_command
 from mrl.cli.train import train_command
 
 app = typer.Typer(
     name="mrl",
-    help="Matryoshka embeddings, end to end: train, evaluate, pick a dimension.",
+    help="Matryoshka embeddings, end to end: train, evaluate, pick a dimension, index, search and serve.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
@@ -18,6 +21,9 @@ app = typer.Typer(
 app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("demo")(demo)
+app.add_typer(index_app, name="index")
+app.command("search")(search_command)
+app.command("serve")(serve_command)
 
 
 def main() -> None:

@@ -38,8 +38,9 @@ def _records(path: Path, what: str) -> Iterator[tuple[str, str, dict]]:
         yield rid, text, rec
 
 
-def _load_corpus(folder: Path) -> dict[str, str]:
-    path = find_file(folder, "corpus.jsonl")
+def load_corpus(folder: str | Path) -> dict[str, str]:
+    """``{doc_id: text}`` from a BEIR folder's ``corpus.jsonl[.gz]`` (title and text joined)."""
+    path = find_file(Path(folder), "corpus.jsonl")
     corpus: dict[str, str] = {}
     for doc_id, text, rec in _records(path, "corpus"):
         title = rec.get("title") or ""
@@ -92,7 +93,7 @@ def load_beir(path: str | Path, split: str = "test") -> BeirDataset:
     if not folder.is_dir():
         raise MrlError(f"BEIR folder not found: {folder}")
     qrels = load_qrels(folder, split)
-    corpus = _load_corpus(folder)
+    corpus = load_corpus(folder)
     queries = _load_queries(folder, set(qrels))
     qrels_path = folder / "qrels" / f"{split}.tsv"
     missing_q = [q for q in qrels if q not in queries]

@@ -1,0 +1,269 @@
+"""``mrl index ...`` and ``mrl search``: build, change, tune and query a funnel index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from mrl.cli.common import console, handle_errors, results_table
+from mrl.errors import MrlError
+
+app = typer.Typer(help="Build, change, tune and inspect a persistent Matryoshka funnel index.",
+                  no_args_is_help=True)
+
+IndexArg = Annotated[Path, typer.Argument(help="Index folder.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model folder or 'minilm' (encodes texts).",
+                                              envvar="MRL_MODEL")]
+DataOpt = Annotated[Path | None, typer.Option(help="BEIR folder whose corpus.jsonl[.gz] is encoded.")]
+VectorsOpt = Annotated[Path | None, typer.Option(help="Precomputed vectors, .npy of shape (n, D).")]
+IdsOpt = Annotated[Path | None, typer.Option(help="Ids, one per line (.txt) or .npy; default 0..n-1.")]
+
+
+def load_vectors(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise MrlError(f"{path}: no such file")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise MrlError(f"{path}: not a .npy array ({e})") from None
+
+
+def load_ids(path: Path) -> np.ndarray:
+    """Ids from a text file (one per line; all-integer files give int ids) or a .npy array."""
+    if not path.is_file():
+        raise MrlError(f"{path}: no such file")
+    if path.suffix == ".npy":
+        return np.asarray(load_vectors(path))
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            raise MrlError(f"{path}:{i}: empty id")
+    values = [line.strip() for line in lines]
+    try:
+        return np.array([int(v) for v in values], dtype=np.int64)
+    except ValueError:
+        return np.array(values, dtype=str)
+
+
+def _encode_corpus(model: str, data: Path, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    from mrl.data.beir import load_corpus
+    from mrl.encoders.model import encode, load_model
+
+    corpus = load_corpus(data)
+    st_model = load_model(model)
+    console.print(f"encoding {len(corpus)} documents from {data} with {model}")
+    xb = encode(st_model, list(corpus.values()), batch_size, show_progress=True)
+    return xb, np.array(list(corpus), dtype=str)
+
+
+def _inputs(model: str | None, data: Path | None, vectors: Path | None, ids: Path | None,
+            batch_size: int) -> tuple[np.ndarray, Any]:
+    if (vectors is None) == (data is None):
+        raise MrlError("give either --vectors X.npy [--ids ids.txt] or --model PATH --data BEIR_DIR")
+    if data is not None:
+        if model is None:
+            raise MrlError("--data needs --model to encode the corpus")
+        if ids is not None:
+            raise MrlError("--ids goes with --vectors; with --data the corpus ids are used")
+        return _encode_corpus(model, data, batch_size)
+    assert vectors is not None
+    return load_vectors(vectors), (load_ids(ids) if ids is not None else None)
+
+
+@app.command("build")
+@handle_errors
+def build_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Index folder to create.")],
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    vectors: VectorsOpt = None,
+    ids: IdsOpt = None,
+    first_stage: Annotated[list[str] | None, typer.Option(
+        help="First-stage structure KIND@DIM (exact, int8, binary, hnsw); repeatable. Default int8@64.")] = None,
+    cascade: Annotated[str | None, typer.Option(help="Default cascade, e.g. int8@64:1000,384:10.")] = None,
+    dtype: Annotated[str, typer.Option(help="Storage of the full vectors: float16 or float32.")] = "float16",
+    hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree M.")] = 16,
+    ef_construction: Annotated[int, typer.Option(help="HNSW efConstruction.")] = 80,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing index (atomically).")] = False,
+    batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 64,
+) -> None:
+    """Build an index from a BEIR corpus (encoded with --model) or from precomputed vectors."""
+    from mrl.index import MrlIndex
+
+    xb, id_values = _inputs(model, data, vectors, ids, batch_size)
+    index = MrlIndex.build(out, xb, id_values, model=_model_record(model), dtype=dtype, first_stages=first_stage,
+                           default_cascade=cascade, hnsw_m=hnsw_m, ef_construction=ef_construction,
+                           overwrite=overwrite, progress=lambda s: console.print(f"built first stage {s}"))
+    console.print(f"wrote {out}: {index.count} vectors of dim {index.dim} ({dtype}), "
+                  f"cascade {index.manifest['default_cascade']}; run `mrl index tune {out}` to pick a faster one")
+
+
+def _model_record(model: str | None) -> str | None:
+    """Record a local model folder as an absolute path so the index finds it from anywhere."""
+    if model is None:
+        return None
+    return str(Path(model).resolve()) if Path(model).exists() else model
+
+
+@app.command("add")
+@handle_errors
+def add_command(
+    index_path: IndexArg,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    vectors: VectorsOpt = None,
+    ids: IdsOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 64,
+) -> None:
+    """Upsert vectors: new ids are added, existing ids replaced."""
+    from mrl.index import MrlIndex
+
+    index = MrlIndex.open(index_path)
+    xb, id_values = _inputs(model or (index.manifest["model"] if data else None), data, vectors, ids, batch_size)
+    if id_values is None:
+        raise MrlError("--ids is required when adding vectors (which ids do they get or replace?)")
+    before = index.count
+    index = index.add(xb, id_values)
+    console.print(f"{index_path}: {len(xb)} vectors upserted, {before} -> {index.count} live, "
+                  f"{len(index.segments)} segment(s)")
+
+
+@app.command("delete")
+@handle_errors
+def delete_command(
+    index_path: IndexArg,
+    id_list: Annotated[list[str] | None, typer.Argument(help="Ids to delete.")] = None,
+    ids: IdsOpt = None,
+) -> None:
+    """Delete by id; if any id is unknown nothing is deleted."""
+    from mrl.index import MrlIndex
+
+    values = list(id_list or []) + ([str(v) for v in load_ids(ids)] if ids else [])
+    index = MrlIndex.open(index_path)
+    if index.manifest["id_kind"] == "int":
+        try:
+            parsed: list[Any] = [int(v) for v in values]
+        except ValueError:
+            bad = next(v for v in values if not v.lstrip("-").isdigit())
+            raise MrlError(f"{index_path} uses integer ids; {bad!r} is not one") from None
+    else:
+        parsed = values
+    before = index.count
+    index = index.delete(parsed)
+    console.print(f"{index_path}: deleted {len(parsed)}, {before} -> {index.count} live")
+
+
+@app.command("compact")
+@handle_errors
+def compact_command(index_path: IndexArg) -> None:
+    """Rewrite the live vectors as one segment and drop deleted rows."""
+    from mrl.index import MrlIndex
+
+    index = MrlIndex.open(index_path)
+    before = len(index.segments), int(index._dead.sum())
+    index = index.compact()
+    console.print(f"{index_path}: {before[0]} segment(s), {before[1]} dead rows -> 1 segment, {index.count} live")
+
+
+@app.command("stats")
+@handle_errors
+def stats_command(index_path: IndexArg) -> None:
+    """Print the manifest summary as JSON."""
+    from mrl.index import MrlIndex
+
+    console.print_json(json.dumps(MrlIndex.open(index_path).stats()))
+
+
+@app.command("verify")
+@handle_errors
+def verify_command(index_path: IndexArg) -> None:
+    """Recompute every file checksum the manifest records."""
+    from mrl.index import MrlIndex
+
+    problems = MrlIndex.open(index_path).verify()
+    if problems:
+        raise MrlError(f"{index_path}: " + "; ".join(problems))
+    console.print(f"{index_path}: all checksums match")
+
+
+@app.command("tune")
+@handle_errors
+def tune_command(
+    index_path: IndexArg,
+    k: Annotated[int, typer.Option(help="Results per query.")] = 10,
+    target_recall: Annotated[float, typer.Option(help="Recall@k vs exact full-dim search to reach.")] = 0.99,
+    queries: Annotated[Path | None, typer.Option(help="Sample queries .npy (default: noisy corpus vectors).")] = None,
+    n_queries: Annotated[int, typer.Option(help="Sampled queries when --queries is not given.")] = 200,
+    noise: Annotated[float, typer.Option(help="Relative noise added to sampled corpus vectors.")] = 1.0,
+    out: Annotated[Path | None, typer.Option(help="Report folder (default IDX/tune).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Report only; keep the current default cascade.")] = False,
+) -> None:
+    """Measure candidate cascades, store the cheapest that meets the target as the default."""
+    from mrl.index import MrlIndex
+    from mrl.index.tune import tune, tuning_record, write_report
+
+    index = MrlIndex.open(index_path)
+    xq = np.asarray(load_vectors(queries), dtype=np.float32) if queries else None
+    best, rows = tune(index, k, target_recall, xq, n_queries, noise)
+    report_dir = out or index_path / "tune"
+    write_report(rows, best, target_recall, k, report_dir)
+    table = [[r.cascade, f"{r.recall:.4f}", f"{r.p50_ms:.3f}", f"{r.batch_ms_per_query:.4f}",
+              f"{r.first_stage_bytes_per_vector:g}"] for r in sorted(rows, key=lambda r: r.p50_ms)]
+    console.print(results_table(f"cascades (recall@{k} vs exact full-dim)",
+                                ["cascade", "recall", "p50 ms", "batch ms/q", "B/vec"], table))
+    console.print(f"wrote {report_dir}/tune.md, tune.json, tune.png")
+    if best is None:
+        raise MrlError(f"no candidate cascade reached recall@{k} {target_recall}; the best was "
+                       f"{max(r.recall for r in rows):.4f} (add a first stage on a longer prefix)")
+    if not dry_run:
+        source = str(queries) if queries else f"{n_queries} corpus vectors + noise {noise}"
+        index.set_default_cascade(best.cascade, tuning_record(best, k, target_recall, len(rows), source))
+    console.print(f"chosen: [bold]{best.cascade}[/] recall {best.recall:.4f}, p50 {best.p50_ms:.3f} ms"
+                  + (" (dry run: not stored)" if dry_run else " (stored as the index default)"))
+
+
+@handle_errors
+def search_command(
+    index_path: IndexArg,
+    text: Annotated[list[str] | None, typer.Argument(help="Text queries.")] = None,
+    vectors: Annotated[Path | None, typer.Option(help="Query vectors .npy (n, D).")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Results per query.")] = 10,
+    cascade: Annotated[str | None, typer.Option(help="Override the index's default cascade.")] = None,
+    model: ModelOpt = None,
+    out: Annotated[Path | None, typer.Option(help="Write ids and scores to this .npz.")] = None,
+) -> None:
+    """Search an index with text (encoded by the index's model) or query vectors."""
+    from mrl.index import MrlIndex
+
+    index = MrlIndex.open(index_path)
+    if bool(text) == (vectors is not None):
+        raise MrlError("give text queries or --vectors Q.npy (one of them)")
+    if text:
+        from mrl.encoders.model import encode, load_model
+
+        name = model or index.manifest["model"]
+        if name is None:
+            raise MrlError(f"{index_path} records no model (built from vectors); pass --model to encode text")
+        xq = encode(load_model(name), text)
+    else:
+        assert vectors is not None
+        xq = np.asarray(load_vectors(vectors), dtype=np.float32)
+    scores, ids = index.search(xq, k, cascade)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        extra = {}
+        if index.manifest["id_kind"] == "str":
+            extra["keys"] = np.array([[key or "" for key in row] for row in index.keys(ids)], dtype=str)
+        np.savez(out, ids=ids, scores=scores, **extra)
+        console.print(f"wrote {out}: ids and scores of shape {ids.shape}")
+        return
+    keys = index.keys(ids)
+    for qi in range(len(ids)):
+        label = text[qi] if text else f"query {qi}"
+        rows = [[str(r + 1), keys[qi][r] or "-", f"{scores[qi, r]:.4f}"]
+                for r in range(ids.shape[1]) if ids[qi, r] >= 0]
+        console.print(results_table(label, ["rank", "id", "score"], rows))

@@ -1,0 +1,34 @@
+"""``mrl serve``: the HTTP service over an index (uvicorn)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mrl.cli.common import console, handle_errors
+
+
+@handle_errors
+def serve_command(
+    index_path: Annotated[Path, typer.Argument(help="Index folder.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model for text (default: the index's).",
+                                              envvar="MRL_MODEL")] = None,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    api_key: Annotated[str | None, typer.Option(help="Require 'Authorization: Bearer KEY'.",
+                                                envvar="MRL_API_KEY")] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 4 << 20,
+    max_batch: Annotated[int, typer.Option(help="Most texts or vectors per request.")] = 256,
+    max_k: Annotated[int, typer.Option(help="Largest k accepted.")] = 1000,
+) -> None:
+    """Serve POST /search, POST /v1/embeddings (OpenAI-compatible), GET /healthz and GET /stats."""
+    import uvicorn
+
+    from mrl.serve import ServeSettings, create_app
+
+    settings = ServeSettings(index_path, model, api_key, max_body_bytes, max_batch, max_k)
+    app = create_app(settings)
+    console.print(f"serving {index_path} on http://{host}:{port}" + (" (API key required)" if api_key else ""))
+    uvicorn.run(app, host=host, port=port, log_level="info")

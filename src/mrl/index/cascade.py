@@ -1,0 +1,106 @@
+"""Cascades (funnels): a first stage on a short prefix, then reranks on longer prefixes.
+
+Written ``[KIND@]DIM:SHORTLIST,DIM:SHORTLIST,...``, e.g. ``int8@64:1000,128:100,384:10``:
+the first stage searches the 64-dim prefix with the int8 structure and keeps 1,000 candidates,
+the next stage rescores them on the 128-dim prefix (read from the full vectors) and keeps 100,
+the last rescores those on all 384 dims and keeps 10.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mrl.errors import MrlError
+
+FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw")
+
+
+@dataclass(frozen=True)
+class FirstStageSpec:
+    """A first-stage structure over the ``dim``-prefix: ``kind@dim`` (e.g. ``hnsw@64``)."""
+
+    kind: str
+    dim: int
+
+    def __str__(self) -> str:
+        return f"{self.kind}@{self.dim}"
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """``stages[0]`` uses a first-stage structure; every later stage rescores from the full vectors."""
+
+    kind: str | None  # None: whichever first stage the index holds for stages[0]'s dim
+    stages: tuple[tuple[int, int], ...]  # ((dim, shortlist), ...), dims strictly increasing
+
+    def __str__(self) -> str:
+        parts = [f"{d}:{n}" for d, n in self.stages]
+        if self.kind:
+            parts[0] = f"{self.kind}@{parts[0]}"
+        return ",".join(parts)
+
+    @property
+    def first(self) -> tuple[int, int]:
+        return self.stages[0]
+
+
+def parse_first_stage(text: str, full_dim: int | None = None) -> FirstStageSpec:
+    """``"int8@64"`` -> ``FirstStageSpec("int8", 64)``; the error names the bad part."""
+    kind, sep, dim_text = text.strip().partition("@")
+    if not sep:
+        raise MrlError(f"first stage {text!r}: expected KIND@DIM, e.g. int8@64 (kinds: {', '.join(FIRST_STAGE_KINDS)})")
+    if kind not in FIRST_STAGE_KINDS:
+        raise MrlError(f"first stage {text!r}: unknown kind {kind!r} (expected one of {', '.join(FIRST_STAGE_KINDS)})")
+    dim = _positive_int(dim_text, f"first stage {text!r}: dimension")
+    if full_dim is not None and dim > full_dim:
+        raise MrlError(f"first stage {text!r}: dimension {dim} exceeds the vectors' dimension {full_dim}")
+    if kind == "binary" and dim % 8:
+        raise MrlError(f"first stage {text!r}: binary codes need a dimension divisible by 8")
+    return FirstStageSpec(kind, dim)
+
+
+def parse_cascade(text: str, full_dim: int | None = None) -> Cascade:
+    """Parse and validate ``[KIND@]DIM:SHORTLIST,...``.
+
+    Raises:
+        MrlError: dims that do not increase or exceed ``full_dim``, shortlists that grow
+            or are not positive, an unknown first-stage kind, a malformed item.
+    """
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise MrlError(f"cascade {text!r} is empty; expected e.g. 64:1000,384:10")
+    kind: str | None = None
+    stages: list[tuple[int, int]] = []
+    for i, item in enumerate(items):
+        if "@" in item:
+            if i:
+                raise MrlError(f"cascade {text!r}: only the first stage names a kind ({item!r})")
+            kind, _, item = item.partition("@")
+            if kind not in FIRST_STAGE_KINDS:
+                raise MrlError(f"cascade {text!r}: unknown first-stage kind {kind!r} "
+                               f"(expected one of {', '.join(FIRST_STAGE_KINDS)})")
+        dim_text, sep, n_text = item.partition(":")
+        if not sep:
+            raise MrlError(f"cascade {text!r}: {item!r} is not DIM:SHORTLIST")
+        dim = _positive_int(dim_text, f"cascade {text!r}: dimension")
+        n = _positive_int(n_text, f"cascade {text!r}: shortlist")
+        if stages and dim <= stages[-1][0]:
+            raise MrlError(f"cascade {text!r}: dimensions must increase ({stages[-1][0]} then {dim})")
+        if stages and n > stages[-1][1]:
+            raise MrlError(f"cascade {text!r}: a shortlist cannot grow ({stages[-1][1]} then {n})")
+        if full_dim is not None and dim > full_dim:
+            raise MrlError(f"cascade {text!r}: dimension {dim} exceeds the vectors' dimension {full_dim}")
+        stages.append((dim, n))
+    if kind == "binary" and stages[0][0] % 8:
+        raise MrlError(f"cascade {text!r}: binary codes need a dimension divisible by 8")
+    return Cascade(kind, tuple(stages))
+
+
+def _positive_int(text: str, what: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise MrlError(f"{what} {text.strip()!r} is not an integer") from None
+    if value <= 0:
+        raise MrlError(f"{what} must be positive, got {value}")
+    return value

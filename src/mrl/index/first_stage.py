@@ -1,0 +1,98 @@
+"""First-stage structures over a normalised prefix, all backed by faiss.
+
+========  ==========================================  ===========================
+kind      structure                                   resident bytes per vector
+========  ==========================================  ===========================
+exact     ``IndexFlatIP`` (float32, BLAS for batches)  4 d
+int8      ``IndexScalarQuantizer`` QT_8bit             d
+binary    ``IndexBinaryFlat`` on sign bits (Hamming)   d / 8
+hnsw      ``IndexHNSWSQ`` (int8 codes + graph)         d + about 8 M
+========  ==========================================  ===========================
+
+Every structure returns ``(scores, rows)``: rows are positions in its segment, scores grow
+with similarity (for binary codes ``d - 2 * hamming``, the dot product of the sign vectors).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrl.index.cascade import FirstStageSpec
+
+TRAIN_SAMPLE = 100_000  # vectors used to fit the int8 ranges
+
+
+def _faiss() -> Any:
+    import faiss
+
+    return faiss
+
+
+def file_name(spec: FirstStageSpec) -> str:
+    return f"{spec.kind}-{spec.dim}.faiss"
+
+
+def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = 16, ef_construction: int = 80, seed: int = 0) -> Any:
+    """Build the structure for ``spec`` over ``xb``, the normalised ``spec.dim``-prefixes ``(nb, d)``."""
+    faiss = _faiss()
+    xb = np.ascontiguousarray(xb, dtype=np.float32)
+    d = xb.shape[1]
+    if spec.kind == "binary":
+        index = faiss.IndexBinaryFlat(d)
+        if len(xb):
+            index.add(np.packbits(xb > 0, axis=1))
+        return index
+    if spec.kind == "exact":
+        index = faiss.IndexFlatIP(d)
+    elif spec.kind == "int8":
+        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    elif spec.kind == "hnsw":
+        index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+    else:  # parse_first_stage rejects anything else
+        raise ValueError(spec.kind)
+    if not index.is_trained:
+        if len(xb):
+            rng = np.random.default_rng(seed)
+            sample = xb if len(xb) <= TRAIN_SAMPLE else xb[rng.choice(len(xb), TRAIN_SAMPLE, replace=False)]
+            index.train(sample)
+        else:  # an empty segment still needs a valid (trained) structure
+            index.train(np.concatenate([np.eye(d, dtype=np.float32), -np.eye(d, dtype=np.float32)]))
+    if len(xb):
+        index.add(xb)
+    return index
+
+
+def save(index: Any, path: Path) -> None:
+    faiss = _faiss()
+    if isinstance(index, faiss.IndexBinary):
+        faiss.write_index_binary(index, str(path))
+    else:
+        faiss.write_index(index, str(path))
+
+
+def load(spec: FirstStageSpec, path: Path) -> Any:
+    faiss = _faiss()
+    if spec.kind == "binary":
+        return faiss.read_index_binary(str(path))
+    return faiss.read_index(str(path))
+
+
+def search(spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``n`` of ``xq`` (normalised prefixes ``(nq, d)``): ``(scores, rows)``, rows -1 when short."""
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    n = max(1, min(n, index.ntotal)) if index.ntotal else 0
+    if n == 0:
+        return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64)
+    if spec.kind == "binary":
+        dist, rows = index.search(np.packbits(xq > 0, axis=1), n)
+        scores = spec.dim - 2 * dist.astype(np.float32)
+        return scores, rows.astype(np.int64)
+    params = None
+    if spec.kind == "hnsw":  # per call, so concurrent searches do not share a setting
+        params = _faiss().SearchParametersHNSW(efSearch=max(n, 16))
+    scores, rows = index.search(xq, n, params=params)
+    return scores.astype(np.float32), rows.astype(np.int64)

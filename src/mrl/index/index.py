@@ -1,0 +1,465 @@
+"""``MrlIndex``: full vectors stored once, searched through a funnel of prefixes.
+
+>>> index = MrlIndex.build("idx", xb, ids, first_stages=["int8@64"])
+>>> scores, ids = index.search(xq, k=10, cascade="int8@64:1000,128:100,384:10")
+
+Vectors are unit-normalised on the way in and scored by cosine similarity at every prefix
+(each prefix renormalised, the Matryoshka convention). An ``MrlIndex`` object is a read-only
+snapshot of one committed manifest; ``add``, ``delete``, ``compact`` and ``set_default_cascade``
+commit a new manifest atomically and return the new snapshot.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrl.errors import MrlError
+from mrl.index import first_stage, storage
+from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage
+from mrl.index.segment import BLOCK, Segment, normalize_rows, specs_from, write_segment
+
+DTYPES = ("float16", "float32")
+GATHER_ROWS = 1 << 18  # candidate rows gathered at once when rescoring
+
+
+class MrlIndex:
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        self.root = Path(root)
+        self.manifest = manifest
+        self.dim: int = manifest["dim"]
+        self.specs = specs_from(manifest)
+        self.segments = [Segment.load(self.root, e, self.specs) for e in manifest["segments"]]
+        self._offsets = np.cumsum([0] + [s.n for s in self.segments])  # global row -> segment
+        self._ids = np.concatenate([s.ids for s in self.segments]) if self.segments else np.zeros(0, np.int64)
+        self._dead = np.concatenate([s.dead for s in self.segments]) if self.segments else np.zeros(0, bool)
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ open / build
+    @classmethod
+    def open(cls, path: str | Path) -> MrlIndex:
+        root = Path(path)
+        manifest = storage.read_manifest(root)
+        for seg in manifest["segments"]:
+            for f in seg["files"]:
+                if not (root / "segments" / seg["name"] / f).is_file():
+                    raise MrlError(f"{root}: segments/{seg['name']}/{f} is missing; the index is damaged")
+        return cls(root, manifest)
+
+    @classmethod
+    def build(
+        cls,
+        path: str | Path,
+        vectors: np.ndarray,
+        ids: Sequence[int] | Sequence[str] | np.ndarray | None = None,
+        *,
+        model: str | None = None,
+        dtype: str = "float16",
+        first_stages: Sequence[str] | None = None,
+        default_cascade: str | None = None,
+        hnsw_m: int = 16,
+        ef_construction: int = 80,
+        overwrite: bool = False,
+        progress: Callable[[FirstStageSpec], None] | None = None,
+    ) -> MrlIndex:
+        """Write a new index at ``path`` from ``vectors`` ``(n, D)`` (any float dtype, may be a memmap).
+
+        ``ids`` are ints or strings (default ``0..n-1``); string ids get int64 ids assigned in order.
+        An existing index at ``path`` stays intact unless ``overwrite``, and even then until the
+        new one is committed.
+        """
+        root = Path(path)
+        vectors = _check_vectors(vectors, None, "vectors")
+        n, dim = vectors.shape
+        if n == 0:
+            raise MrlError("vectors: the corpus is empty (0 rows); an index needs at least one vector")
+        if dtype not in DTYPES:
+            raise MrlError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        if hnsw_m < 2 or ef_construction < 1:
+            raise MrlError(f"hnsw: M must be >= 2 and efConstruction >= 1 (got {hnsw_m}, {ef_construction})")
+        specs = [parse_first_stage(s, dim) for s in (first_stages or [f"int8@{min(64, dim)}"])]
+        if len(set(specs)) != len(specs):
+            raise MrlError(f"first stages {[str(s) for s in specs]}: listed twice")
+        int_ids, keys, id_kind, next_id = _assign_ids(ids, n, None, 0)
+        cascade = default_cascade or _initial_cascade(specs[0], dim)
+        parse_cascade(cascade, dim)
+        with storage.writer_lock(root):
+            if (root / storage.MANIFEST).exists() and not overwrite:
+                raise MrlError(f"{root}: an index already exists there (pass overwrite / --overwrite to replace it)")
+            entry = write_segment(root, vectors, int_ids, keys, specs, dtype, hnsw_m, ef_construction, progress)
+            entry.update(dead=None, dead_sha256=None, dead_count=0)
+            manifest = {
+                "format": storage.FORMAT, "version": storage.VERSION, "generation": 1,
+                "model": model, "dim": dim, "dtype": dtype, "metric": "cosine",
+                "count": n, "id_kind": id_kind, "next_id": next_id,
+                "first_stages": [str(s) for s in specs], "hnsw_m": hnsw_m, "ef_construction": ef_construction,
+                "default_cascade": cascade, "created": time.time(), "segments": [entry],
+            }
+            storage.commit_manifest(root, manifest)
+        return cls(root, manifest)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def count(self) -> int:
+        """Live vectors (deleted and superseded ones excluded)."""
+        return int(self.manifest["count"])
+
+    @property
+    def default_cascade(self) -> Cascade:
+        return parse_cascade(self.manifest["default_cascade"], self.dim)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return (f"MrlIndex({str(self.root)!r}, count={self.count}, dim={self.dim}, "
+                f"first_stages={self.manifest['first_stages']}, cascade={self.manifest['default_cascade']!r})")
+
+    # ------------------------------------------------------------------ search
+    def search(
+        self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search with a cascade (the index's default when ``None``).
+
+        Returns:
+            ``(scores, ids)``, float32 and int64, shape ``(nq, k)``; id -1 (score -inf) where the
+            cascade found fewer than ``k`` hits. Scores are cosine similarities at the last
+            stage's prefix (for a one-stage binary cascade, ``d - 2 * hamming``).
+        """
+        xq = _check_vectors(np.atleast_2d(np.asarray(xq)) if np.ndim(xq) == 1 else xq, self.dim, "queries")
+        self._check_k(k)
+        if cascade is None:
+            plan = self.default_cascade
+            plan = Cascade(plan.kind, tuple((d, max(n, k)) for d, n in plan.stages))
+        else:
+            plan = cascade if isinstance(cascade, Cascade) else parse_cascade(cascade, self.dim)
+            if any(d > self.dim for d, _ in plan.stages):
+                raise MrlError(f"cascade {plan}: a dimension exceeds the vectors' dimension {self.dim}")
+            if k > plan.stages[-1][1]:
+                raise MrlError(f"k={k} exceeds the last shortlist of cascade {plan} ({plan.stages[-1][1]})")
+        d1, n1 = plan.first
+        scores, rows = self._first_stage(xq, plan.kind, d1, n1)
+        for d, n in plan.stages[1:]:
+            scores = self._rescore(xq, rows, d)
+            scores, rows = _top(scores, rows, n)
+        scores, rows = _top(scores, rows, k)
+        return scores, self._row_ids(rows)
+
+    def exact_search(self, xq: np.ndarray, k: int = 10, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact cosine search on the stored vectors' ``dim``-prefix (default: all dims), streamed in blocks."""
+        xq = _check_vectors(np.atleast_2d(np.asarray(xq)) if np.ndim(xq) == 1 else xq, self.dim, "queries")
+        self._check_k(k)
+        scores, rows = self._exact_scan(xq, dim or self.dim, k)
+        return scores, self._row_ids(rows)
+
+    def _check_k(self, k: int) -> None:
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise MrlError(f"k must be a positive integer, got {k!r}")
+        if k > self.count:
+            raise MrlError(f"k={k} exceeds the number of vectors in the index ({self.count})")
+
+    def _spec_for(self, kind: str | None, d: int) -> FirstStageSpec | None:
+        """The structure a first stage uses; ``None`` means an exact scan of the stored vectors."""
+        at_d = [s for s in self.specs if s.dim == d and (kind is None or s.kind == kind)]
+        if at_d:
+            return at_d[0]
+        if kind in (None, "exact"):
+            return None
+        have = ", ".join(map(str, self.specs)) or "none"
+        raise MrlError(f"the index has no {kind}@{d} first stage (it has: {have}); "
+                       f"rebuild with it, e.g. --first-stage {kind}@{d}")
+
+    def _first_stage(self, xq: np.ndarray, kind: str | None, d: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        spec = self._spec_for(kind, d)
+        if spec is None:
+            return self._exact_scan(xq, d, n)
+        q = normalize_rows(xq[:, :d])  # (nq, d)
+        all_scores, all_rows = [], []
+        for seg, off in zip(self.segments, self._offsets[:-1]):
+            if seg.n == 0 or seg.n_dead == seg.n:
+                continue
+            s, r = first_stage.search(spec, seg.structure(spec), q, n + seg.n_dead)
+            valid = r >= 0
+            valid[valid] &= ~seg.dead[r[valid]]
+            all_scores.append(np.where(valid, s, -np.inf).astype(np.float32))
+            all_rows.append(np.where(valid, r + off, -1))
+        return _top(np.concatenate(all_scores, axis=1), np.concatenate(all_rows, axis=1), n)
+
+    def _exact_scan(self, xq: np.ndarray, d: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        q = normalize_rows(xq[:, :d])  # (nq, d)
+        best_s = np.full((len(q), 0), -np.inf, np.float32)
+        best_r = np.full((len(q), 0), -1, np.int64)
+        for seg, off in zip(self.segments, self._offsets[:-1]):
+            for start in range(0, seg.n, BLOCK):
+                xb = normalize_rows(seg.vectors[start : start + BLOCK, :d])  # (b, d)
+                s = q @ xb.T  # (nq, b)
+                s[:, seg.dead[start : start + BLOCK]] = -np.inf
+                rows = np.broadcast_to(np.arange(start + off, start + off + len(xb)), s.shape)
+                best_s, best_r = _top(np.concatenate([best_s, s], 1), np.concatenate([best_r, rows], 1), n)
+        return best_s, best_r
+
+    def _rescore(self, xq: np.ndarray, rows: np.ndarray, d: int) -> np.ndarray:
+        """Cosine at the ``d``-prefix of every candidate ``rows`` ``(nq, c)``; -inf where row is -1."""
+        nq, c = rows.shape
+        out = np.full((nq, c), -np.inf, np.float32)
+        q = normalize_rows(xq[:, :d])  # (nq, d)
+        step = max(1, GATHER_ROWS // max(c, 1))
+        for a in range(0, nq, step):
+            flat = rows[a : a + step].ravel()  # (b * c,)
+            scores = np.full(len(flat), -np.inf, np.float32)
+            qi = np.repeat(np.arange(a, min(a + step, nq)), c)  # the query of each candidate
+            for seg, off in zip(self.segments, self._offsets[:-1]):
+                sel = np.flatnonzero((flat >= off) & (flat < off + seg.n))
+                if len(sel):
+                    xb = normalize_rows(seg.vectors[flat[sel] - off, :d])  # (m, d)
+                    scores[sel] = np.einsum("md,md->m", xb, q[qi[sel]])
+            out[a : a + step] = scores.reshape(-1, c)
+        return out
+
+    def _row_ids(self, rows: np.ndarray) -> np.ndarray:
+        return np.where(rows >= 0, self._ids[np.maximum(rows, 0)], -1).astype(np.int64)
+
+    # ------------------------------------------------------------------ ids
+    def keys(self, ids: np.ndarray) -> list[list[str | None]]:
+        """The user-facing id of every int64 id in ``ids`` ``(nq, k)`` (``None`` for -1)."""
+        ids = np.atleast_2d(np.asarray(ids, dtype=np.int64))
+        if self.manifest["id_kind"] == "int":
+            return [[str(i) if i >= 0 else None for i in row] for row in ids.tolist()]
+        sorted_ids, order = self._id_lookup()
+        keys = np.concatenate([s.keys for s in self.segments])
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+        found = sorted_ids[pos] == ids
+        return [[str(keys[order[p]]) if f and i >= 0 else None for p, f, i in zip(prow, frow, irow)]
+                for prow, frow, irow in zip(pos, found, ids)]
+
+    def _id_lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        """Live ids sorted, and the global row of each."""
+        if self._by_id is None:
+            live = np.flatnonzero(~self._dead)
+            order = live[np.argsort(self._ids[live], kind="stable")]
+            self._by_id = (self._ids[order], order)
+        return self._by_id
+
+    def _live_rows_of(self, ids: np.ndarray, keys: np.ndarray | None) -> np.ndarray:
+        """Global rows of the live entries with these ids (string index: these keys); -1 if absent."""
+        if keys is not None:
+            all_keys = np.concatenate([s.keys for s in self.segments])
+            live = np.flatnonzero(~self._dead)
+            order = live[np.argsort(all_keys[live], kind="stable")]
+            sorted_keys = all_keys[order]
+            pos = np.clip(np.searchsorted(sorted_keys, keys), 0, max(len(order) - 1, 0))
+            hit = (sorted_keys[pos] == keys) if len(order) else np.zeros(len(keys), bool)
+        else:
+            sorted_ids, order = self._id_lookup()
+            pos = np.clip(np.searchsorted(sorted_ids, ids), 0, max(len(order) - 1, 0))
+            hit = (sorted_ids[pos] == ids) if len(order) else np.zeros(len(ids), bool)
+        return np.where(hit, order[pos] if len(order) else -1, -1)
+
+    # ------------------------------------------------------------------ changes
+    def add(self, vectors: np.ndarray, ids: Sequence[int] | Sequence[str] | np.ndarray) -> MrlIndex:
+        """Upsert: new ids are added, existing ones replaced. Returns the new snapshot."""
+        vectors = _check_vectors(vectors, self.dim, "vectors")
+        if len(vectors) == 0:
+            raise MrlError("vectors: nothing to add (0 rows)")
+        m = self.manifest
+        int_ids, keys, _, _ = _assign_ids(ids, len(vectors), m["id_kind"], m["next_id"])
+        old_rows = self._live_rows_of(int_ids, keys)
+        if keys is not None:  # an upserted string id keeps its int64 id
+            fresh = old_rows < 0
+            int_ids = np.where(fresh, 0, self._ids[np.maximum(old_rows, 0)])
+            int_ids[fresh] = m["next_id"] + np.arange(int(fresh.sum()))
+            next_id = m["next_id"] + int(fresh.sum())
+        else:
+            next_id = max(m["next_id"], int(int_ids.max()) + 1)
+        with storage.writer_lock(self.root):
+            self._check_current()
+            entry = write_segment(self.root, vectors, int_ids, keys, self.specs, m["dtype"],
+                                  m["hnsw_m"], m["ef_construction"])
+            entry.update(dead=None, dead_sha256=None, dead_count=0)
+            manifest = self._with_dead(old_rows[old_rows >= 0])
+            manifest["segments"].append(entry)
+            manifest["count"] = self.count - int((old_rows >= 0).sum()) + len(vectors)
+            manifest["next_id"] = next_id
+            storage.commit_manifest(self.root, manifest)
+        return MrlIndex(self.root, manifest)
+
+    def delete(self, ids: Sequence[int] | Sequence[str] | np.ndarray) -> MrlIndex:
+        """Delete by id; every id must exist (nothing changes otherwise)."""
+        values = list(ids)
+        if not values:
+            raise MrlError("delete: no ids given")
+        int_ids, keys, _, _ = _assign_ids(values, len(values), self.manifest["id_kind"], 0)
+        rows = self._live_rows_of(int_ids, keys)
+        missing = [v for v, r in zip(values, rows) if r < 0]
+        if missing:
+            raise MrlError(f"delete: {len(missing)} id(s) not in the index, e.g. {missing[0]!r}; nothing was deleted")
+        if len(rows) >= self.count:
+            raise MrlError(f"delete: removing all {self.count} vectors would leave an empty index; "
+                           "build a new one instead")
+        with storage.writer_lock(self.root):
+            self._check_current()
+            manifest = self._with_dead(rows)
+            manifest["count"] = self.count - len(rows)
+            storage.commit_manifest(self.root, manifest)
+        return MrlIndex(self.root, manifest)
+
+    def compact(self) -> MrlIndex:
+        """Rewrite the live vectors as one segment (drops deleted rows, rebuilds first stages)."""
+        m = self.manifest
+        live = np.flatnonzero(~self._dead)
+        keys = np.concatenate([s.keys for s in self.segments])[live] if m["id_kind"] == "str" else None
+        with storage.writer_lock(self.root):
+            self._check_current()
+            vectors = _LiveRows(self, live)
+            entry = write_segment(self.root, vectors, self._ids[live], keys, self.specs, m["dtype"],
+                                  m["hnsw_m"], m["ef_construction"])
+            entry.update(dead=None, dead_sha256=None, dead_count=0)
+            manifest = self._next_manifest()
+            manifest["segments"] = [entry]
+            storage.commit_manifest(self.root, manifest)
+        return MrlIndex(self.root, manifest)
+
+    def set_default_cascade(self, cascade: str | Cascade, tuning: dict[str, Any] | None = None) -> MrlIndex:
+        plan = cascade if isinstance(cascade, Cascade) else parse_cascade(cascade, self.dim)
+        if plan.kind not in (None, "exact"):
+            self._spec_for(plan.kind, plan.first[0])  # must exist
+        with storage.writer_lock(self.root):
+            self._check_current()
+            manifest = self._next_manifest()
+            manifest["default_cascade"] = str(plan)
+            if tuning is not None:
+                manifest["tuning"] = tuning
+            storage.commit_manifest(self.root, manifest)
+        return MrlIndex(self.root, manifest)
+
+    def _check_current(self) -> None:
+        if storage.read_manifest(self.root)["generation"] != self.manifest["generation"]:
+            raise MrlError(f"{self.root}: the index changed since it was opened; open it again and retry")
+
+    def _next_manifest(self) -> dict[str, Any]:
+        manifest = {**self.manifest, "segments": [dict(s) for s in self.manifest["segments"]]}
+        manifest["generation"] = self.manifest["generation"] + 1
+        return manifest
+
+    def _with_dead(self, rows: np.ndarray) -> dict[str, Any]:
+        """The next manifest with global ``rows`` marked dead (new tombstone files for touched segments)."""
+        manifest = self._next_manifest()
+        for i, (seg, off) in enumerate(zip(self.segments, self._offsets[:-1])):
+            local = rows[(rows >= off) & (rows < off + seg.n)] - off
+            if len(local):
+                dead = seg.dead.copy()
+                dead[local] = True
+                rel, digest = storage.write_dead(self.root, seg.name, manifest["generation"], dead)
+                manifest["segments"][i].update(dead=rel, dead_sha256=digest, dead_count=int(dead.sum()))
+        return manifest
+
+    # ------------------------------------------------------------------ inspection
+    def stats(self) -> dict[str, Any]:
+        m = self.manifest
+        disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        stages = {}
+        for spec in self.specs:
+            total = sum(seg.resident_bytes(spec) for seg in self.segments)
+            stages[str(spec)] = {"resident_bytes": total, "bytes_per_vector": round(total / max(len(self._ids), 1), 1)}
+        return {
+            "path": str(self.root), "model": m["model"], "count": self.count, "dim": self.dim,
+            "dtype": m["dtype"], "metric": m["metric"], "id_kind": m["id_kind"],
+            "segments": len(self.segments), "deleted_rows": int(self._dead.sum()),
+            "default_cascade": m["default_cascade"], "first_stages": stages, "disk_bytes": disk,
+            "generation": m["generation"], "tuning": m.get("tuning"),
+        }
+
+    def verify(self) -> list[str]:
+        """Recompute every checksum; returns the problems (empty when intact)."""
+        return storage.verify_files(self.root, self.manifest)
+
+
+class _LiveRows:
+    """Row-block view over the live rows of an index, for compaction without loading everything."""
+
+    def __init__(self, index: MrlIndex, live: np.ndarray) -> None:
+        self.index, self.live = index, live
+        self.shape = (len(live), index.dim)
+
+    def __getitem__(self, sl: slice) -> np.ndarray:
+        rows = self.live[sl]
+        out = np.empty((len(rows), self.index.dim), np.float32)
+        for seg, off in zip(self.index.segments, self.index._offsets[:-1]):
+            sel = np.flatnonzero((rows >= off) & (rows < off + seg.n))
+            if len(sel):
+                out[sel] = seg.vectors[rows[sel] - off]
+        return out
+
+
+def _top(scores: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``n`` per row by score, sorted descending; pads with (-inf, -1) when short."""
+    nq, c = scores.shape
+    if c < n:
+        scores = np.concatenate([scores, np.full((nq, n - c), -np.inf, np.float32)], 1)
+        rows = np.concatenate([rows, np.full((nq, n - c), -1, np.int64)], 1)
+        c = n
+    if c > n:
+        part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+        scores, rows = np.take_along_axis(scores, part, 1), np.take_along_axis(rows, part, 1)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
+    rows = np.where(np.isfinite(scores), rows, -1)
+    return scores.astype(np.float32), rows.astype(np.int64)
+
+
+def _check_vectors(x: Any, dim: int | None, what: str) -> np.ndarray:
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if arr.ndim != 2:
+        raise MrlError(f"{what}: expected a 2-D array (n, dim), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+        raise MrlError(f"{what}: expected numbers, got dtype {arr.dtype}")
+    if dim is not None and arr.shape[1] != dim:
+        raise MrlError(f"{what}: dimension {arr.shape[1]} does not match the index's {dim}")
+    if arr.shape[1] == 0:
+        raise MrlError(f"{what}: vectors have 0 dimensions")
+    for start in range(0, len(arr), BLOCK):
+        block = np.asarray(arr[start : start + BLOCK])
+        bad = ~np.isfinite(block).all(axis=1)
+        if bad.any():
+            raise MrlError(f"{what}: row {start + int(np.argmax(bad))} holds NaN or Inf")
+    return arr
+
+
+def _assign_ids(
+    ids: Any, n: int, id_kind: str | None, next_id: int
+) -> tuple[np.ndarray, np.ndarray | None, str, int]:
+    """(int64 ids, string keys or None, id kind, next free int id) for ``n`` new vectors."""
+    if ids is None:
+        if id_kind == "str":
+            raise MrlError("this index uses string ids; pass ids")
+        return np.arange(next_id, next_id + n, dtype=np.int64), None, "int", next_id + n
+    values = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
+    if values.ndim != 1 or len(values) != n:
+        raise MrlError(f"ids: {len(values) if values.ndim == 1 else values.shape} ids for {n} vectors")
+    uniq, counts = np.unique(values, return_counts=True)
+    if (counts > 1).any():
+        raise MrlError(f"ids: {uniq[np.argmax(counts > 1)]!r} appears {counts.max()} times; ids must be unique")
+    if np.issubdtype(values.dtype, np.integer):
+        if id_kind == "str":
+            raise MrlError("this index uses string ids; pass strings, not integers")
+        if (values < 0).any():
+            raise MrlError(f"ids: {values[values < 0][0]} is negative; ids must be >= 0")
+        values = values.astype(np.int64)
+        return values, None, "int", max(next_id, int(values.max()) + 1)
+    if values.dtype.kind != "U":
+        raise MrlError(f"ids: expected integers or strings, got dtype {values.dtype}")
+    if id_kind == "int":
+        raise MrlError(f"this index uses integer ids; {values[0]!r} is a string")
+    if (values == "").any():
+        raise MrlError("ids: an id is the empty string")
+    return np.arange(next_id, next_id + n, dtype=np.int64), values, "str", next_id + n
+
+
+def _initial_cascade(spec: FirstStageSpec, dim: int) -> str:
+    if spec.dim < dim:
+        return f"{spec}:100,{dim}:10"
+    return f"exact@{dim}:10"

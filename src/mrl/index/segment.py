@@ -1,0 +1,102 @@
+"""One immutable segment of an index: full vectors on disk, ids, first-stage structures, tombstones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrl.index import first_stage, storage
+from mrl.index.cascade import FirstStageSpec, parse_first_stage
+
+BLOCK = 65_536  # rows per block when streaming vectors
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Unit-normalise rows in float32 (a zero row stays zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)  # (n, 1)
+    return x / np.maximum(norms, 1e-12)
+
+
+@dataclass
+class Segment:
+    name: str
+    root: Path
+    vectors: np.ndarray  # (n, D), float16 or float32, memory-mapped, rows unit-normalised
+    ids: np.ndarray  # (n,) int64
+    keys: np.ndarray | None  # (n,) str when the index uses string ids
+    dead: np.ndarray  # (n,) bool
+    specs: list[FirstStageSpec]
+    _structures: dict[FirstStageSpec, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_dead(self) -> int:
+        return int(self.dead.sum())
+
+    def structure(self, spec: FirstStageSpec) -> Any:
+        """The faiss structure for ``spec``, read on first use and kept in memory."""
+        if spec not in self._structures:
+            path = self.root / "segments" / self.name / first_stage.file_name(spec)
+            self._structures[spec] = first_stage.load(spec, path)
+        return self._structures[spec]
+
+    def resident_bytes(self, spec: FirstStageSpec) -> int:
+        return (self.root / "segments" / self.name / first_stage.file_name(spec)).stat().st_size
+
+    @classmethod
+    def load(cls, root: Path, entry: dict[str, Any], specs: list[FirstStageSpec]) -> Segment:
+        folder = root / "segments" / entry["name"]
+        vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+        ids = np.load(folder / "ids.npy")
+        keys = np.load(folder / "keys.npy") if (folder / "keys.npy").exists() else None
+        dead = np.load(root / entry["dead"]) if entry.get("dead") else np.zeros(len(ids), bool)
+        return cls(entry["name"], root, vectors, ids, keys, dead, specs)
+
+
+def write_segment(
+    root: Path,
+    vectors: np.ndarray,
+    ids: np.ndarray,
+    keys: np.ndarray | None,
+    specs: list[FirstStageSpec],
+    dtype: str,
+    hnsw_m: int,
+    ef_construction: int,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Write a new segment (normalising ``vectors``) and build its first stages.
+
+    Returns:
+        The manifest entry ``{"name", "count", "files": {file: sha256}}``; the segment is in
+        place but only becomes part of the index when a manifest naming it is committed.
+    """
+    name, tmp = storage.new_segment_dir(root)
+    n, dim = vectors.shape
+    out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.dtype(dtype), shape=(n, dim))
+    for start in range(0, n, BLOCK):
+        out[start : start + BLOCK] = normalize_rows(vectors[start : start + BLOCK])
+    out.flush()
+    del out
+    storage.write_npy(tmp / "ids.npy", np.asarray(ids, dtype=np.int64))
+    if keys is not None:
+        storage.write_npy(tmp / "keys.npy", np.asarray(keys, dtype=str))
+    stored = np.load(tmp / "vectors.npy", mmap_mode="r")
+    for spec in specs:
+        xb = normalize_rows(stored[:, : spec.dim])  # (n, d): what the first stage indexes
+        first_stage.save(first_stage.build(spec, xb, hnsw_m, ef_construction), tmp / first_stage.file_name(spec))
+        if progress is not None:
+            progress(spec)
+    del stored
+    files = storage.commit_segment_dir(root, name, tmp)
+    return {"name": name, "count": int(n), "files": files}
+
+
+def specs_from(manifest: dict[str, Any]) -> list[FirstStageSpec]:
+    return [parse_first_stage(s) for s in manifest["first_stages"]]

@@ -1,0 +1,176 @@
+"""Crash-safe layout of an index folder.
+
+::
+
+    IDX/
+      manifest.json          the commit point: names every live file and its checksum
+      segments/<name>/       immutable once committed: vectors.npy, ids.npy, [keys.npy], <kind>-<dim>.faiss
+      dead/<name>.<gen>.npy  per-segment tombstones (bool); a change writes a new file, never edits one
+      .lock                  writers hold an exclusive flock
+
+A change writes new files under temporary names, fsyncs them, renames them into place, then
+replaces ``manifest.json`` the same way. Until that last rename, readers (and a restart after a
+SIGKILL) see the previous manifest, whose files are never touched; afterwards they see the new
+one. Files no manifest names are garbage and are removed by the next writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrl.errors import MrlError
+
+MANIFEST = "manifest.json"
+FORMAT = "mrl-index"
+VERSION = 1
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` to ``path`` and fsync it (``path`` is a temporary name until committed)."""
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def writer_lock(root: Path) -> Iterator[None]:
+    """One writer at a time per index folder (readers never lock)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise MrlError(f"{root}: another process is changing this index; try again when it is done") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def new_segment_dir(root: Path) -> tuple[str, Path]:
+    """A fresh temporary folder for a segment; :func:`commit_segment_dir` moves it into place."""
+    name = f"seg-{uuid.uuid4().hex[:12]}"
+    tmp = root / "segments" / f".tmp-{name}"
+    tmp.mkdir(parents=True)
+    return name, tmp
+
+
+def commit_segment_dir(root: Path, name: str, tmp: Path) -> dict[str, str]:
+    """fsync every file of a finished segment, rename the folder into place; returns checksums."""
+    sums = {}
+    for f in sorted(tmp.iterdir()):
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+        sums[f.name] = sha256(f)
+    fsync_dir(tmp)
+    final = root / "segments" / name
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+    return sums
+
+
+def write_dead(root: Path, segment: str, generation: int, dead: np.ndarray) -> tuple[str, str]:
+    """Write a segment's tombstones as a new file; returns (relative path, checksum)."""
+    folder = root / "dead"
+    folder.mkdir(exist_ok=True)
+    rel = f"dead/{segment}.{generation}.npy"
+    tmp = folder / f".{segment}.{generation}.{uuid.uuid4().hex}.tmp"
+    write_npy(tmp, dead.astype(bool))
+    os.replace(tmp, root / rel)
+    fsync_dir(folder)
+    return rel, sha256(root / rel)
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        hint = " (the folder exists but holds no committed index)" if Path(root).is_dir() else ""
+        raise MrlError(f"{root}: not an mrl index, {MANIFEST} not found{hint}")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise MrlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if manifest.get("format") != FORMAT:
+        raise MrlError(f"{path}: not an mrl index manifest (format={manifest.get('format')!r})")
+    if manifest.get("version") != VERSION:
+        raise MrlError(f"{path}: index format version {manifest.get('version')} is not supported "
+                       f"(this mrl reads version {VERSION})")
+    return manifest
+
+
+def commit_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    """The commit point of every change; then drop files no manifest names."""
+    atomic_write_text(Path(root) / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+    collect_garbage(Path(root), manifest)
+
+
+def collect_garbage(root: Path, manifest: dict[str, Any]) -> None:
+    """Remove segments, tombstones and temporary files that ``manifest`` does not name."""
+    live_segments = {s["name"] for s in manifest.get("segments", [])}
+    live_dead = {s["dead"] for s in manifest.get("segments", []) if s.get("dead")}
+    seg_root = root / "segments"
+    if seg_root.is_dir():
+        for p in seg_root.iterdir():
+            if p.name not in live_segments:
+                shutil.rmtree(p, ignore_errors=True)
+    dead_root = root / "dead"
+    if dead_root.is_dir():
+        for p in dead_root.iterdir():
+            if f"dead/{p.name}" not in live_dead:
+                p.unlink(missing_ok=True)
+    for p in root.glob(f".{MANIFEST}.*.tmp"):
+        p.unlink(missing_ok=True)
+
+
+def verify_files(root: Path, manifest: dict[str, Any]) -> list[str]:
+    """Recompute every checksum the manifest records; returns the problems found."""
+    problems = []
+    for seg in manifest["segments"]:
+        checks = [(f"segments/{seg['name']}/{f}", s) for f, s in seg["files"].items()]
+        if seg.get("dead"):
+            checks.append((seg["dead"], seg["dead_sha256"]))
+        for rel, expected in checks:
+            path = root / rel
+            if not path.is_file():
+                problems.append(f"{rel}: missing")
+            elif sha256(path) != expected:
+                problems.append(f"{rel}: checksum mismatch")
+    return problems

@@ -1,0 +1,220 @@
+"""``create_app(settings)``: the FastAPI application over one index.
+
+Routes: ``POST /search``, ``POST /v1/embeddings`` (OpenAI-compatible, with ``dimensions``),
+``GET /healthz`` (open) and ``GET /stats``. Errors are JSON ``{"error": {"message", "type"}}``,
+the shape the OpenAI client reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mrl.errors import MrlError
+from mrl.index import MrlIndex
+from mrl.index.segment import normalize_rows
+from mrl.serve.schemas import (
+    Embedding,
+    EmbeddingRequest,
+    EmbeddingResponse,
+    Hit,
+    SearchRequest,
+    SearchResponse,
+    Usage,
+)
+from mrl.serve.settings import ServeSettings
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+def _error(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+
+class _BodyLimit:
+    """ASGI middleware: 413 once a request body exceeds ``limit`` bytes (declared or streamed)."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = _error(413, f"request body exceeds {self.limit} bytes", "request_too_large")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await too_big(scope, receive, send)
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # an HTTPException passes FastAPI's body parsing unchanged
+                raise HTTPException(413, f"request body exceeds {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+class _State:
+    """The open index (re-opened when its manifest changes) and the lazily loaded model."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._index = MrlIndex.open(settings.index)
+        self._stamp = self._manifest_stamp()
+        self._model: Any = None
+        self.started = time.time()
+        self.requests: dict[str, int] = {}
+
+    def _manifest_stamp(self) -> int:
+        return (Path(self.settings.index) / "manifest.json").stat().st_mtime_ns
+
+    @property
+    def index(self) -> MrlIndex:
+        stamp = self._manifest_stamp()
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._index, self._stamp = MrlIndex.open(self.settings.index), stamp
+        return self._index
+
+    @property
+    def model_name(self) -> str | None:
+        return self.settings.model or self._index.manifest.get("model")
+
+    def model(self) -> Any:
+        if self._model is None:
+            name = self.model_name
+            if name is None:
+                raise ApiError(400, "this service has no model (the index was built from vectors and no --model "
+                                    "was given): send vectors instead of text")
+            from mrl.encoders.model import load_model
+
+            with self._lock:
+                if self._model is None:
+                    self._model = load_model(name)
+        return self._model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        from mrl.encoders.model import encode
+
+        return encode(self.model(), texts)
+
+    def count(self, route: str) -> None:
+        self.requests[route] = self.requests.get(route, 0) + 1
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """Build the app; the index is opened now (a bad path fails here, not on the first request)."""
+    state = _State(settings)
+    app = FastAPI(title="mrl", summary="Matryoshka funnel search and embeddings")
+    app.state.mrl = state
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.kind)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), "request_too_large" if exc.status_code == 413 else "error")
+
+    @app.exception_handler(MrlError)
+    async def _mrl_error(_: Request, exc: MrlError) -> JSONResponse:
+        return _error(400, str(exc), "invalid_request_error")
+
+    def require_key(
+        authorization: Annotated[str | None, Header()] = None,
+        x_api_key: Annotated[str | None, Header()] = None,
+    ) -> None:
+        if settings.api_key is None:
+            return
+        given = x_api_key or (authorization[7:] if authorization and authorization.startswith("Bearer ") else None)
+        if given is None or not secrets.compare_digest(given.encode(), settings.api_key.encode()):
+            raise ApiError(401, "missing or wrong API key (send 'Authorization: Bearer KEY')", "authentication_error")
+
+    Auth = Depends(require_key)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "count": state.index.count}
+
+    @app.get("/stats", dependencies=[Auth])
+    def stats() -> dict[str, Any]:
+        state.count("stats")
+        return {"index": state.index.stats(), "model": state.model_name,
+                "uptime_s": round(time.time() - state.started, 1), "requests": dict(state.requests),
+                "limits": {"max_body_bytes": settings.max_body_bytes, "max_batch": settings.max_batch,
+                           "max_k": settings.max_k}}
+
+    @app.post("/search", dependencies=[Auth])
+    def search(req: SearchRequest) -> SearchResponse:
+        state.count("search")
+        t0 = time.perf_counter()
+        index = state.index
+        if (req.query is None) == (req.vector is None):
+            raise ApiError(422, "give exactly one of 'query' (text) or 'vector'")
+        if req.k > settings.max_k:
+            raise ApiError(422, f"k={req.k} exceeds this service's limit of {settings.max_k}")
+        if req.query is not None:
+            texts = [req.query] if isinstance(req.query, str) else req.query
+            _check_batch(len(texts), settings.max_batch)
+            xq = state.encode(texts)
+        else:
+            vec = req.vector or []
+            rows = [vec] if vec and not isinstance(vec[0], list) else vec
+            _check_batch(len(rows), settings.max_batch)
+            xq = np.asarray(rows, dtype=np.float32)
+        scores, ids = index.search(xq, req.k, req.cascade)
+        keys = index.keys(ids)
+        results = [[Hit(id=key, score=float(s)) for key, s in zip(krow, srow) if key is not None]
+                   for krow, srow in zip(keys, scores)]
+        cascade = req.cascade or index.manifest["default_cascade"]
+        return SearchResponse(results=results, cascade=cascade, took_ms=round((time.perf_counter() - t0) * 1e3, 3))
+
+    @app.post("/v1/embeddings", dependencies=[Auth])
+    def embeddings(req: EmbeddingRequest) -> EmbeddingResponse:
+        state.count("embeddings")
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        _check_batch(len(texts), settings.max_batch)
+        model = state.model()
+        full = int(model.get_sentence_embedding_dimension())
+        dim = req.dimensions or full
+        if dim > full:
+            raise ApiError(400, f"dimensions={dim} exceeds the model's dimension {full}")
+        x = normalize_rows(state.encode(texts)[:, :dim])  # (n, dim): truncate, renormalise
+        data = [Embedding(index=i, embedding=_encode_vector(v, req.encoding_format)) for i, v in enumerate(x)]
+        tokens = int(sum(len(ids) for ids in model.tokenizer(texts, truncation=True)["input_ids"]))
+        return EmbeddingResponse(data=data, model=req.model or state.model_name or "mrl",
+                                 usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
+
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    return app
+
+
+def _check_batch(n: int, limit: int) -> None:
+    if n == 0:
+        raise ApiError(422, "the request holds no input")
+    if n > limit:
+        raise ApiError(413, f"{n} inputs exceed this service's limit of {limit} per request", "request_too_large")
+
+
+def _encode_vector(v: np.ndarray, fmt: str) -> list[float] | str:
+    if fmt == "base64":  # what the openai client asks for by default: little-endian float32
+        return base64.b64encode(np.asarray(v, dtype="<f4").tobytes()).decode()
+    return [float(x) for x in v]

@@ -1,0 +1,55 @@
+"""Request and response bodies (pydantic), one module for the whole API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: str | list[str] | None = Field(None, description="Text query or queries (needs a model).")
+    vector: list[float] | list[list[float]] | None = Field(None, description="Query vector(s) of the index's dim.")
+    k: int = Field(10, ge=1, description="Results per query.")
+    cascade: str | None = Field(None, description="Override the default cascade, e.g. int8@64:1000,384:10.")
+
+
+class Hit(BaseModel):
+    id: str
+    score: float
+
+
+class SearchResponse(BaseModel):
+    results: list[list[Hit]]
+    cascade: str
+    took_ms: float
+
+
+class EmbeddingRequest(BaseModel):
+    """The OpenAI embeddings request (``input`` as text; token arrays are not supported)."""
+
+    input: str | list[str]
+    model: str | None = None
+    dimensions: int | None = Field(None, ge=1)
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    embedding: list[float] | str
+    index: int
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage

@@ -1,0 +1,204 @@
+"""The funnel index: cascade invariants, upserts and deletes, persistence, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mrl.errors import MrlError
+from mrl.index import MrlIndex, parse_cascade, parse_first_stage
+from mrl.index.tune import recall_at_k, tune, write_report
+
+D = 64
+
+
+def matryoshka_like(n: int, d: int = D, seed: int = 0, clusters: int = 20) -> np.ndarray:
+    """Clustered vectors whose per-dimension variance decays, so short prefixes carry most of the signal."""
+    rng = np.random.default_rng(seed)
+    scale = (np.arange(d) + 1.0) ** -0.6  # (d,)
+    centers = rng.standard_normal((clusters, d)) * scale
+    x = centers[rng.integers(clusters, size=n)] + 0.5 * rng.standard_normal((n, d)) * scale
+    return x.astype(np.float32)
+
+
+def reference(xb: np.ndarray, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact cosine search in plain numpy."""
+    xb = xb / np.linalg.norm(xb, axis=1, keepdims=True)
+    xq = xq / np.linalg.norm(xq, axis=1, keepdims=True)
+    s = xq @ xb.T  # (nq, nb)
+    ids = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(s, ids, 1), ids
+
+
+def assert_same_ranking(scores, ids, ref_scores, ref_ids, atol=1e-5):
+    """Equal up to the order of near-ties (as faiss's tests compare searches)."""
+    np.testing.assert_allclose(scores, ref_scores, atol=atol)
+    differ = ids != ref_ids
+    assert not differ.any() or np.all(np.abs(ref_scores[differ] - scores[differ]) < atol)
+    for row, ref_row, s in zip(ids, ref_ids, ref_scores):
+        sure = s > s[-1] + atol  # ids above the last score's tie group must all be there
+        assert set(ref_row[sure]) <= set(row)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return matryoshka_like(1500), matryoshka_like(25, seed=1)
+
+
+@pytest.fixture(scope="module")
+def index(data, tmp_path_factory):
+    xb, _ = data
+    path = tmp_path_factory.mktemp("idx") / "i"
+    return MrlIndex.build(path, xb, first_stages=["exact@16", "int8@16", "binary@16", "hnsw@16"], dtype="float32")
+
+
+@pytest.mark.parametrize("kind", ["exact", "int8", "binary", "hnsw"])
+def test_whole_corpus_shortlists_equal_exact_full_dim_search(index, data, kind):
+    xb, xq = data
+    n = len(xb)
+    ref_s, ref_i = reference(xb, xq, 10)
+    for cascade in (f"{kind}@16:{n},{D}:{n}", f"{kind}@16:{n},32:{n},{D}:10"):
+        scores, ids = index.search(xq, 10, cascade)
+        assert scores.dtype == np.float32 and ids.dtype == np.int64 and ids.shape == (len(xq), 10)
+        assert_same_ranking(scores, ids, ref_s, ref_i)
+
+
+def test_float16_store_matches_exact_search_on_what_it_stores(data, tmp_path):
+    xb, xq = data
+    index = MrlIndex.build(tmp_path / "i", xb, first_stages=["int8@16"])  # float16 by default
+    es, ei = index.exact_search(xq, 10)
+    s, i = index.search(xq, 10, f"int8@16:{len(xb)},{D}:10")
+    np.testing.assert_array_equal(i, ei)
+    np.testing.assert_allclose(s, es, atol=1e-6)
+    _, ref_i = reference(xb, xq, 10)
+    assert recall_at_k(ei, ref_i) > 0.97  # float16 rounding may swap near-ties only
+    assert (tmp_path / "i" / "segments").is_dir() and index.manifest["dtype"] == "float16"
+
+
+def test_short_cascades_trade_recall_for_work(index, data):
+    _, xq = data
+    _, truth = index.exact_search(xq, 10)
+    recalls = [recall_at_k(index.search(xq, 10, f"int8@16:{n},{D}:10")[1], truth) for n in (10, 50, 400)]
+    assert recalls[0] <= recalls[1] <= recalls[2] and recalls[2] > 0.9
+    scores, ids = index.search(xq, 10)  # the default cascade
+    assert ids.shape == (len(xq), 10) and (np.diff(scores, axis=1) <= 1e-6).all()
+
+
+def test_add_upserts_delete_and_compact_track_a_plain_model(data, tmp_path):
+    xb, xq = data
+    index = MrlIndex.build(tmp_path / "i", xb[:1000], first_stages=["int8@16"], dtype="float32")
+    store = {i: xb[i] for i in range(1000)}
+    new = matryoshka_like(300, seed=5)
+    ids = np.r_[np.arange(900, 1000), np.arange(5000, 5200)]  # 100 replace, 200 new
+    index = index.add(new, ids)
+    store.update(zip(ids.tolist(), new))
+    index = index.delete([0, 1, 5000])
+    for i in (0, 1, 5000):
+        del store[i]
+    assert index.count == len(store) == 1197 and len(index.segments) == 2
+
+    def check(ix):
+        keys = np.array(sorted(store))
+        ref_s, ref = reference(np.stack([store[k] for k in keys]), xq, 10)
+        got_s, got = ix.search(xq, 10, f"int8@16:{ix.count + 10},{D}:10")
+        assert_same_ranking(got_s, got, ref_s, keys[ref])
+
+    check(index)
+    check(MrlIndex.open(tmp_path / "i"))  # persisted
+    compacted = index.compact()
+    assert len(compacted.segments) == 1 and compacted.count == 1197 and compacted.verify() == []
+    check(compacted)
+    assert not list((tmp_path / "i" / "dead").iterdir())  # tombstones of dropped segments are gone
+
+
+def test_string_ids_keep_their_int_id_on_upsert(data, tmp_path):
+    xb, xq = data
+    keys = [f"doc-{i}" for i in range(50)]
+    index = MrlIndex.build(tmp_path / "s", xb[:50], keys)
+    _, ids = index.search(xb[7:8], 1, f"int8@{D}:50")
+    assert index.keys(ids) == [["doc-7"]]
+    index = index.add(xb[60:62], ["doc-7", "doc-new"])
+    _, ids = index.search(xb[60:62], 1, f"int8@{D}:60")
+    assert index.keys(ids) == [["doc-7"], ["doc-new"]] and ids[0, 0] == 7
+    with pytest.raises(MrlError, match="uses string ids"):
+        index.add(xb[:1], [3])
+
+
+def test_bad_inputs_are_rejected_and_nothing_stored_changes(data, tmp_path):
+    xb, xq = data
+    path = tmp_path / "i"
+    index = MrlIndex.build(path, xb[:100], first_stages=["int8@16"])
+    before = (path / "manifest.json").read_text()
+    nan = xb[:3].copy()
+    nan[1, 5] = np.nan
+    cases = [
+        (lambda: index.add(nan, [500, 501, 502]), "row 1 holds NaN"),
+        (lambda: index.add(xb[:2, :32], [500, 501]), "dimension 32 does not match the index's 64"),
+        (lambda: index.add(xb[:2], [500, 500]), "appears 2 times"),
+        (lambda: index.add(xb[:2], [500]), "1 ids for 2 vectors"),
+        (lambda: index.delete([3, 99999]), "not in the index, e.g. 99999; nothing was deleted"),
+        (lambda: index.search(xq, 101), r"k=101 exceeds the number of vectors in the index \(100\)"),
+        (lambda: index.search(xq, 0), "k must be a positive integer"),
+        (lambda: index.search(xq, 10, "16:100,16:10"), "dimensions must increase"),
+        (lambda: index.search(xq, 10, f"16:100,{D + 1}:10"), "exceeds the vectors' dimension 64"),
+        (lambda: index.search(xq, 10, "16:10,64:100"), "a shortlist cannot grow"),
+        (lambda: index.search(xq, 20, "16:100,64:10"), "k=20 exceeds the last shortlist"),
+        (lambda: index.search(xq, 10, "hnsw@16:100,64:10"), "no hnsw@16 first stage"),
+        (lambda: index.search(xq[:, :10], 5), "dimension 10 does not match"),
+        (lambda: MrlIndex.build(path, xb[:10]), "an index already exists there"),
+        (lambda: MrlIndex.build(tmp_path / "e", xb[:0]), "the corpus is empty"),
+    ]
+    for fn, message in cases:
+        with pytest.raises(MrlError, match=message):
+            fn()
+    assert (path / "manifest.json").read_text() == before
+    assert MrlIndex.open(path).verify() == []
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "is empty"), ("64", "is not DIM:SHORTLIST"), ("a:10", "is not an integer"), ("0:10", "must be positive"),
+    ("ivf@64:10", "unknown first-stage kind 'ivf'"), ("64:100,int8@128:10", "only the first stage names a kind"),
+    ("binary@12:10", "divisible by 8"),
+])
+def test_cascade_syntax_errors_name_the_problem(text, message):
+    with pytest.raises(MrlError, match=message):
+        parse_cascade(text, 384)
+
+
+def test_cascade_and_first_stage_round_trip():
+    assert str(parse_cascade(" int8@64:1000, 128:100 ,384:10")) == "int8@64:1000,128:100,384:10"
+    assert parse_first_stage("hnsw@32").kind == "hnsw"
+    with pytest.raises(MrlError, match="exceeds the vectors' dimension 64"):
+        parse_first_stage("int8@128", 64)
+
+
+def test_open_reports_a_missing_or_damaged_index(data, tmp_path):
+    with pytest.raises(MrlError, match="not an mrl index"):
+        MrlIndex.open(tmp_path / "nothing")
+    xb, _ = data
+    index = MrlIndex.build(tmp_path / "i", xb[:50])
+    seg = index.segments[0].name
+    ids_file = tmp_path / "i" / "segments" / seg / "ids.npy"
+    ids_file.write_bytes(ids_file.read_bytes()[:-8] + b"\x01" * 8)
+    assert any("ids.npy: checksum mismatch" in p for p in MrlIndex.open(tmp_path / "i").verify())
+    (tmp_path / "i" / "manifest.json").write_text("{ broken")
+    with pytest.raises(MrlError, match="manifest.json: not valid JSON"):
+        MrlIndex.open(tmp_path / "i")
+
+
+def test_tune_picks_the_cheapest_cascade_that_meets_the_target(data, tmp_path):
+    xb, xq = data
+    index = MrlIndex.build(tmp_path / "i", xb, first_stages=["int8@16", "binary@32"])
+    best, rows = tune(index, k=10, target_recall=0.95, queries=xq, n_single=5)
+    assert best is not None and best.recall >= 0.95
+    assert all(r.p50_ms >= best.p50_ms for r in rows if r.recall >= 0.95)
+    _, truth = index.exact_search(xq, 10)
+    assert recall_at_k(index.search(xq, 10, best.cascade)[1], truth) == pytest.approx(best.recall)
+    write_report(rows, best, 0.95, 10, tmp_path / "report")
+    report = json.loads((tmp_path / "report" / "tune.json").read_text())
+    assert report["best"]["cascade"] == best.cascade and len(report["rows"]) == len(rows)
+    assert (tmp_path / "report" / "tune.png").read_bytes()[:4] == b"\x89PNG"
+    stored = index.set_default_cascade(best.cascade, {"recall": best.recall})
+    assert MrlIndex.open(tmp_path / "i").manifest["default_cascade"] == best.cascade == str(stored.default_cascade)
