@@ -79,3 +79,75 @@ def test_train_cli_on_a_triplets_file(tiny_model_dir, tmp_path):
                      "--batch-size", "8", "--max-steps", "2", "--device", "cpu")
     assert code == 0, out
     assert json.loads((tmp_path / "m" / "mrl.json").read_text())["matryoshka_dims"] == [32, 64]
+
+
+def test_index_cli_build_search_change_tune(tiny_model_dir, tiny_beir, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    xb = (rng.standard_normal((400, 32)) * (np.arange(32) + 1.0) ** -0.7).astype(np.float32)
+    np.save(tmp_path / "x.npy", xb)
+    (tmp_path / "ids.txt").write_text("".join(f"doc{i}\n" for i in range(400)))
+    idx = tmp_path / "idx"
+    code, out = _run("index", "build", "--vectors", tmp_path / "x.npy", "--ids", tmp_path / "ids.txt", "--out", idx,
+                     "--first-stage", "int8@8", "--first-stage", "binary@16")
+    assert code == 0, out
+    np.save(tmp_path / "q.npy", xb[:5])
+    code, out = _run("search", idx, "--vectors", tmp_path / "q.npy", "-k", "3", "--out", tmp_path / "r.npz",
+                     "--cascade", "binary@16:100,32:3")
+    assert code == 0, out
+    res = np.load(tmp_path / "r.npz")
+    assert res["ids"].shape == (5, 3) and res["ids"].dtype == np.int64 and res["scores"].dtype == np.float32
+    assert list(res["keys"][:, 0]) == [f"doc{i}" for i in range(5)]
+    code, out = _run("index", "delete", idx, "doc1", "nope")
+    assert code == 2 and "not in the index, e.g. 'nope'; nothing was deleted" in " ".join(out.split())
+    code, out = _run("index", "delete", idx, "doc1")
+    assert code == 0 and "400 -> 399 live" in " ".join(out.split())
+    np.save(tmp_path / "y.npy", xb[:2] * -1)
+    (tmp_path / "y.txt").write_text("doc2\nfresh\n")
+    code, out = _run("index", "add", idx, "--vectors", tmp_path / "y.npy", "--ids", tmp_path / "y.txt")
+    assert code == 0 and "399 -> 400 live, 2 segment(s)" in " ".join(out.split()), out
+    code, out = _run("index", "compact", idx)
+    assert code == 0 and "1 segment" in " ".join(out.split())
+    code, out = _run("index", "tune", idx, "--target-recall", "0.9", "--n-queries", "40")
+    assert code == 0, out
+    chosen = json.loads((idx / "tune" / "tune.json").read_text())["best"]["cascade"]
+    assert (idx / "tune" / "tune.png").exists() and json.loads((idx / "manifest.json").read_text())[
+        "default_cascade"] == chosen
+    code, out = _run("index", "verify", idx)
+    assert code == 0 and "all checksums match" in " ".join(out.split())
+    code, out = _run("index", "stats", idx)
+    assert code == 0 and '"count": 400' in " ".join(out.split())
+
+
+def test_index_cli_text_search_uses_the_recorded_model(tiny_model_dir, tiny_beir, tmp_path):
+    idx = tmp_path / "idx"
+    code, out = _run("index", "build", "--model", tiny_model_dir, "--data", tiny_beir, "--out", idx,
+                     "--first-stage", "int8@16")
+    assert code == 0, out
+    code, out = _run("search", idx, "some query text", "-k", "2")
+    assert code == 0 and "rank" in " ".join(out.split()), out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["index", "build", "--out", "{tmp}/i"], "give either --vectors"),
+    (["index", "build", "--vectors", "{tmp}/missing.npy", "--out", "{tmp}/i"], "missing.npy: no such file"),
+    (["index", "build", "--vectors", "{tmp}/bad.npy", "--out", "{tmp}/i"], "row 1 holds NaN or Inf"),
+    (["index", "build", "--vectors", "{tmp}/ok.npy", "--out", "{tmp}/i", "--first-stage", "int8@99"],
+     "exceeds the vectors' dimension 8"),
+    (["index", "build", "--vectors", "{tmp}/ok.npy", "--ids", "{tmp}/dup.txt", "--out", "{tmp}/i"],
+     "'a' appears 2 times"),
+    (["search", "{tmp}/nothing", "--vectors", "{tmp}/ok.npy"], "not an mrl index"),
+])
+def test_index_cli_bad_input(args, message, tmp_path):
+    import numpy as np
+
+    ok = np.ones((3, 8), np.float32)
+    np.save(tmp_path / "ok.npy", ok)
+    bad = ok.copy()
+    bad[1, 2] = np.inf
+    np.save(tmp_path / "bad.npy", bad)
+    (tmp_path / "dup.txt").write_text("a\nb\na\n")
+    code, out = _run(*[a.format(tmp=tmp_path) for a in args])
+    assert code == 2 and message in " ".join(out.split()), out
+    assert "Traceback" not in " ".join(out.split())

@@ -221,7 +221,8 @@ def tune_command(
                        f"{max(r.recall for r in rows):.4f} (add a first stage on a longer prefix)")
     if not dry_run:
         source = str(queries) if queries else f"{n_queries} corpus vectors + noise {noise}"
-        index.set_default_cascade(best.cascade, tuning_record(best, k, target_recall, len(rows), source))
+        n_used = len(xq) if xq is not None else min(n_queries, index.count)
+        index.set_default_cascade(best.cascade, tuning_record(best, k, target_recall, n_used, source))
     console.print(f"chosen: [bold]{best.cascade}[/] recall {best.recall:.4f}, p50 {best.p50_ms:.3f} ms"
                   + (" (dry run: not stored)" if dry_run else " (stored as the index default)"))
 

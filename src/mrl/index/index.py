@@ -294,7 +294,7 @@ class MrlIndex:
             raise MrlError("delete: no ids given")
         int_ids, keys, _, _ = _assign_ids(values, len(values), self.manifest["id_kind"], 0)
         rows = self._live_rows_of(int_ids, keys)
-        missing = [v for v, r in zip(values, rows) if r < 0]
+        missing = [v.item() if isinstance(v, np.generic) else v for v, r in zip(values, rows) if r < 0]
         if missing:
             raise MrlError(f"delete: {len(missing)} id(s) not in the index, e.g. {missing[0]!r}; nothing was deleted")
         if len(rows) >= self.count:
@@ -442,18 +442,18 @@ def _assign_ids(
         raise MrlError(f"ids: {len(values) if values.ndim == 1 else values.shape} ids for {n} vectors")
     uniq, counts = np.unique(values, return_counts=True)
     if (counts > 1).any():
-        raise MrlError(f"ids: {uniq[np.argmax(counts > 1)]!r} appears {counts.max()} times; ids must be unique")
+        raise MrlError(f"ids: {uniq[np.argmax(counts > 1)].item()!r} appears {counts.max()} times; ids must be unique")
     if np.issubdtype(values.dtype, np.integer):
         if id_kind == "str":
             raise MrlError("this index uses string ids; pass strings, not integers")
         if (values < 0).any():
-            raise MrlError(f"ids: {values[values < 0][0]} is negative; ids must be >= 0")
+            raise MrlError(f"ids: {values[values < 0][0].item()} is negative; ids must be >= 0")
         values = values.astype(np.int64)
         return values, None, "int", max(next_id, int(values.max()) + 1)
     if values.dtype.kind != "U":
         raise MrlError(f"ids: expected integers or strings, got dtype {values.dtype}")
     if id_kind == "int":
-        raise MrlError(f"this index uses integer ids; {values[0]!r} is a string")
+        raise MrlError(f"this index uses integer ids; {values[0].item()!r} is a string")
     if (values == "").any():
         raise MrlError("ids: an id is the empty string")
     return np.arange(next_id, next_id + n, dtype=np.int64), values, "str", next_id + n

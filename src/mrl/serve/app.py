@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mrl.encoders.model import embedding_dim
 from mrl.errors import MrlError
 from mrl.index import MrlIndex
 from mrl.index.segment import normalize_rows
@@ -82,8 +83,9 @@ class _State:
         self.started = time.time()
         self.requests: dict[str, int] = {}
 
-    def _manifest_stamp(self) -> int:
-        return (Path(self.settings.index) / "manifest.json").stat().st_mtime_ns
+    def _manifest_stamp(self) -> tuple[int, int]:
+        st = (Path(self.settings.index) / "manifest.json").stat()
+        return st.st_ino, st.st_mtime_ns  # every commit renames a new file into place
 
     @property
     def index(self) -> MrlIndex:
@@ -193,7 +195,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         texts = [req.input] if isinstance(req.input, str) else req.input
         _check_batch(len(texts), settings.max_batch)
         model = state.model()
-        full = int(model.get_sentence_embedding_dimension())
+        full = embedding_dim(model)
         dim = req.dimensions or full
         if dim > full:
             raise ApiError(400, f"dimensions={dim} exceeds the model's dimension {full}")

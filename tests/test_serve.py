@@ -1,0 +1,147 @@
+"""The HTTP service: TestClient for the routes and errors, a real uvicorn server for the openai client."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from mrl.data.beir import load_corpus
+from mrl.encoders.model import encode, load_model
+from mrl.index import MrlIndex
+from mrl.serve import ServeSettings, create_app
+
+KEY = "sekret"
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model_dir, tiny_beir, tmp_path_factory):
+    corpus = load_corpus(tiny_beir)
+    model = load_model(str(tiny_model_dir))
+    xb = encode(model, list(corpus.values()))
+    path = tmp_path_factory.mktemp("serve") / "idx"
+    MrlIndex.build(path, xb, list(corpus), model=str(tiny_model_dir), first_stages=["int8@16"])
+    return path, model, corpus
+
+
+@pytest.fixture()
+def client(served):
+    path, _, _ = served
+    return TestClient(create_app(ServeSettings(path, api_key=KEY, max_body_bytes=20_000, max_batch=8)),
+                      headers={"Authorization": f"Bearer {KEY}"})
+
+
+def test_search_by_text_and_by_vector_agree_with_the_library(client, served):
+    path, model, corpus = served
+    text = next(iter(corpus.values()))
+    r = client.post("/search", json={"query": text, "k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["cascade"] == "int8@16:100,64:10" and len(body["results"][0]) == 3
+    assert body["results"][0][0]["id"] == next(iter(corpus))  # a document finds itself
+    xq = encode(model, [text])
+    scores, ids = MrlIndex.open(path).search(xq, 3)
+    r = client.post("/search", json={"vector": xq[0].tolist(), "k": 3, "cascade": "int8@16:50,64:3"})
+    hits = r.json()["results"][0]
+    assert [h["id"] for h in hits] == MrlIndex.open(path).keys(ids)[0]
+    np.testing.assert_allclose([h["score"] for h in hits], scores[0], atol=1e-5)
+
+
+def test_embeddings_truncate_and_renormalise(client, served):
+    _, model, _ = served
+    texts = ["a small test", "another text"]
+    full = encode(model, texts)
+    r = client.post("/v1/embeddings", json={"input": texts, "model": "tiny", "dimensions": 16})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "list" and body["model"] == "tiny" and body["usage"]["prompt_tokens"] > 0
+    got = np.array([d["embedding"] for d in body["data"]])
+    want = full[:, :16] / np.linalg.norm(full[:, :16], axis=1, keepdims=True)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    r = client.post("/v1/embeddings", json={"input": texts[0], "encoding_format": "base64"})
+    vec = np.frombuffer(base64.b64decode(r.json()["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(vec, full[0] / np.linalg.norm(full[0]), atol=1e-5)
+
+
+@pytest.mark.parametrize("route,payload,status,message", [
+    ("/search", {"query": "x", "vector": [0.0], "k": 3}, 422, "exactly one of"),
+    ("/search", {"query": "x", "k": 0}, 422, "greater than or equal to 1"),
+    ("/search", {"vector": [0.1] * 10, "k": 3}, 400, "dimension 10 does not match the index's 64"),
+    ("/search", {"vector": [0.1] * 64, "k": 3, "cascade": "64:10,32:5"}, 400, "dimensions must increase"),
+    ("/search", {"vector": [0.1] * 64, "k": 10_000}, 422, "exceeds this service's limit"),
+    ("/search", {"query": ["q"] * 9}, 413, "exceed this service's limit of 8"),
+    ("/search", {"query": "x", "bogus": 1}, 422, "bogus"),
+    ("/v1/embeddings", {"input": "x", "dimensions": 65}, 400, "exceeds the model's dimension 64"),
+    ("/v1/embeddings", {"input": "x", "dimensions": 0}, 422, "greater than or equal to 1"),
+    ("/v1/embeddings", {"input": [1, 2, 3]}, 422, "input"),
+])
+def test_bad_requests_get_clear_4xx(client, route, payload, status, message):
+    r = client.post(route, json=payload)
+    assert r.status_code == status, r.text
+    assert message in r.text
+
+
+def test_api_key_body_limit_health_and_stats(client, served):
+    path, _, _ = served
+    anon = TestClient(client.app)
+    assert anon.get("/healthz").json()["status"] == "ok"  # health stays open
+    r = anon.post("/search", json={"query": "x"})
+    assert r.status_code == 401 and "API key" in r.json()["error"]["message"]
+    assert anon.get("/stats", headers={"X-API-Key": "wrong"}).status_code == 401
+    assert anon.get("/stats", headers={"X-API-Key": KEY}).status_code == 200
+    r = client.post("/search", json={"vector": [0.1] * 5000, "k": 3})
+    assert r.status_code == 413 and "exceeds 20000 bytes" in r.text
+    stats = client.get("/stats").json()
+    assert stats["index"]["count"] == MrlIndex.open(path).count and stats["requests"]["stats"] >= 1
+
+
+def test_the_service_sees_changes_committed_by_another_writer(served, tmp_path):
+    path, model, corpus = served
+    xb = encode(model, list(corpus.values())[:20])
+    idx = MrlIndex.build(tmp_path / "i", xb, [f"d{i}" for i in range(20)], first_stages=["int8@16"])
+    client = TestClient(create_app(ServeSettings(tmp_path / "i")))
+    assert client.get("/healthz").json()["count"] == 20
+    idx.delete(["d3"])
+    time.sleep(0.01)
+    assert client.get("/healthz").json()["count"] == 19
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_openai_client_against_a_real_uvicorn_server(served):
+    import openai
+    import uvicorn
+
+    path, model, _ = served
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ServeSettings(path, api_key=KEY)), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, max_retries=0)
+        res = client.embeddings.create(model="tiny", input=["hello world", "apt package"], dimensions=32)
+        got = np.array([d.embedding for d in res.data])
+        full = encode(model, ["hello world", "apt package"])[:, :32]
+        np.testing.assert_allclose(got, full / np.linalg.norm(full, axis=1, keepdims=True), atol=1e-5)
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="bad", max_retries=0).embeddings.create(
+                model="tiny", input="x")
+        with pytest.raises(openai.BadRequestError, match="exceeds the model's dimension"):
+            client.embeddings.create(model="tiny", input="x", dimensions=1000)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
