@@ -25,6 +25,10 @@ _LAZY = {
     "encode": "mrl.encoders.model",
     "load_beir": "mrl.data.beir",
     "load_pairs": "mrl.data.pairs",
+    "MrlIndex": "mrl.index.index",
+    "parse_cascade": "mrl.index.cascade",
+    "create_app": "mrl.serve.app",
+    "ServeSettings": "mrl.serve.settings",
 }
 
 __all__ = ["MrlError", "truncate", "ndcg_at_k", "recall_at_k", "mrr_at_k", *_LAZY]

@@ -1,0 +1,299 @@
+"""Funnel search vs its peers, single thread: recall@k against exact search, latency, memory, build time.
+
+Peers, all on the same unit-normalised vectors:
+  exact        faiss IndexFlatIP on the full D (the reference and the ground truth)
+  refine@d     faiss IndexRefineFlat over IndexPreTransform(RemapDimensionsTransform(D, d, uniform=False),
+               IndexFlatIP(d)): FAISS's own prefix-then-rerank funnel, full vectors in RAM
+  hnswlib      hnswlib HNSW on the full vectors (M=16)
+  mrl          MrlIndex (full vectors float16 on disk, memory-mapped), cascades picked by `tune` on
+               separate tuning queries, then measured on the evaluation queries
+
+Data sets:
+  --data real --embeddings DIR     corpus.npy / queries-test.npy / queries-dev.npy from embed_corpus.py
+  --data synthetic --n 1000000 --dim 768 --fit DIR
+                                   a generator whose per-dimension spectrum and cluster structure are
+                                   fitted to the real embeddings in DIR (see fit_generator)
+
+    OMP_NUM_THREADS=1 python benchmarks/funnel_vs_peers.py --data synthetic --n 1000000 --dim 768 \
+        --fit runs/embeddings/debian-mrl --out runs/bench-funnel/syn-1m-768
+
+The process sets OPENBLAS_CORETYPE=SkylakeX (override with MRL_BENCH_OPENBLAS_CORETYPE; faiss-cpu's
+bundled OpenBLAS otherwise runs a slower kernel here) and reports the BLAS kernels threadpoolctl sees;
+tests and CI never set it.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+# this machine's environment sets OPENBLAS_CORETYPE=Haswell; SkylakeX runs faiss's BLAS ~1.8x faster here
+os.environ["OPENBLAS_CORETYPE"] = os.environ.get("MRL_BENCH_OPENBLAS_CORETYPE", "SkylakeX")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mrl.index import MrlIndex  # noqa: E402
+from mrl.index.segment import normalize_rows  # noqa: E402
+from mrl.index.tune import recall_at_k, tune  # noqa: E402
+
+K_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+EF_SEARCH = (10, 16, 32, 64, 128, 256, 512, 1024, 2048)
+
+
+# ---------------------------------------------------------------------------- data
+def fit_generator(x: np.ndarray, clusters: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
+    """Mean, between-cluster and within-cluster per-dimension variances, cluster sizes (k-means)."""
+    x = normalize_rows(x)
+    km = faiss.Kmeans(x.shape[1], clusters, niter=20, seed=seed, spherical=False)
+    km.train(x)
+    _, labels = km.index.search(x, 1)
+    labels = labels[:, 0]
+    sizes = np.bincount(labels, minlength=clusters).astype(np.float64)
+    mu = x.mean(0)
+    between = np.average((km.centroids - mu) ** 2, axis=0, weights=sizes)  # (d,)
+    within = ((x - km.centroids[labels]) ** 2).mean(0)  # (d,)
+    return {"mean": mu, "between": between, "within": within, "points_per_cluster": len(x) / clusters}
+
+
+def generate(n: int, dim: int, fit: dict, seed: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(xb, xq_eval, xq_tune)``: clusters of the fitted size, spectra stretched to ``dim`` dims."""
+    rng = np.random.default_rng(seed)
+    d0 = len(fit["mean"])
+    pos = (np.arange(dim) + 0.5) * d0 / dim - 0.5  # where each new dim falls on the fitted axis
+
+    def stretch(v: np.ndarray) -> np.ndarray:
+        return np.interp(pos, np.arange(d0), v).astype(np.float32)
+
+    mu, sb, sw = stretch(fit["mean"]), np.sqrt(stretch(fit["between"])), np.sqrt(stretch(fit["within"]))
+    n_clusters = max(16, int(n / fit["points_per_cluster"]))
+    centers = mu + rng.standard_normal((n_clusters, dim), dtype=np.float32) * sb
+
+    def draw(m: int) -> np.ndarray:
+        out = np.empty((m, dim), np.float32)
+        for a in range(0, m, 100_000):
+            b = min(a + 100_000, m)
+            out[a:b] = centers[rng.integers(n_clusters, size=b - a)]
+            out[a:b] += rng.standard_normal((b - a, dim), dtype=np.float32) * sw
+            out[a:b] = normalize_rows(out[a:b])
+        return out
+
+    return draw(n), draw(n_queries), draw(n_queries)
+
+
+def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    if args.data == "real":
+        src = Path(args.embeddings)
+        xb = normalize_rows(np.load(src / "corpus.npy"))
+        xq = normalize_rows(np.load(src / "queries-test.npy"))[: args.nq]
+        xt = normalize_rows(np.load(src / "queries-dev.npy"))[: args.nq]
+        return xb, xq, xt, f"real embeddings {src} ({len(xb)} x {xb.shape[1]}; test queries, dev for tuning)"
+    fit = fit_generator(np.load(Path(args.fit) / "corpus.npy"))
+    xb, xq, xt = generate(args.n, args.dim, fit, args.seed, args.nq)
+    return xb, xq, xt, f"synthetic {args.n} x {args.dim} fitted to {args.fit}"
+
+
+# ---------------------------------------------------------------------------- timing
+def time_search(fn, xq: np.ndarray, n_single: int) -> dict[str, float]:
+    fn(xq[:1])  # warm
+    lat = []
+    for q in xq[:n_single]:
+        t = time.perf_counter()
+        fn(q[None])
+        lat.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    fn(xq)
+    batch = (time.perf_counter() - t) / len(xq)
+    return {"p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3),
+            "batch_ms_per_query": batch * 1e3}
+
+
+def measure(name: str, fn, xq: np.ndarray, truth: np.ndarray, k: int, n_single: int, **extra) -> dict:
+    ids = fn(xq)
+    row = {"method": name, "recall": round(recall_at_k(ids, truth), 4), **time_search(fn, xq, n_single), **extra}
+    print(f"  {name:42s} recall {row['recall']:.4f}  p50 {row['p50_ms']:8.3f} ms  "
+          f"batch {row['batch_ms_per_query']:8.4f} ms/q", flush=True)
+    return row
+
+
+def sweep_until(rows: list[dict], targets: list[float]) -> bool:
+    return bool(rows) and rows[-1]["recall"] >= max(targets)
+
+
+# ---------------------------------------------------------------------------- peers
+def run_exact(xb, xq, k, n_single):
+    t = time.perf_counter()
+    index = faiss.IndexFlatIP(xb.shape[1])
+    index.add(xb)
+    build = time.perf_counter() - t
+    _, truth = index.search(xq, k)
+    row = measure("exact IndexFlatIP full D", lambda q: index.search(q, k)[1], xq, truth, k, n_single,
+                  build_s=build, bytes_per_vector=xb.shape[1] * 4, family="exact")
+    del index
+    return truth, row
+
+
+def run_refine(xb, xq, truth, k, d, n_single, targets):
+    D = xb.shape[1]
+    t = time.perf_counter()
+    base = faiss.IndexPreTransform(faiss.RemapDimensionsTransform(D, d, False), faiss.IndexFlatIP(d))
+    index = faiss.IndexRefineFlat(base)
+    index.add(xb)
+    build = time.perf_counter() - t
+    rows = []
+    for f in K_FACTORS:
+        params = faiss.IndexRefineSearchParameters(k_factor=float(f))
+        rows.append(measure(f"faiss refine@{d} k_factor={f}", lambda q: index.search(q, k, params=params)[1],
+                            xq, truth, k, n_single, build_s=build, bytes_per_vector=d * 4,
+                            total_ram_bytes_per_vector=(d + D) * 4, family=f"refine@{d}"))
+        if sweep_until(rows, targets):
+            break
+    del index
+    return rows
+
+
+def run_hnswlib(xb, xq, truth, k, n_single, targets, m=16, ef_construction=100, build_threads=2):
+    try:
+        import hnswlib
+    except ImportError:
+        print("  hnswlib not installed: skipped (pip install -e '.[bench]')")
+        return []
+    t = time.perf_counter()
+    index = hnswlib.Index(space="ip", dim=xb.shape[1])
+    index.init_index(max_elements=len(xb), ef_construction=ef_construction, M=m)
+    index.set_num_threads(build_threads)
+    index.add_items(xb, np.arange(len(xb)))
+    build = time.perf_counter() - t
+    index.set_num_threads(1)
+    rows = []
+    for ef in EF_SEARCH:
+        if ef < k:
+            continue
+        index.set_ef(ef)
+        rows.append(measure(f"hnswlib M={m} ef={ef}", lambda q: index.knn_query(q, k)[0].astype(np.int64),
+                            xq, truth, k, n_single, build_s=build, build_threads=build_threads,
+                            bytes_per_vector=xb.shape[1] * 4 + m * 2 * 4 + 8, family="hnswlib"))
+        if sweep_until(rows, targets):
+            break
+    del index
+    return rows
+
+
+def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m):
+    path = out / "mrl-index"
+    shutil.rmtree(path, ignore_errors=True)
+    t = time.perf_counter()
+    index = MrlIndex.build(path, xb, first_stages=stages, hnsw_m=hnsw_m)
+    build = time.perf_counter() - t
+    print(f"  mrl build {build:.1f} s ({', '.join(stages)}, hnsw M={hnsw_m})", flush=True)
+    stats = index.stats()
+    rows, tuned = [], {}
+    for target in targets:
+        best, table = tune(index, k, target, queries=xt, n_single=min(n_single, 50))
+        tuned[str(target)] = [r.__dict__ for r in table]
+        if best is None:
+            print(f"  mrl: no cascade reached {target} on the tuning queries")
+            continue
+        fs = f"{best.cascade.split(':')[0]}"
+        rows.append(measure(f"mrl {best.cascade} (tuned for {target})",
+                            lambda q, c=best.cascade: index.search(q, k, c)[1], xq, truth, k, n_single,
+                            build_s=build, bytes_per_vector=stats["first_stages"][fs]["bytes_per_vector"],
+                            disk_bytes_per_vector=round(stats["disk_bytes"] / len(xb), 1), family="mrl",
+                            tuned_for=target))
+    (out / "mrl-tuning.json").write_text(json.dumps(tuned, indent=1))
+    return rows
+
+
+# ---------------------------------------------------------------------------- report
+def cheapest(rows: list[dict], family_prefix: str, target: float, key: str) -> dict | None:
+    ok = [r for r in rows if r["family"].startswith(family_prefix) and r["recall"] >= target]
+    return min(ok, key=lambda r: r[key]) if ok else None
+
+
+def summarize(rows: list[dict], exact: dict, targets: list[float]) -> list[str]:
+    lines = ["| target | method | recall | p50 ms | p99 ms | batch ms/q | single x exact | batch x exact | "
+             "first-stage B/vec | build s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for target in targets:
+        for fam in ("mrl", "refine", "hnswlib"):
+            r = cheapest(rows, fam, target, "p50_ms")
+            if r is None:
+                lines.append(f"| {target} | {fam}: none reached | | | | | | | | |")
+                continue
+            lines.append(
+                f"| {target} | {r['method']} | {r['recall']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                f"{r['batch_ms_per_query']:.4f} | {exact['p50_ms'] / r['p50_ms']:.1f}x | "
+                f"{exact['batch_ms_per_query'] / r['batch_ms_per_query']:.1f}x | {r['bytes_per_vector']:g} | "
+                f"{r['build_s']:.1f} |")
+    lines.append(f"| - | {exact['method']} | 1.0000 | {exact['p50_ms']:.3f} | {exact['p99_ms']:.3f} | "
+                 f"{exact['batch_ms_per_query']:.4f} | 1.0x | 1.0x | {exact['bytes_per_vector']:g} | "
+                 f"{exact['build_s']:.1f} |")
+    return lines
+
+
+def blas_report() -> list[dict]:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    return [{k: i.get(k) for k in ("internal_api", "architecture", "num_threads", "filepath")}
+            for i in threadpool_info()]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", choices=["real", "synthetic"], default="synthetic")
+    p.add_argument("--embeddings", default="runs/embeddings/debian-mrl")
+    p.add_argument("--fit", default="runs/embeddings/debian-mrl")
+    p.add_argument("--n", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=768)
+    p.add_argument("--nq", type=int, default=1000)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--targets", default="0.95,0.99")
+    p.add_argument("--n-single", type=int, default=100, help="queries timed one at a time")
+    p.add_argument("--refine-dims", default="64,128")
+    p.add_argument("--mrl-stages", default="hnsw@32,hnsw@64,int8@64")
+    p.add_argument("--hnsw-m", type=int, default=8, help="mrl's HNSW degree (memory: about 8 M bytes/vector)")
+    p.add_argument("--skip", default="", help="comma list of exact,refine,hnswlib,mrl to skip")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/bench-funnel/run")
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    faiss.omp_set_num_threads(1)
+    targets = [float(t) for t in args.targets.split(",")]
+    skip = set(filter(None, args.skip.split(",")))
+    t = time.perf_counter()
+    xb, xq, xt, desc = load_data(args)
+    print(f"data: {desc}; {len(xq)} queries ({time.perf_counter() - t:.0f} s)", flush=True)
+    blas = blas_report()
+    print("BLAS:", blas, flush=True)
+    rows = []
+    truth, exact = run_exact(xb, xq, args.k, min(args.n_single, 50))
+    rows.append(exact)
+    if "refine" not in skip:
+        for d in map(int, args.refine_dims.split(",")):
+            rows += run_refine(xb, xq, truth, args.k, d, args.n_single, targets)
+    if "hnswlib" not in skip:
+        rows += run_hnswlib(xb, xq, truth, args.k, args.n_single, targets)
+    if "mrl" not in skip:
+        rows += run_mrl(xb, xq, xt, truth, args.k, args.n_single, targets, args.mrl_stages.split(","), out,
+                        args.hnsw_m)
+    lines = [f"data: {desc}", f"k={args.k}, {len(xq)} queries, single thread; BLAS: "
+             + "; ".join(f"{b['internal_api']} {b['architecture']} x{b['num_threads']}" for b in blas), ""]
+    lines += summarize(rows, exact, targets)
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "data": desc, "blas": blas, "rows": rows},
+                                                 indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
