@@ -23,10 +23,14 @@ x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
 print("ready", flush=True)
 if op == "build":
     MrlIndex.build(path, x, first_stages=["int8@16", "hnsw@16"], overwrite=True)
-else:  # half the ids replace existing ones, half are new
-    MrlIndex.open(path).add(x, np.arange(seed * 10_000 - n // 2, seed * 10_000 + n // 2))
+else:  # ids overlap earlier adds and the build: some replace, some are new
+    MrlIndex.open(path).add(x, np.arange(seed * 4_000, seed * 4_000 + n))
 print("done", flush=True)
 """
+
+
+def _add_ids(seed, n):
+    return range(seed * 4_000, seed * 4_000 + n)  # overlaps the previous seed's ids: upserts
 
 
 def _start(path, op, seed, n):
@@ -57,6 +61,8 @@ def test_sigkill_during_build_and_add_never_damages_the_committed_index(tmp_path
     assert _start(path, "add", 2, N_ADD).wait(timeout=300) == 0
     duration["add"] = time.perf_counter() - t
     state = _snapshot(path, xq)
+    live = set(range(N_BUILD)) | set(_add_ids(2, N_ADD))
+    assert state[1] == len(live)
     rng = np.random.default_rng(0)
     outcomes = {"old": 0, "new": 0}
     for trial in range(10):
@@ -73,7 +79,8 @@ def test_sigkill_during_build_and_add_never_damages_the_committed_index(tmp_path
             outcomes["old"] += 1
         else:  # killed after the commit: the whole change
             assert generation == state[0] + 1
-            assert count == (N_BUILD if op == "build" else state[1] + N_ADD // 2)
+            live = set(range(N_BUILD)) if op == "build" else live | set(_add_ids(seed, N_ADD))
+            assert count == len(live)
             outcomes["new"] += 1
         state = (generation, count, ids)
     assert outcomes["old"] >= 1, outcomes  # the kills did land mid-change

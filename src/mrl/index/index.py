@@ -88,12 +88,18 @@ class MrlIndex:
         cascade = default_cascade or _initial_cascade(specs[0], dim)
         parse_cascade(cascade, dim)
         with storage.writer_lock(root):
-            if (root / storage.MANIFEST).exists() and not overwrite:
-                raise MrlError(f"{root}: an index already exists there (pass overwrite / --overwrite to replace it)")
+            generation = 1
+            if (root / storage.MANIFEST).exists():
+                if not overwrite:
+                    raise MrlError(f"{root}: an index already exists there (pass overwrite / --overwrite to replace it)")
+                try:  # generations keep counting, so an open snapshot can tell it is stale
+                    generation = storage.read_manifest(root)["generation"] + 1
+                except MrlError:
+                    pass
             entry = write_segment(root, vectors, int_ids, keys, specs, dtype, hnsw_m, ef_construction, progress)
             entry.update(dead=None, dead_sha256=None, dead_count=0)
             manifest = {
-                "format": storage.FORMAT, "version": storage.VERSION, "generation": 1,
+                "format": storage.FORMAT, "version": storage.VERSION, "generation": generation,
                 "model": model, "dim": dim, "dtype": dtype, "metric": "cosine",
                 "count": n, "id_kind": id_kind, "next_id": next_id,
                 "first_stages": [str(s) for s in specs], "hnsw_m": hnsw_m, "ef_construction": ef_construction,
