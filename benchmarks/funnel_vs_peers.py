@@ -43,10 +43,11 @@ import numpy as np  # noqa: E402
 
 from mrl.index import MrlIndex  # noqa: E402
 from mrl.index.segment import normalize_rows  # noqa: E402
-from mrl.index.tune import recall_at_k, tune  # noqa: E402
+from mrl.index.tune import pick, recall_at_k, tune  # noqa: E402
 
 K_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 EF_SEARCH = (10, 16, 32, 64, 128, 256, 512, 1024, 2048)
+BUILD_THREADS = 1  # set by --build-threads; every search runs on one thread
 
 
 # ---------------------------------------------------------------------------- data
@@ -135,7 +136,7 @@ def run_exact(xb, xq, k, n_single):
     index.add(xb)
     build = time.perf_counter() - t
     _, truth = index.search(xq, k)
-    row = measure("exact IndexFlatIP full D", lambda q: index.search(q, k)[1], xq, truth, k, n_single,
+    row = measure("exact IndexFlatIP full D", lambda q, ix=index: ix.search(q, k)[1], xq, truth, k, n_single,
                   build_s=build, bytes_per_vector=xb.shape[1] * 4, family="exact")
     del index
     return truth, row
@@ -151,16 +152,16 @@ def run_refine(xb, xq, truth, k, d, n_single, targets):
     rows = []
     for f in K_FACTORS:
         params = faiss.IndexRefineSearchParameters(k_factor=float(f))
-        rows.append(measure(f"faiss refine@{d} k_factor={f}", lambda q: index.search(q, k, params=params)[1],
-                            xq, truth, k, n_single, build_s=build, bytes_per_vector=d * 4,
-                            total_ram_bytes_per_vector=(d + D) * 4, family=f"refine@{d}"))
+        search = lambda q, ix=index, sp=params: ix.search(q, k, params=sp)[1]  # noqa: E731
+        rows.append(measure(f"faiss refine@{d} k_factor={f}", search, xq, truth, k, n_single, build_s=build,
+                            bytes_per_vector=d * 4, total_ram_bytes_per_vector=(d + D) * 4, family=f"refine@{d}"))
         if sweep_until(rows, targets):
             break
     del index
     return rows
 
 
-def run_hnswlib(xb, xq, truth, k, n_single, targets, m=16, ef_construction=100, build_threads=2):
+def run_hnswlib(xb, xq, truth, k, n_single, targets, m=16, ef_construction=100):
     try:
         import hnswlib
     except ImportError:
@@ -169,7 +170,7 @@ def run_hnswlib(xb, xq, truth, k, n_single, targets, m=16, ef_construction=100, 
     t = time.perf_counter()
     index = hnswlib.Index(space="ip", dim=xb.shape[1])
     index.init_index(max_elements=len(xb), ef_construction=ef_construction, M=m)
-    index.set_num_threads(build_threads)
+    index.set_num_threads(BUILD_THREADS)
     index.add_items(xb, np.arange(len(xb)))
     build = time.perf_counter() - t
     index.set_num_threads(1)
@@ -178,8 +179,8 @@ def run_hnswlib(xb, xq, truth, k, n_single, targets, m=16, ef_construction=100, 
         if ef < k:
             continue
         index.set_ef(ef)
-        rows.append(measure(f"hnswlib M={m} ef={ef}", lambda q: index.knn_query(q, k)[0].astype(np.int64),
-                            xq, truth, k, n_single, build_s=build, build_threads=build_threads,
+        rows.append(measure(f"hnswlib M={m} ef={ef}", lambda q, ix=index: ix.knn_query(q, k)[0].astype(np.int64),
+                            xq, truth, k, n_single, build_s=build, build_threads=BUILD_THREADS,
                             bytes_per_vector=xb.shape[1] * 4 + m * 2 * 4 + 8, family="hnswlib"))
         if sweep_until(rows, targets):
             break
@@ -191,14 +192,19 @@ def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m):
     path = out / "mrl-index"
     shutil.rmtree(path, ignore_errors=True)
     t = time.perf_counter()
+    faiss.omp_set_num_threads(BUILD_THREADS)
     index = MrlIndex.build(path, xb, first_stages=stages, hnsw_m=hnsw_m)
+    faiss.omp_set_num_threads(1)
     build = time.perf_counter() - t
     print(f"  mrl build {build:.1f} s ({', '.join(stages)}, hnsw M={hnsw_m})", flush=True)
     stats = index.stats()
-    rows, tuned = [], {}
+    rows = []
+    t = time.perf_counter()
+    _, table = tune(index, k, max(targets), queries=xt[:300], n_single=min(n_single, 50))
+    print(f"  mrl tune {time.perf_counter() - t:.0f} s, {len(table)} cascades measured", flush=True)
+    (out / "mrl-tuning.json").write_text(json.dumps([r.__dict__ for r in table], indent=1))
     for target in targets:
-        best, table = tune(index, k, target, queries=xt, n_single=min(n_single, 50))
-        tuned[str(target)] = [r.__dict__ for r in table]
+        best = pick(table, target)
         if best is None:
             print(f"  mrl: no cascade reached {target} on the tuning queries")
             continue
@@ -208,7 +214,6 @@ def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m):
                             build_s=build, bytes_per_vector=stats["first_stages"][fs]["bytes_per_vector"],
                             disk_bytes_per_vector=round(stats["disk_bytes"] / len(xb), 1), family="mrl",
                             tuned_for=target))
-    (out / "mrl-tuning.json").write_text(json.dumps(tuned, indent=1))
     return rows
 
 
@@ -263,10 +268,13 @@ def main() -> None:
     p.add_argument("--hnsw-m", type=int, default=8, help="mrl's HNSW degree (memory: about 8 M bytes/vector)")
     p.add_argument("--skip", default="", help="comma list of exact,refine,hnswlib,mrl to skip")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--build-threads", type=int, default=2, help="threads for building HNSW graphs only")
     p.add_argument("--out", default="runs/bench-funnel/run")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    global BUILD_THREADS
+    BUILD_THREADS = args.build_threads
     faiss.omp_set_num_threads(1)
     targets = [float(t) for t in args.targets.split(",")]
     skip = set(filter(None, args.skip.split(",")))
@@ -286,7 +294,8 @@ def main() -> None:
     if "mrl" not in skip:
         rows += run_mrl(xb, xq, xt, truth, args.k, args.n_single, targets, args.mrl_stages.split(","), out,
                         args.hnsw_m)
-    lines = [f"data: {desc}", f"k={args.k}, {len(xq)} queries, single thread; BLAS: "
+    lines = [f"data: {desc}", f"k={args.k}, {len(xq)} queries, single-thread search, builds on "
+             f"{args.build_threads} threads; BLAS: "
              + "; ".join(f"{b['internal_api']} {b['architecture']} x{b['num_threads']}" for b in blas), ""]
     lines += summarize(rows, exact, targets)
     (out / "summary.md").write_text("\n".join(lines) + "\n")

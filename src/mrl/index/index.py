@@ -91,7 +91,8 @@ class MrlIndex:
             generation = 1
             if (root / storage.MANIFEST).exists():
                 if not overwrite:
-                    raise MrlError(f"{root}: an index already exists there (pass overwrite / --overwrite to replace it)")
+                    raise MrlError(f"{root}: an index already exists there "
+                                   "(pass overwrite / --overwrite to replace it)")
                 try:  # generations keep counting, so an open snapshot can tell it is stale
                     generation = storage.read_manifest(root)["generation"] + 1
                 except MrlError:

@@ -116,9 +116,13 @@ def tune(
                             stats.get(spec_key, {}).get("bytes_per_vector", 0.0)))
         if recall >= target_recall:
             reached.add(family)
+    return pick(rows, target_recall), rows
+
+
+def pick(rows: list[TuneRow], target_recall: float) -> TuneRow | None:
+    """The fastest single-query row that meets the target (ties: the faster batched)."""
     meeting = [r for r in rows if r.recall >= target_recall]
-    best = min(meeting, key=lambda r: (r.p50_ms, r.batch_ms_per_query)) if meeting else None
-    return best, rows
+    return min(meeting, key=lambda r: (r.p50_ms, r.batch_ms_per_query)) if meeting else None
 
 
 def pareto(rows: list[TuneRow]) -> list[TuneRow]:
