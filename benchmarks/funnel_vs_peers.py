@@ -48,6 +48,7 @@ from mrl.index.tune import pick, recall_at_k, tune  # noqa: E402
 K_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 EF_SEARCH = (10, 16, 32, 64, 128, 256, 512, 1024, 2048)
 BUILD_THREADS = 1  # set by --build-threads; every search runs on one thread
+MAX_FIRST_STAGE_BYTES = 128.0  # the memory budget for mrl's first stage (--max-bytes)
 
 
 # ---------------------------------------------------------------------------- data
@@ -204,7 +205,7 @@ def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m):
     print(f"  mrl tune {time.perf_counter() - t:.0f} s, {len(table)} cascades measured", flush=True)
     (out / "mrl-tuning.json").write_text(json.dumps([r.__dict__ for r in table], indent=1))
     for target in targets:
-        best = pick(table, target)
+        best = pick(table, target, MAX_FIRST_STAGE_BYTES)
         if best is None:
             print(f"  mrl: no cascade reached {target} on the tuning queries")
             continue
@@ -268,13 +269,14 @@ def main() -> None:
     p.add_argument("--hnsw-m", type=int, default=8, help="mrl's HNSW degree (memory: about 8 M bytes/vector)")
     p.add_argument("--skip", default="", help="comma list of exact,refine,hnswlib,mrl to skip")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-bytes", type=float, default=128.0, help="mrl first-stage bytes/vector budget")
     p.add_argument("--build-threads", type=int, default=2, help="threads for building HNSW graphs only")
     p.add_argument("--out", default="runs/bench-funnel/run")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    global BUILD_THREADS
-    BUILD_THREADS = args.build_threads
+    global BUILD_THREADS, MAX_FIRST_STAGE_BYTES
+    BUILD_THREADS, MAX_FIRST_STAGE_BYTES = args.build_threads, args.max_bytes
     faiss.omp_set_num_threads(1)
     targets = [float(t) for t in args.targets.split(",")]
     skip = set(filter(None, args.skip.split(",")))

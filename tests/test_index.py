@@ -9,7 +9,7 @@ import pytest
 
 from mrl.errors import MrlError
 from mrl.index import MrlIndex, parse_cascade, parse_first_stage
-from mrl.index.tune import recall_at_k, tune, write_report
+from mrl.index.tune import pick, recall_at_k, tune, write_report
 
 D = 64
 
@@ -194,6 +194,8 @@ def test_tune_picks_the_cheapest_cascade_that_meets_the_target(data, tmp_path):
     best, rows = tune(index, k=10, target_recall=0.95, queries=xq, n_single=5)
     assert best is not None and best.recall >= 0.95
     assert all(r.p50_ms >= best.p50_ms for r in rows if r.recall >= 0.95)
+    small = pick(rows, 0.0, max_bytes_per_vector=8)  # binary@32 keeps 4 B/vector, int8@16 keeps 16
+    assert small is not None and small.cascade.startswith("binary@32")
     _, truth = index.exact_search(xq, 10)
     assert recall_at_k(index.search(xq, 10, best.cascade)[1], truth) == pytest.approx(best.recall)
     write_report(rows, best, 0.95, 10, tmp_path / "report")

@@ -200,6 +200,8 @@ def tune_command(
     n_queries: Annotated[int, typer.Option(help="Sampled queries when --queries is not given.")] = 200,
     noise: Annotated[float, typer.Option(help="Relative noise added to sampled corpus vectors.")] = 1.0,
     out: Annotated[Path | None, typer.Option(help="Report folder (default IDX/tune).")] = None,
+    max_bytes_per_vector: Annotated[float | None, typer.Option(
+        help="Only first stages keeping at most this many bytes per vector in RAM.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Report only; keep the current default cascade.")] = False,
 ) -> None:
     """Measure candidate cascades, store the cheapest that meets the target as the default."""
@@ -208,7 +210,7 @@ def tune_command(
 
     index = MrlIndex.open(index_path)
     xq = np.asarray(load_vectors(queries), dtype=np.float32) if queries else None
-    best, rows = tune(index, k, target_recall, xq, n_queries, noise)
+    best, rows = tune(index, k, target_recall, xq, n_queries, noise, max_bytes_per_vector=max_bytes_per_vector)
     report_dir = out or index_path / "tune"
     write_report(rows, best, target_recall, k, report_dir)
     table = [[r.cascade, f"{r.recall:.4f}", f"{r.p50_ms:.3f}", f"{r.batch_ms_per_query:.4f}",

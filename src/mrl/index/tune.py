@@ -88,6 +88,7 @@ def tune(
     noise: float = 1.0,
     n_single: int = 50,
     seed: int = 0,
+    max_bytes_per_vector: float | None = None,
 ) -> tuple[TuneRow | None, list[TuneRow]]:
     """Measure every candidate cascade; returns (cheapest meeting the target or None, all rows).
 
@@ -116,12 +117,14 @@ def tune(
                             stats.get(spec_key, {}).get("bytes_per_vector", 0.0)))
         if recall >= target_recall:
             reached.add(family)
-    return pick(rows, target_recall), rows
+    return pick(rows, target_recall, max_bytes_per_vector), rows
 
 
-def pick(rows: list[TuneRow], target_recall: float) -> TuneRow | None:
-    """The fastest single-query row that meets the target (ties: the faster batched)."""
-    meeting = [r for r in rows if r.recall >= target_recall]
+def pick(rows: list[TuneRow], target_recall: float, max_bytes_per_vector: float | None = None) -> TuneRow | None:
+    """The fastest single-query row that meets the target (ties: the faster batched), optionally
+    among first stages that keep at most ``max_bytes_per_vector`` resident."""
+    meeting = [r for r in rows if r.recall >= target_recall and
+               (max_bytes_per_vector is None or r.first_stage_bytes_per_vector <= max_bytes_per_vector)]
     return min(meeting, key=lambda r: (r.p50_ms, r.batch_ms_per_query)) if meeting else None
 
 
