@@ -76,6 +76,7 @@ def test_embeddings_truncate_and_renormalise(client, served):
     ("/search", {"vector": [0.1] * 64, "k": 10_000}, 422, "exceeds this service's limit"),
     ("/search", {"query": ["q"] * 9}, 413, "exceed this service's limit of 8"),
     ("/search", {"query": "x", "bogus": 1}, 422, "bogus"),
+    ("/search", {"vector": [[0.1] * 64, [0.1] * 63], "k": 3}, 400, "different lengths"),
     ("/v1/embeddings", {"input": "x", "dimensions": 65}, 400, "exceeds the model's dimension 64"),
     ("/v1/embeddings", {"input": "x", "dimensions": 0}, 422, "greater than or equal to 1"),
     ("/v1/embeddings", {"input": [1, 2, 3]}, 422, "input"),
@@ -84,6 +85,12 @@ def test_bad_requests_get_clear_4xx(client, route, payload, status, message):
     r = client.post(route, json=payload)
     assert r.status_code == status, r.text
     assert message in r.text
+
+
+def test_a_nan_vector_is_rejected(client):
+    body = '{"vector": [' + ", ".join(["0.1"] * 63 + ["NaN"]) + '], "k": 3}'  # json.dumps refuses NaN
+    r = client.post("/search", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and "NaN or Inf" in r.text
 
 
 def test_api_key_body_limit_health_and_stats(client, served):

@@ -181,6 +181,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             vec = req.vector or []
             rows = [vec] if vec and not isinstance(vec[0], list) else vec
             _check_batch(len(rows), settings.max_batch)
+            if len({len(r) for r in rows}) > 1:
+                raise ApiError(400, f"vectors have different lengths ({sorted({len(r) for r in rows})})")
             xq = np.asarray(rows, dtype=np.float32)
         scores, ids = index.search(xq, req.k, req.cascade)
         keys = index.keys(ids)
