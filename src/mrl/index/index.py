@@ -21,10 +21,10 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index import first_stage, storage
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage
-from mrl.index.segment import BLOCK, Segment, normalize_rows, specs_from, write_segment
+from mrl.index.segment import BLOCK, Segment, normalize_rows, row_norms, specs_from, to_float32, write_segment
 
 DTYPES = ("float16", "float32")
-GATHER_ROWS = 1 << 18  # candidate rows gathered at once when rescoring
+GATHER_ROWS = 2048  # candidate rows per gather: small buffers stay in cache and skip page faults
 
 
 class MrlIndex:
@@ -212,20 +212,28 @@ class MrlIndex:
     def _rescore(self, xq: np.ndarray, rows: np.ndarray, d: int) -> np.ndarray:
         """Cosine at the ``d``-prefix of every candidate ``rows`` ``(nq, c)``; -inf where row is -1."""
         nq, c = rows.shape
-        out = np.full((nq, c), -np.inf, np.float32)
+        out = np.empty((nq, c), np.float32)
         q = normalize_rows(xq[:, :d])  # (nq, d)
         step = max(1, GATHER_ROWS // max(c, 1))
         for a in range(0, nq, step):
-            flat = rows[a : a + step].ravel()  # (b * c,)
-            scores = np.full(len(flat), -np.inf, np.float32)
-            qi = np.repeat(np.arange(a, min(a + step, nq)), c)  # the query of each candidate
-            for seg, off in zip(self.segments, self._offsets[:-1]):
-                sel = np.flatnonzero((flat >= off) & (flat < off + seg.n))
-                if len(sel):
-                    xb = normalize_rows(seg.vectors[flat[sel] - off, :d])  # (m, d)
-                    scores[sel] = np.einsum("md,md->m", xb, q[qi[sel]])
-            out[a : a + step] = scores.reshape(-1, c)
+            b = min(a + step, nq)
+            flat = rows[a:b].ravel()  # (m,) with m = (b - a) * c
+            xb = self._gather(flat, d)  # (m, d) float32
+            dots = np.matmul(xb.reshape(b - a, c, d), q[a:b, :, None])[..., 0]  # (b - a, c)
+            scores = dots / np.maximum(row_norms(xb), 1e-12).reshape(b - a, c)
+            out[a:b] = np.where(rows[a:b] >= 0, scores, -np.inf)
         return out
+
+    def _gather(self, flat: np.ndarray, d: int) -> np.ndarray:
+        """The ``d``-prefixes of global rows ``flat`` as float32 ``(m, d)`` (zeros for -1)."""
+        if len(self.segments) == 1:
+            return to_float32(self.segments[0].vectors[np.maximum(flat, 0), :d])
+        xb = np.zeros((len(flat), d), np.float32)
+        for seg, off in zip(self.segments, self._offsets[:-1]):
+            sel = np.flatnonzero((flat >= off) & (flat < off + seg.n))
+            if len(sel):
+                xb[sel] = to_float32(seg.vectors[flat[sel] - off, :d])
+        return xb
 
     def _row_ids(self, rows: np.ndarray) -> np.ndarray:
         return np.where(rows >= 0, self._ids[np.maximum(rows, 0)], -1).astype(np.int64)
@@ -398,7 +406,7 @@ class _LiveRows:
         for seg, off in zip(self.index.segments, self.index._offsets[:-1]):
             sel = np.flatnonzero((rows >= off) & (rows < off + seg.n))
             if len(sel):
-                out[sel] = seg.vectors[rows[sel] - off]
+                out[sel] = to_float32(seg.vectors[rows[sel] - off])
         return out
 
 

@@ -46,15 +46,15 @@ def candidate_cascades(index: MrlIndex, k: int) -> list[Cascade]:
     out: list[Cascade] = []
     d_full, count = index.dim, index.count
     for spec in index.specs:
+        if spec.dim >= d_full:  # nothing to rerank with: a longer shortlist returns the same top k
+            out.append(Cascade(spec.kind, ((spec.dim, k),)))
+            continue
         for f in SHORTLIST_FACTORS:
             n1 = min(k * f, count)
-            if spec.dim < d_full:
-                out.append(Cascade(spec.kind, ((spec.dim, n1), (d_full, k))))
-                mid = 2 * spec.dim
-                if mid < d_full and n1 >= 4 * k:
-                    out.append(Cascade(spec.kind, ((spec.dim, n1), (mid, max(k, n1 // 4)), (d_full, k))))
-            else:
-                out.append(Cascade(spec.kind, ((spec.dim, n1),)))
+            out.append(Cascade(spec.kind, ((spec.dim, n1), (d_full, k))))
+            mid = 2 * spec.dim
+            if mid < d_full and n1 >= 4 * k:
+                out.append(Cascade(spec.kind, ((spec.dim, n1), (mid, max(k, n1 // 4)), (d_full, k))))
             if n1 == count:
                 break
     return list(dict.fromkeys(out))
