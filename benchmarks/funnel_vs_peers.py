@@ -11,8 +11,9 @@ Peers, all on the same unit-normalised vectors:
 Data sets:
   --data real --embeddings DIR     corpus.npy / queries-test.npy / queries-dev.npy from embed_corpus.py
   --data synthetic --n 1000000 --dim 768 --fit DIR
-                                   a generator whose per-dimension spectrum and cluster structure are
-                                   fitted to the real embeddings in DIR (see fit_generator)
+                                   a two-level cluster generator with full covariances fitted to the
+                                   real embeddings in DIR, its spectrum stretched to --dim
+                                   (see fit_generator; --check-generator compares it with the real data)
 
     OMP_NUM_THREADS=1 python benchmarks/funnel_vs_peers.py --data synthetic --n 1000000 --dim 768 \
         --fit runs/embeddings/debian-mrl --out runs/bench-funnel/syn-1m-768
@@ -52,43 +53,99 @@ MAX_FIRST_STAGE_BYTES = 128.0  # the issue's memory budget for mrl's first stage
 
 
 # ---------------------------------------------------------------------------- data
-def fit_generator(x: np.ndarray, clusters: int = 256, seed: int = 0) -> dict[str, np.ndarray]:
-    """Mean, between-cluster and within-cluster per-dimension variances, cluster sizes (k-means)."""
+def fit_generator(x: np.ndarray, coarse: int = 256, fine: int = 4096, seed: int = 0) -> dict:
+    """A two-level cluster model of real embeddings with full covariances at every level.
+
+    x = mean + coarse centre + fine offset + residual, each level Gaussian with the covariance
+    measured on ``x`` (k-means with ``coarse`` then ``fine`` centroids). Full covariances keep the
+    correlations between coordinates, which decide how well a prefix predicts the full-length
+    similarity; a per-dimension (diagonal) model loses them and makes every prefix look useless.
+    """
     x = normalize_rows(x)
-    km = faiss.Kmeans(x.shape[1], clusters, niter=20, seed=seed, spherical=False)
-    km.train(x)
-    _, labels = km.index.search(x, 1)
-    labels = labels[:, 0]
-    sizes = np.bincount(labels, minlength=clusters).astype(np.float64)
+    n, d = x.shape
+
+    def kmeans(k: int) -> tuple[np.ndarray, np.ndarray]:
+        km = faiss.Kmeans(d, k, niter=20, seed=seed)
+        km.train(x)
+        return km.centroids, km.index.search(x, 1)[1][:, 0]
+
+    c1, l1 = kmeans(coarse)
+    c2, l2 = kmeans(fine)
     mu = x.mean(0)
-    between = np.average((km.centroids - mu) ** 2, axis=0, weights=sizes)  # (d,)
-    within = ((x - km.centroids[labels]) ** 2).mean(0)  # (d,)
-    return {"mean": mu, "between": between, "within": within, "points_per_cluster": len(x) / clusters}
+    return {
+        "mean": mu,
+        "cov_coarse": np.cov((c1[l1] - mu).T),
+        "cov_fine": np.cov((c2[l2] - c1[l1]).T),
+        "cov_residual": np.cov((x - c2[l2]).T),
+        "per_coarse": n / coarse, "per_fine": n / fine,
+    }
 
 
 def generate(n: int, dim: int, fit: dict, seed: int, n_queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(xb, xq_eval, xq_tune)``: clusters of the fitted size, spectra stretched to ``dim`` dims."""
+    """``(xb, xq_eval, xq_tune)`` from the fitted model, stretched to ``dim`` dims.
+
+    Stretching maps output coordinate j to fitted coordinate floor(j * d0 / dim) (plus 10% fresh
+    noise), so the per-dimension spectrum keeps its shape and the first 2m of 768 dims carry what
+    the first m of 384 carry. Cluster sizes match the real data's.
+    """
     rng = np.random.default_rng(seed)
     d0 = len(fit["mean"])
-    pos = (np.arange(dim) + 0.5) * d0 / dim - 0.5  # where each new dim falls on the fitted axis
-
-    def stretch(v: np.ndarray) -> np.ndarray:
-        return np.interp(pos, np.arange(d0), v).astype(np.float32)
-
-    mu, sb, sw = stretch(fit["mean"]), np.sqrt(stretch(fit["between"])), np.sqrt(stretch(fit["within"]))
-    n_clusters = max(16, int(n / fit["points_per_cluster"]))
-    centers = mu + rng.standard_normal((n_clusters, dim), dtype=np.float32) * sb
+    src = (np.arange(dim) * d0) // dim
+    chol = {k: np.linalg.cholesky(fit[k] + 1e-9 * np.eye(d0)).astype(np.float32)
+            for k in ("cov_coarse", "cov_fine", "cov_residual")}
+    n_coarse = max(8, int(n / fit["per_coarse"]))
+    n_fine = max(16, int(n / fit["per_fine"]))
+    coarse = rng.standard_normal((n_coarse, d0), dtype=np.float32) @ chol["cov_coarse"].T
+    fine = coarse[rng.integers(n_coarse, size=n_fine)]
+    fine += rng.standard_normal((n_fine, d0), dtype=np.float32) @ chol["cov_fine"].T
+    fine += fit["mean"].astype(np.float32)
+    jitter = 0.1 * np.sqrt(np.diag(fit["cov_residual"]))[src].astype(np.float32) if dim != d0 else None
 
     def draw(m: int) -> np.ndarray:
         out = np.empty((m, dim), np.float32)
-        for a in range(0, m, 100_000):
-            b = min(a + 100_000, m)
-            out[a:b] = centers[rng.integers(n_clusters, size=b - a)]
-            out[a:b] += rng.standard_normal((b - a, dim), dtype=np.float32) * sw
-            out[a:b] = normalize_rows(out[a:b])
+        for a in range(0, m, 50_000):
+            b = min(a + 50_000, m)
+            x0 = fine[rng.integers(n_fine, size=b - a)]
+            x0 = x0 + rng.standard_normal((b - a, d0), dtype=np.float32) @ chol["cov_residual"].T
+            block = x0[:, src]
+            if jitter is not None:
+                block += rng.standard_normal(block.shape, dtype=np.float32) * jitter
+            out[a:b] = normalize_rows(block)
         return out
 
     return draw(n), draw(n_queries), draw(n_queries)
+
+
+def prefix_recall_curve(xb: np.ndarray, xq: np.ndarray, k: int = 10) -> dict[str, float]:
+    """Recall@k of faiss refine@d (d = D/12, D/6, D/3) at k_factor 10/50/200: how much the prefix knows."""
+    D = xb.shape[1]
+    _, truth = _flat_truth(xb, xq, k)
+    out = {}
+    for d in (D // 12, D // 6, D // 3):
+        index = faiss.IndexRefineFlat(faiss.IndexPreTransform(faiss.RemapDimensionsTransform(D, d, False),
+                                                              faiss.IndexFlatIP(d)))
+        index.add(xb)
+        for f in (10, 50, 200):
+            ids = index.search(xq, k, params=faiss.IndexRefineSearchParameters(k_factor=float(f)))[1]
+            out[f"{d}d x{f}"] = round(recall_at_k(ids, truth), 3)
+    return out
+
+
+def _flat_truth(xb: np.ndarray, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    flat = faiss.IndexFlatIP(xb.shape[1])
+    flat.add(xb)
+    return flat.search(xq, k)
+
+
+def check_generator(args: argparse.Namespace) -> None:
+    """Prefix-recall curves of the real embeddings and of the generator at the same size and dim."""
+    real = np.load(Path(args.fit) / "corpus.npy")
+    xb = normalize_rows(real)
+    xq = normalize_rows(np.load(Path(args.fit) / "queries-dev.npy"))[:500]
+    print("real     ", prefix_recall_curve(xb, xq))
+    fit = fit_generator(real)
+    sb, sq, _ = generate(len(real), real.shape[1], fit, args.seed, 500)
+    print("synthetic", prefix_recall_curve(sb, sq))
 
 
 def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
@@ -269,6 +326,7 @@ def main() -> None:
     p.add_argument("--hnsw-m", type=int, default=8, help="mrl's HNSW degree (memory: about 8 M bytes/vector)")
     p.add_argument("--skip", default="", help="comma list of exact,refine,hnswlib,mrl to skip")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check-generator", action="store_true", help="compare the generator with --fit and exit")
     p.add_argument("--max-bytes", type=float, default=128.0, help="mrl first-stage bytes/vector budget")
     p.add_argument("--build-threads", type=int, default=2, help="threads for building HNSW graphs only")
     p.add_argument("--out", default="runs/bench-funnel/run")
@@ -278,6 +336,15 @@ def main() -> None:
     global BUILD_THREADS, MAX_FIRST_STAGE_BYTES
     BUILD_THREADS, MAX_FIRST_STAGE_BYTES = args.build_threads, args.max_bytes
     faiss.omp_set_num_threads(1)
+    try:  # mrl converts float16 through torch when it is installed
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+    if args.check_generator:
+        check_generator(args)
+        return
     targets = [float(t) for t in args.targets.split(",")]
     skip = set(filter(None, args.skip.split(",")))
     t = time.perf_counter()
