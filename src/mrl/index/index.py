@@ -160,6 +160,8 @@ class MrlIndex:
         """Exact cosine search on the stored vectors' ``dim``-prefix (default: all dims), streamed in blocks."""
         xq = _check_vectors(np.atleast_2d(np.asarray(xq)) if np.ndim(xq) == 1 else xq, self.dim, "queries")
         self._check_k(k)
+        if dim is not None and not 1 <= dim <= self.dim:
+            raise MrlError(f"dim={dim}: expected 1..{self.dim}")
         scores, rows = self._exact_scan(xq, dim or self.dim, k)
         return scores, self._row_ids(rows)
 
