@@ -204,3 +204,17 @@ def test_tune_picks_the_cheapest_cascade_that_meets_the_target(data, tmp_path):
     assert (tmp_path / "report" / "tune.png").read_bytes()[:4] == b"\x89PNG"
     stored = index.set_default_cascade(best.cascade, {"recall": best.recall})
     assert MrlIndex.open(tmp_path / "i").manifest["default_cascade"] == best.cascade == str(stored.default_cascade)
+
+
+def test_ivfpq_first_stage_trains_on_large_segments_and_stays_exact_at_full_shortlists(tmp_path):
+    xb, xq = matryoshka_like(20_000, seed=3), matryoshka_like(20, seed=4)
+    index = MrlIndex.build(tmp_path / "i", xb, first_stages=["ivfpq@32"], dtype="float32")
+    spec = index.specs[0]
+    assert index.segments[0].structure(spec).nlist == 512  # a trained IVF-PQ, 4 B codes
+    es, ei = index.exact_search(xq, 10)
+    s, i = index.search(xq, 10, f"ivfpq@32:{len(xb)},{D}:10")
+    assert_same_ranking(s, i, es, ei)
+    assert recall_at_k(index.search(xq, 10, "ivfpq@32:500,64:10")[1], ei) > 0.9
+    small = index.add(xb[:5] * -1, list(range(50_000, 50_005)))  # a tiny segment: flat int8 inside
+    assert not hasattr(small.segments[1].structure(spec), "nlist")
+    assert recall_at_k(small.search(-xb[:5], 1, "ivfpq@32:50,64:1")[1], np.arange(50_000, 50_005)[:, None]) == 1

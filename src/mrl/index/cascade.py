@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mrl.errors import MrlError
 
-FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw")
+FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw", "ivfpq")
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,12 @@ exact     ``IndexFlatIP`` (float32, BLAS for batches)  4 d
 int8      ``IndexScalarQuantizer`` QT_8bit             d
 binary    ``IndexBinaryFlat`` on sign bits (Hamming)   d / 8
 hnsw      ``IndexHNSWSQ`` (int8 codes + graph)         d + about 8 M
+ivfpq     ``IndexIVFPQ`` (d/8-byte PQ codes, 8-byte    d / 8 + 8
+          ids, sqrt-sized coarse quantiser)
 ========  ==========================================  ===========================
+
+An ivfpq segment smaller than ``IVF_MIN`` vectors stores a flat int8 structure instead: too
+few vectors to train on, and a flat scan of so few costs nothing.
 
 Every structure returns ``(scores, rows)``: rows are positions in its segment, scores grow
 with similarity (for binary codes ``d - 2 * hamming``, the dot product of the sign vectors).
@@ -23,6 +28,8 @@ import numpy as np
 from mrl.index.cascade import FirstStageSpec
 
 TRAIN_SAMPLE = 100_000  # vectors used to fit the int8 ranges
+IVF_MIN = 20_000  # smallest segment that gets a trained IVF-PQ
+PROBE_FACTOR, MIN_PROBE = 8, 32  # an IVF search reads about PROBE_FACTOR x shortlist codes, >= MIN_PROBE lists
 
 
 def _faiss() -> Any:
@@ -52,6 +59,12 @@ def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = 16, ef_constructio
     elif spec.kind == "hnsw":
         index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction
+    elif spec.kind == "ivfpq" and len(xb) >= IVF_MIN:
+        nlist = 1 << int(np.log2(4 * np.sqrt(len(xb))))  # 1M vectors: 4096 lists
+        m = next(m for m in range(max(1, d // 8), 0, -1) if d % m == 0)  # ~1 byte per 8 dims
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    elif spec.kind == "ivfpq":
+        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
     else:  # parse_first_stage rejects anything else
         raise ValueError(spec.kind)
     if not index.is_trained:
@@ -94,5 +107,8 @@ def search(spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int) -> tuple[np
     params = None
     if spec.kind == "hnsw":  # per call, so concurrent searches do not share a setting
         params = _faiss().SearchParametersHNSW(efSearch=max(n, 16))
+    elif hasattr(index, "nlist"):  # ivfpq: probe enough lists to read ~PROBE_FACTOR x n codes
+        nprobe = int(np.ceil(PROBE_FACTOR * n * index.nlist / index.ntotal))
+        params = _faiss().SearchParametersIVF(nprobe=min(index.nlist, max(MIN_PROBE, nprobe)))
     scores, rows = index.search(xq, n, params=params)
     return scores.astype(np.float32), rows.astype(np.int64)
