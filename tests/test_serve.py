@@ -107,11 +107,13 @@ def test_api_key_body_limit_health_and_stats(client, served):
     assert stats["index"]["count"] == MrlIndex.open(path).count and stats["requests"]["stats"] >= 1
 
 
-def test_the_service_sees_changes_committed_by_another_writer(served, tmp_path):
+def test_the_service_sees_changes_committed_by_another_writer(served, tiny_model_dir, tmp_path):
     path, model, corpus = served
+    model_path = tiny_model_dir
     xb = encode(model, list(corpus.values())[:20])
     idx = MrlIndex.build(tmp_path / "i", xb, [f"d{i}" for i in range(20)], first_stages=["int8@16"])
-    client = TestClient(create_app(ServeSettings(tmp_path / "i")))
+    client = TestClient(create_app(ServeSettings(tmp_path / "i", model=str(model_path), preload=True)))
+    assert client.app.state.mrl._model is not None  # loaded at start-up, not by the first request
     assert client.get("/healthz").json()["count"] == 20
     idx.delete(["d3"])
     time.sleep(0.01)

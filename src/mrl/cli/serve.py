@@ -28,7 +28,7 @@ def serve_command(
 
     from mrl.serve import ServeSettings, create_app
 
-    settings = ServeSettings(index_path, model, api_key, max_body_bytes, max_batch, max_k)
+    settings = ServeSettings(index_path, model, api_key, max_body_bytes, max_batch, max_k, preload=True)
     app = create_app(settings)
     console.print(f"serving {index_path} on http://{host}:{port}" + (" (API key required)" if api_key else ""))
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -113,6 +113,14 @@ class _State:
                     self._model = load_model(name)
         return self._model
 
+    def warm(self) -> None:
+        """Read every first-stage structure and load the model (when there is one) now."""
+        for seg in self._index.segments:
+            for spec in self._index.specs:
+                seg.structure(spec)
+        if self.model_name is not None:
+            self.encode(["warm-up"])
+
     def encode(self, texts: list[str]) -> np.ndarray:
         from mrl.encoders.model import encode
 
@@ -125,6 +133,8 @@ class _State:
 def create_app(settings: ServeSettings) -> FastAPI:
     """Build the app; the index is opened now (a bad path fails here, not on the first request)."""
     state = _State(settings)
+    if settings.preload:
+        state.warm()
     app = FastAPI(title="mrl", summary="Matryoshka funnel search and embeddings")
     app.state.mrl = state
 

@@ -15,6 +15,7 @@ class ServeSettings:
     max_body_bytes: int = 4 << 20  # larger requests get 413
     max_batch: int = 256  # texts or vectors per request
     max_k: int = 1000
+    preload: bool = False  # load the model and first-stage structures at start-up, not on first use
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServeSettings:
