@@ -38,6 +38,7 @@ class MrlIndex:
         self._ids = np.concatenate([s.ids for s in self.segments]) if self.segments else np.zeros(0, np.int64)
         self._dead = np.concatenate([s.dead for s in self.segments]) if self.segments else np.zeros(0, bool)
         self._by_id: tuple[np.ndarray, np.ndarray] | None = None
+        self._all_keys: np.ndarray | None = None
 
     # ------------------------------------------------------------------ open / build
     @classmethod
@@ -247,11 +248,17 @@ class MrlIndex:
         if self.manifest["id_kind"] == "int":
             return [[str(i) if i >= 0 else None for i in row] for row in ids.tolist()]
         sorted_ids, order = self._id_lookup()
-        keys = np.concatenate([s.keys for s in self.segments])
+        keys = self._keys()
         pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
         found = sorted_ids[pos] == ids
         return [[str(keys[order[p]]) if f and i >= 0 else None for p, f, i in zip(prow, frow, irow)]
                 for prow, frow, irow in zip(pos, found, ids)]
+
+    def _keys(self) -> np.ndarray:
+        """Every row's string key (string-id indexes), built once per snapshot."""
+        if self._all_keys is None:
+            self._all_keys = np.concatenate([s.keys for s in self.segments])
+        return self._all_keys
 
     def _id_lookup(self) -> tuple[np.ndarray, np.ndarray]:
         """Live ids sorted, and the global row of each."""
@@ -264,7 +271,7 @@ class MrlIndex:
     def _live_rows_of(self, ids: np.ndarray, keys: np.ndarray | None) -> np.ndarray:
         """Global rows of the live entries with these ids (string index: these keys); -1 if absent."""
         if keys is not None:
-            all_keys = np.concatenate([s.keys for s in self.segments])
+            all_keys = self._keys()
             live = np.flatnonzero(~self._dead)
             order = live[np.argsort(all_keys[live], kind="stable")]
             sorted_keys = all_keys[order]
@@ -328,7 +335,7 @@ class MrlIndex:
         """Rewrite the live vectors as one segment (drops deleted rows, rebuilds first stages)."""
         m = self.manifest
         live = np.flatnonzero(~self._dead)
-        keys = np.concatenate([s.keys for s in self.segments])[live] if m["id_kind"] == "str" else None
+        keys = self._keys()[live] if m["id_kind"] == "str" else None
         with storage.writer_lock(self.root):
             self._check_current()
             vectors = _LiveRows(self, live)
