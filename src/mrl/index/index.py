@@ -138,7 +138,7 @@ class MrlIndex:
             cascade found fewer than ``k`` hits. Scores are cosine similarities at the last
             stage's prefix (for a one-stage binary cascade, ``d - 2 * hamming``).
         """
-        xq = _check_vectors(np.atleast_2d(np.asarray(xq)) if np.ndim(xq) == 1 else xq, self.dim, "queries")
+        xq = _check_vectors(np.atleast_2d(xq) if np.ndim(xq) == 1 else xq, self.dim, "queries")  # (nq, D)
         self._check_k(k)
         if cascade is None:
             plan = self.default_cascade
@@ -159,7 +159,7 @@ class MrlIndex:
 
     def exact_search(self, xq: np.ndarray, k: int = 10, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact cosine search on the stored vectors' ``dim``-prefix (default: all dims), streamed in blocks."""
-        xq = _check_vectors(np.atleast_2d(np.asarray(xq)) if np.ndim(xq) == 1 else xq, self.dim, "queries")
+        xq = _check_vectors(np.atleast_2d(xq) if np.ndim(xq) == 1 else xq, self.dim, "queries")  # (nq, D)
         self._check_k(k)
         if dim is not None and not 1 <= dim <= self.dim:
             raise MrlError(f"dim={dim}: expected 1..{self.dim}")
