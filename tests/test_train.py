@@ -109,14 +109,21 @@ def test_resume_refuses_a_checkpoint_of_another_run(tiny_model_dir, tiny_beir, t
               progress=False)
 
 
-def test_linear_head_trains_and_loads_as_plain_sentence_transformers(tiny_model_dir, tiny_beir, tmp_path):
+@pytest.mark.parametrize("head", ["linear", "orthogonal"])
+def test_linear_head_trains_and_loads_as_plain_sentence_transformers(tiny_model_dir, tiny_beir, tmp_path, head):
     from sentence_transformers import SentenceTransformer
 
     out = tmp_path / "head"
-    train(_cfg(tiny_model_dir, tiny_beir, out, head="linear", max_steps=3), progress=False)
+    train(_cfg(tiny_model_dir, tiny_beir, out, head=head, max_steps=4, checkpoint_every=2), progress=False)
     st = SentenceTransformer(str(out), device="cpu", truncate_dim=16)
     dense = [m for m in st if type(m).__name__ == "Dense"]
     assert len(dense) == 1 and not torch.equal(dense[0].linear.weight, torch.eye(64))
+    if head == "orthogonal":  # a rotation: the saved plain weight still is one
+        w = dense[0].linear.weight.detach()
+        torch.testing.assert_close(w @ w.T, torch.eye(64), atol=1e-5, rtol=0)
+        # the parametrised checkpoint loads back into a parametrised model
+        train(_cfg(tiny_model_dir, tiny_beir, out, head=head, max_steps=4, checkpoint_every=2, resume=True),
+              progress=False)
     texts = ["python library", "mail server"]
     np.testing.assert_allclose(truncate(encode(load_model(str(out), "cpu"), texts), 16),
                                st.encode(texts, normalize_embeddings=True), atol=1e-5)

@@ -25,7 +25,8 @@ def train_command(
     temperature: Annotated[float | None, typer.Option(help="Alternative to --scale.")] = None,
     distill_weight: Annotated[float, typer.Option(help="Self-distillation from the full dim to each prefix.")] = 0.0,
     distill_temperature: Annotated[float, typer.Option(help="Temperature of the distillation softmax.")] = 1.0,
-    head: Annotated[str, typer.Option(help="'linear': add an identity-initialised linear layer after pooling.")
+    head: Annotated[str, typer.Option(help="'linear': add an identity-initialised linear layer after pooling; "
+                                               "'orthogonal': the same layer kept a rotation.")
                     ] = "none",
     head_lr: Annotated[float, typer.Option(help="Peak learning rate of the --head layer.")] = 1e-3,
     batch_size: Annotated[int, typer.Option(help="Pairs per step.")] = 32,

@@ -4,6 +4,10 @@ Initialised to the identity, so training starts from the base model exactly; tra
 its own (higher) learning rate it can rotate information into the leading coordinates much
 faster than the encoder's layers move. It is a plain Sentence-Transformers ``Dense`` module:
 the saved folder still loads with ``SentenceTransformer(path, truncate_dim=...)``.
+
+``orthogonal=True`` keeps the layer a rotation during training (torch's ``orthogonal``
+parametrisation). A rotation leaves every full-dimension cosine unchanged, so the head can
+only serve the prefixes: the full-dimension loss does not see it at all.
 """
 
 from __future__ import annotations
@@ -17,8 +21,13 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 
-def add_linear_head(model: SentenceTransformer) -> tuple[SentenceTransformer, list[nn.Parameter]]:
+def add_linear_head(
+    model: SentenceTransformer, orthogonal: bool = False
+) -> tuple[SentenceTransformer, list[nn.Parameter]]:
     """Insert an identity-initialised ``Dense(D, D)`` before a trailing ``Normalize`` (or at the end).
+
+    With ``orthogonal`` the weight stays orthogonal while training; call :func:`fix_head`
+    before saving so the folder holds a plain weight matrix.
 
     Returns:
         The new model and the head's parameters (for their own optimizer group).
@@ -31,8 +40,20 @@ def add_linear_head(model: SentenceTransformer) -> tuple[SentenceTransformer, li
     dim = embedding_dim(model)
     modules = list(model)
     head = Dense(dim, dim, bias=False, activation_function=nn.Identity(), init_weight=torch.eye(dim))
+    if orthogonal:
+        # the identity is orthogonal, so the parametrisation starts exactly there
+        nn.utils.parametrizations.orthogonal(head.linear, "weight")
     at = len(modules) - 1 if modules and isinstance(modules[-1], Normalize) else len(modules)
     modules.insert(at, head)
     new = SentenceTransformer(modules=modules, device=str(model.device))
     new.max_seq_length = model.max_seq_length
     return new, list(head.parameters())
+
+
+def fix_head(model: SentenceTransformer) -> None:
+    """Replace an orthogonal parametrisation by its current plain weight (in place), for saving."""
+    from torch.nn.utils import parametrize
+
+    for module in model.modules():
+        if parametrize.is_parametrized(module, "weight"):
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)

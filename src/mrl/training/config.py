@@ -21,8 +21,9 @@ class TrainConfig:
         scale: InfoNCE logit scale (1 / temperature).
         distill_weight: self-distillation weight (full dim -> prefixes); 0 disables.
         distill_temperature: temperature multiplier of the distillation softmax.
-        head: ``"linear"`` adds an identity-initialised linear layer after pooling
-            (see :mod:`mrl.encoders.head`); ``"none"`` trains the encoder as it is.
+        head: ``"linear"`` adds an identity-initialised linear layer after pooling,
+            ``"orthogonal"`` the same layer kept a rotation (see :mod:`mrl.encoders.head`);
+            ``"none"`` trains the encoder as it is.
         head_lr: peak learning rate of that layer.
         batch_size: pairs per step (in-batch negatives come from the batch).
         lr: peak learning rate (AdamW, linear warm-up then linear decay).
@@ -89,7 +90,7 @@ class TrainConfig:
             "checkpoint_every": self.checkpoint_every >= 0,
             "keep_checkpoints": self.keep_checkpoints >= 1,
             "scale": self.scale > 0,
-            "head": self.head in ("none", "linear"),
+            "head": self.head in ("none", "linear", "orthogonal"),
             "head_lr": self.head_lr > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]

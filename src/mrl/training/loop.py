@@ -15,7 +15,7 @@ import torch
 
 from mrl.data.beir import BeirDataset, load_beir
 from mrl.data.pairs import Pairs, load_training_data
-from mrl.encoders.head import add_linear_head
+from mrl.encoders.head import add_linear_head, fix_head
 from mrl.encoders.model import embedding_dim, load_model, preprocess
 from mrl.errors import MrlError
 from mrl.eval.evaluate import evaluate, subsample
@@ -105,8 +105,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     dev = _dev_set(cfg)
     model = load_model(cfg.model, cfg.device, cfg.max_seq_length)
     head_params: list[torch.nn.Parameter] = []
-    if cfg.head == "linear":
-        model, head_params = add_linear_head(model)
+    if cfg.head in ("linear", "orthogonal"):
+        model, head_params = add_linear_head(model, orthogonal=cfg.head == "orthogonal")
     device = model.device
     loss_fn = MatryoshkaInfoNCELoss(
         model, cfg.dims, cfg.weights, cfg.scale, cfg.distill_weight, cfg.distill_temperature
@@ -191,6 +191,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     train_time = time.perf_counter() - t0
     model.eval()
     final_scores = _dev_scores(model, dev, dims) if dev is not None else None
+    fix_head(model)
     model.save(str(out))
     summary = {
         "matryoshka_dims": dims,
