@@ -160,7 +160,8 @@ def test_bad_inputs_are_rejected_and_nothing_stored_changes(data, tmp_path):
 @pytest.mark.parametrize("text,message", [
     ("", "is empty"), ("64", "is not DIM:SHORTLIST"), ("a:10", "is not an integer"), ("0:10", "must be positive"),
     ("ivf@64:10", "unknown first-stage kind 'ivf'"), ("64:100,int8@128:10", "only the first stage names a kind"),
-    ("binary@12:10", "divisible by 8"),
+    ("binary@12:10", "divisible by 8"), ("binary@64:100/8,128:10", "a binary first stage has no search width"),
+    ("rabitq@64:100,128:10/4", "only the first stage takes a search width"), ("hnsw@64:100/0", "must be positive"),
 ])
 def test_cascade_syntax_errors_name_the_problem(text, message):
     with pytest.raises(MrlError, match=message):
@@ -169,6 +170,8 @@ def test_cascade_syntax_errors_name_the_problem(text, message):
 
 def test_cascade_and_first_stage_round_trip():
     assert str(parse_cascade(" int8@64:1000, 128:100 ,384:10")) == "int8@64:1000,128:100,384:10"
+    assert str(parse_cascade("rabitq@256:100/128,384:10")) == "rabitq@256:100/128,384:10"
+    assert parse_cascade("rabitq@256:100/128,384:10").width == 128
     assert parse_first_stage("hnsw@32").kind == "hnsw"
     with pytest.raises(MrlError, match="exceeds the vectors' dimension 64"):
         parse_first_stage("int8@128", 64)
@@ -206,15 +209,24 @@ def test_tune_picks_the_cheapest_cascade_that_meets_the_target(data, tmp_path):
     assert MrlIndex.open(tmp_path / "i").manifest["default_cascade"] == best.cascade == str(stored.default_cascade)
 
 
-def test_ivfpq_first_stage_trains_on_large_segments_and_stays_exact_at_full_shortlists(tmp_path):
+@pytest.mark.parametrize("kind", ["ivfpq", "rabitq"])
+def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_full_width(tmp_path, kind):
     xb, xq = matryoshka_like(20_000, seed=3), matryoshka_like(20, seed=4)
-    index = MrlIndex.build(tmp_path / "i", xb, first_stages=["ivfpq@32"], dtype="float32")
+    index = MrlIndex.build(tmp_path / "i", xb, first_stages=[f"{kind}@32"], dtype="float32")
     spec = index.specs[0]
-    assert index.segments[0].structure(spec).nlist == 512  # a trained IVF-PQ, 4 B codes
+    assert index.segments[0].structure(spec).nlist == 512  # a trained inverted file
     es, ei = index.exact_search(xq, 10)
-    s, i = index.search(xq, 10, f"ivfpq@32:{len(xb)},{D}:10")
+    s, i = index.search(xq, 10, f"{kind}@32:{len(xb)}/512,{D}:10")  # every list, every vector
     assert_same_ranking(s, i, es, ei)
-    assert recall_at_k(index.search(xq, 10, "ivfpq@32:500,64:10")[1], ei) > 0.9
+    assert recall_at_k(index.search(xq, 10, f"{kind}@32:500,64:10")[1], ei) > 0.9
+    narrow = recall_at_k(index.search(xq, 10, f"{kind}@32:100/1,64:10")[1], ei)
+    wide = recall_at_k(index.search(xq, 10, f"{kind}@32:100/64,64:10")[1], ei)
+    assert narrow < wide  # the width is the number of lists scanned
+    best, rows = tune(index, k=10, target_recall=0.95, queries=xq, n_single=2)
+    assert {parse_cascade(r.cascade).width for r in rows} >= {8, 64, 512}  # tune searches widths too
+    assert best is not None and parse_cascade(best.cascade).width is not None
     small = index.add(xb[:5] * -1, list(range(50_000, 50_005)))  # a tiny segment: flat int8 inside
     assert not hasattr(small.segments[1].structure(spec), "nlist")
-    assert recall_at_k(small.search(-xb[:5], 1, "ivfpq@32:50,64:1")[1], np.arange(50_000, 50_005)[:, None]) == 1
+    assert recall_at_k(small.search(-xb[:5], 1, f"{kind}@32:50,64:1")[1], np.arange(50_000, 50_005)[:, None]) == 1
+    with pytest.raises(MrlError, match="a search width applies to hnsw, ivfpq, rabitq first stages, not to exact@16"):
+        index.search(xq, 10, "16:100/4,64:10")

@@ -4,6 +4,11 @@ Written ``[KIND@]DIM:SHORTLIST,DIM:SHORTLIST,...``, e.g. ``int8@64:1000,128:100,
 the first stage searches the 64-dim prefix with the int8 structure and keeps 1,000 candidates,
 the next stage rescores them on the 128-dim prefix (read from the full vectors) and keeps 100,
 the last rescores those on all 384 dims and keeps 10.
+
+The first item may end with ``/WIDTH``, how widely the first stage searches: the number of
+inverted lists an ``ivfpq``/``rabitq`` stage scans (faiss's ``nprobe``) or the candidate queue
+of an ``hnsw`` stage (``efSearch``), e.g. ``rabitq@512:100/128,768:10``. Without it the width
+follows from the shortlist.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from dataclasses import dataclass
 
 from mrl.errors import MrlError
 
-FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw", "ivfpq")
+FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw", "ivfpq", "rabitq")
+WIDTH_KINDS = ("hnsw", "ivfpq", "rabitq")  # first stages whose search width can be set
 
 
 @dataclass(frozen=True)
@@ -32,9 +38,12 @@ class Cascade:
 
     kind: str | None  # None: whichever first stage the index holds for stages[0]'s dim
     stages: tuple[tuple[int, int], ...]  # ((dim, shortlist), ...), dims strictly increasing
+    width: int | None = None  # the first stage's search width (nprobe / efSearch); None: from the shortlist
 
     def __str__(self) -> str:
         parts = [f"{d}:{n}" for d, n in self.stages]
+        if self.width is not None:
+            parts[0] += f"/{self.width}"
         if self.kind:
             parts[0] = f"{self.kind}@{parts[0]}"
         return ",".join(parts)
@@ -70,6 +79,7 @@ def parse_cascade(text: str, full_dim: int | None = None) -> Cascade:
     if not items:
         raise MrlError(f"cascade {text!r} is empty; expected e.g. 64:1000,384:10")
     kind: str | None = None
+    width: int | None = None
     stages: list[tuple[int, int]] = []
     for i, item in enumerate(items):
         if "@" in item:
@@ -82,6 +92,14 @@ def parse_cascade(text: str, full_dim: int | None = None) -> Cascade:
         dim_text, sep, n_text = item.partition(":")
         if not sep:
             raise MrlError(f"cascade {text!r}: {item!r} is not DIM:SHORTLIST")
+        n_text, slash, width_text = n_text.partition("/")
+        if slash:
+            if i:
+                raise MrlError(f"cascade {text!r}: only the first stage takes a search width ({item!r})")
+            width = _positive_int(width_text, f"cascade {text!r}: search width")
+            if kind is not None and kind not in WIDTH_KINDS:
+                raise MrlError(f"cascade {text!r}: a {kind} first stage has no search width "
+                               f"(only {', '.join(WIDTH_KINDS)} do)")
         dim = _positive_int(dim_text, f"cascade {text!r}: dimension")
         n = _positive_int(n_text, f"cascade {text!r}: shortlist")
         if stages and dim <= stages[-1][0]:
@@ -93,7 +111,7 @@ def parse_cascade(text: str, full_dim: int | None = None) -> Cascade:
         stages.append((dim, n))
     if kind == "binary" and stages[0][0] % 8:
         raise MrlError(f"cascade {text!r}: binary codes need a dimension divisible by 8")
-    return Cascade(kind, tuple(stages))
+    return Cascade(kind, tuple(stages), width)
 
 
 def _positive_int(text: str, what: str) -> int:

@@ -9,10 +9,18 @@ binary    ``IndexBinaryFlat`` on sign bits (Hamming)   d / 8
 hnsw      ``IndexHNSWSQ`` (int8 codes + graph)         d + about 8 M
 ivfpq     ``IndexIVFPQ`` (d/8-byte PQ codes, 8-byte    d / 8 + 8
           ids, sqrt-sized coarse quantiser)
+rabitq    ``IndexIVFRaBitQFastScan``: 1 bit per dim    d / 8 + 16
+          plus two float factors (RaBitQ estimates
+          of the inner product), 8-byte ids, the same
+          coarse quantiser, SIMD fast-scan
 ========  ==========================================  ===========================
 
-An ivfpq segment smaller than ``IVF_MIN`` vectors stores a flat int8 structure instead: too
-few vectors to train on, and a flat scan of so few costs nothing.
+An ivfpq or rabitq segment smaller than ``IVF_MIN`` vectors stores a flat int8 structure
+instead: too few vectors to train on, and a flat scan of so few costs nothing.
+
+The inverted-file kinds scan ``width`` lists per query (faiss's ``nprobe``); without a width,
+enough lists to hold about ``PROBE_FACTOR`` times the shortlist (at least ``MIN_PROBE``).
+For hnsw the width is ``efSearch`` (default: the shortlist, at least 16).
 
 Every structure returns ``(scores, rows)``: rows are positions in its segment, scores grow
 with similarity (for binary codes ``d - 2 * hamming``, the dot product of the sign vectors).
@@ -60,10 +68,11 @@ def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = 16, ef_constructio
         index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction
     elif spec.kind == "ivfpq" and len(xb) >= IVF_MIN:
-        nlist = 1 << int(np.log2(4 * np.sqrt(len(xb))))  # 1M vectors: 4096 lists
         m = next(m for m in range(max(1, d // 8), 0, -1) if d % m == 0)  # ~1 byte per 8 dims
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
-    elif spec.kind == "ivfpq":
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, _nlist(len(xb)), m, 8, faiss.METRIC_INNER_PRODUCT)
+    elif spec.kind == "rabitq" and len(xb) >= IVF_MIN:
+        index = faiss.IndexIVFRaBitQFastScan(faiss.IndexFlatIP(d), d, _nlist(len(xb)), faiss.METRIC_INNER_PRODUCT)
+    elif spec.kind in ("ivfpq", "rabitq"):
         index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
     else:  # parse_first_stage rejects anything else
         raise ValueError(spec.kind)
@@ -77,6 +86,10 @@ def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = 16, ef_constructio
     if len(xb):
         index.add(xb)
     return index
+
+
+def _nlist(n: int) -> int:
+    return 1 << int(np.round(np.log2(4 * np.sqrt(n))))  # 4 sqrt(n) to the nearest power of 2: 4096 at 1M
 
 
 def save(index: Any, path: Path) -> None:
@@ -94,8 +107,13 @@ def load(spec: FirstStageSpec, path: Path) -> Any:
     return faiss.read_index(str(path))
 
 
-def search(spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``n`` of ``xq`` (normalised prefixes ``(nq, d)``): ``(scores, rows)``, rows -1 when short."""
+def search(
+    spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``n`` of ``xq`` (normalised prefixes ``(nq, d)``): ``(scores, rows)``, rows -1 when short.
+
+    ``width``: lists to scan (inverted files) or ``efSearch`` (hnsw); ignored by flat structures.
+    """
     xq = np.ascontiguousarray(xq, dtype=np.float32)
     n = max(1, min(n, index.ntotal)) if index.ntotal else 0
     if n == 0:
@@ -106,9 +124,9 @@ def search(spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int) -> tuple[np
         return scores, rows.astype(np.int64)
     params = None
     if spec.kind == "hnsw":  # per call, so concurrent searches do not share a setting
-        params = _faiss().SearchParametersHNSW(efSearch=max(n, 16))
-    elif hasattr(index, "nlist"):  # ivfpq: probe enough lists to read ~PROBE_FACTOR x n codes
-        nprobe = int(np.ceil(PROBE_FACTOR * n * index.nlist / index.ntotal))
-        params = _faiss().SearchParametersIVF(nprobe=min(index.nlist, max(MIN_PROBE, nprobe)))
+        params = _faiss().SearchParametersHNSW(efSearch=max(n, width or 16))
+    elif hasattr(index, "nlist"):  # by default probe enough lists to read ~PROBE_FACTOR x n codes
+        nprobe = width or max(MIN_PROBE, int(np.ceil(PROBE_FACTOR * n * index.nlist / index.ntotal)))
+        params = _faiss().SearchParametersIVF(nprobe=min(index.nlist, nprobe))
     scores, rows = index.search(xq, n, params=params)
     return scores.astype(np.float32), rows.astype(np.int64)

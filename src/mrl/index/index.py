@@ -20,7 +20,7 @@ import numpy as np
 
 from mrl.errors import MrlError
 from mrl.index import first_stage, storage
-from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage
+from mrl.index.cascade import WIDTH_KINDS, Cascade, FirstStageSpec, parse_cascade, parse_first_stage
 from mrl.index.segment import BLOCK, Segment, normalize_rows, row_norms, specs_from, to_float32, write_segment
 
 DTYPES = ("float16", "float32")
@@ -142,7 +142,7 @@ class MrlIndex:
         self._check_k(k)
         if cascade is None:
             plan = self.default_cascade
-            plan = Cascade(plan.kind, tuple((d, max(n, k)) for d, n in plan.stages))
+            plan = Cascade(plan.kind, tuple((d, max(n, k)) for d, n in plan.stages), plan.width)
         else:
             plan = cascade if isinstance(cascade, Cascade) else parse_cascade(cascade, self.dim)
             if any(d > self.dim for d, _ in plan.stages):
@@ -150,7 +150,7 @@ class MrlIndex:
             if k > plan.stages[-1][1]:
                 raise MrlError(f"k={k} exceeds the last shortlist of cascade {plan} ({plan.stages[-1][1]})")
         d1, n1 = plan.first
-        scores, rows = self._first_stage(xq, plan.kind, d1, n1)
+        scores, rows = self._first_stage(xq, plan.kind, d1, n1, plan.width)
         for d, n in plan.stages[1:]:
             scores = self._rescore(xq, rows, d)
             scores, rows = _top(scores, rows, n)
@@ -183,8 +183,13 @@ class MrlIndex:
         raise MrlError(f"the index has no {kind}@{d} first stage (it has: {have}); "
                        f"rebuild with it, e.g. --first-stage {kind}@{d}")
 
-    def _first_stage(self, xq: np.ndarray, kind: str | None, d: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _first_stage(
+        self, xq: np.ndarray, kind: str | None, d: int, n: int, width: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         spec = self._spec_for(kind, d)
+        if width is not None and (spec is None or spec.kind not in WIDTH_KINDS):
+            raise MrlError(f"a search width applies to {', '.join(WIDTH_KINDS)} first stages, "
+                           f"not to {spec or f'exact@{d}'}")
         if spec is None:
             return self._exact_scan(xq, d, n)
         q = normalize_rows(xq[:, :d])  # (nq, d)
@@ -192,7 +197,7 @@ class MrlIndex:
         for seg, off in zip(self.segments, self._offsets[:-1]):
             if seg.n == 0 or seg.n_dead == seg.n:
                 continue
-            s, r = first_stage.search(spec, seg.structure(spec), q, n + seg.n_dead)
+            s, r = first_stage.search(spec, seg.structure(spec), q, n + seg.n_dead, width)
             valid = r >= 0
             valid[valid] &= ~seg.dead[r[valid]]
             all_scores.append(np.where(valid, s, -np.inf).astype(np.float32))

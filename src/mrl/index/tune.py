@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 
 from mrl.errors import MrlError
-from mrl.index.cascade import Cascade
+from mrl.index.cascade import Cascade, FirstStageSpec
 from mrl.index.index import MrlIndex
 from mrl.index.segment import normalize_rows
 
 SHORTLIST_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+IVF_SHORTLIST_FACTORS = (2, 5, 10, 20, 50)  # an inverted file's recall is set by its width (lists scanned)
+IVF_WIDTHS = (8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 1024)
 
 
 @dataclass(frozen=True)
@@ -42,12 +44,19 @@ def sample_queries(index: MrlIndex, n: int, noise: float, seed: int = 0) -> np.n
 
 
 def candidate_cascades(index: MrlIndex, k: int) -> list[Cascade]:
-    """First stage x shortlist, with and without a middle rerank at twice the first prefix."""
+    """First stage x shortlist, with and without a middle rerank at twice the first prefix;
+    inverted-file first stages also try every width (lists scanned) up to their list count."""
     out: list[Cascade] = []
     d_full, count = index.dim, index.count
     for spec in index.specs:
         if spec.dim >= d_full:  # nothing to rerank with: a longer shortlist returns the same top k
             out.append(Cascade(spec.kind, ((spec.dim, k),)))
+            continue
+        nlist = _max_lists(index, spec)
+        if nlist:
+            for width in [w for w in IVF_WIDTHS if w < nlist] + [nlist]:
+                for f in IVF_SHORTLIST_FACTORS:
+                    out.append(Cascade(spec.kind, ((spec.dim, min(k * f, count)), (d_full, k)), width))
             continue
         for f in SHORTLIST_FACTORS:
             n1 = min(k * f, count)
@@ -58,6 +67,11 @@ def candidate_cascades(index: MrlIndex, k: int) -> list[Cascade]:
             if n1 == count:
                 break
     return list(dict.fromkeys(out))
+
+
+def _max_lists(index: MrlIndex, spec: FirstStageSpec) -> int:
+    """The largest inverted-file list count among the segments' ``spec`` structures (0: none)."""
+    return max((getattr(seg.structure(spec), "nlist", 0) for seg in index.segments if seg.n), default=0)
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
@@ -106,7 +120,7 @@ def tune(
     rows: list[TuneRow] = []
     reached: set[str] = set()
     for cascade in candidate_cascades(index, k):
-        family = f"{cascade.kind}@{cascade.first[0]}/{len(cascade.stages)}"
+        family = f"{cascade.kind}@{cascade.first[0]}/{cascade.width}/{len(cascade.stages)}"
         if family in reached:
             continue  # a longer shortlist of a family that already meets the target only costs more
         _, ids = index.search(xq, k, cascade)
