@@ -54,7 +54,7 @@ def candidate_cascades(index: MrlIndex, k: int) -> list[Cascade]:
             continue
         nlist = _max_lists(index, spec)
         if nlist:
-            for width in [w for w in IVF_WIDTHS if w < nlist] + [nlist]:
+            for width in [w for w in IVF_WIDTHS if w < nlist] + ([nlist] if nlist <= IVF_WIDTHS[-1] else []):
                 for f in IVF_SHORTLIST_FACTORS:
                     out.append(Cascade(spec.kind, ((spec.dim, min(k * f, count)), (d_full, k)), width))
             continue
@@ -118,11 +118,12 @@ def tune(
     _, truth = index.exact_search(xq, k)
     stats = index.stats()["first_stages"]
     rows: list[TuneRow] = []
-    reached: set[str] = set()
+    reached: dict[str, list[tuple[int, int]]] = {}  # family -> (width, shortlist) that met the target
     for cascade in candidate_cascades(index, k):
-        family = f"{cascade.kind}@{cascade.first[0]}/{cascade.width}/{len(cascade.stages)}"
-        if family in reached:
-            continue  # a longer shortlist of a family that already meets the target only costs more
+        family = f"{cascade.kind}@{cascade.first[0]}/{len(cascade.stages)}"
+        width, n1 = cascade.width or 0, cascade.first[1]
+        if any(w <= width and n <= n1 for w, n in reached.get(family, [])):
+            continue  # searches at least as wide and keeps at least as many as one that met the target
         _, ids = index.search(xq, k, cascade)
         recall = recall_at_k(ids, truth)
         p50, p99, batch = _latency(index, xq, k, cascade, n_single)
@@ -130,7 +131,7 @@ def tune(
         rows.append(TuneRow(str(cascade), round(recall, 4), round(p50, 3), round(p99, 3), round(batch, 4),
                             stats.get(spec_key, {}).get("bytes_per_vector", 0.0)))
         if recall >= target_recall:
-            reached.add(family)
+            reached.setdefault(family, []).append((width, n1))
     return pick(rows, target_recall, max_bytes_per_vector), rows
 
 
