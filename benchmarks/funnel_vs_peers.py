@@ -246,7 +246,7 @@ def run_hnswlib(xb, xq, truth, k, n_single, targets, m=16, ef_construction=100):
     return rows
 
 
-def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m):
+def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m, tune_queries):
     path = out / "mrl-index"
     shutil.rmtree(path, ignore_errors=True)
     t = time.perf_counter()
@@ -258,7 +258,7 @@ def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m):
     stats = index.stats()
     rows = []
     t = time.perf_counter()
-    _, table = tune(index, k, max(targets), queries=xt[:300], n_single=min(n_single, 50))
+    _, table = tune(index, k, max(targets), queries=xt[:tune_queries], n_single=min(n_single, 50))
     print(f"  mrl tune {time.perf_counter() - t:.0f} s, {len(table)} cascades measured", flush=True)
     (out / "mrl-tuning.json").write_text(json.dumps([r.__dict__ for r in table], indent=1))
     for target in targets:
@@ -326,6 +326,8 @@ def main() -> None:
     p.add_argument("--hnsw-m", type=int, default=8, help="mrl's HNSW degree (memory: about 8 M bytes/vector)")
     p.add_argument("--skip", default="", help="comma list of exact,refine,hnswlib,mrl to skip")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tune-queries", type=int, default=300,
+                   help="tuning queries (separate from the evaluation ones); more = less sampling noise in the pick")
     p.add_argument("--check-generator", action="store_true", help="compare the generator with --fit and exit")
     p.add_argument("--max-bytes", type=float, default=128.0, help="mrl first-stage bytes/vector budget")
     p.add_argument("--build-threads", type=int, default=2, help="threads for building HNSW graphs only")
@@ -362,7 +364,7 @@ def main() -> None:
         rows += run_hnswlib(xb, xq, truth, args.k, args.n_single, targets)
     if "mrl" not in skip:
         rows += run_mrl(xb, xq, xt, truth, args.k, args.n_single, targets, args.mrl_stages.split(","), out,
-                        args.hnsw_m)
+                        args.hnsw_m, args.tune_queries)
     lines = [f"data: {desc}", f"k={args.k}, {len(xq)} queries, single-thread search, builds on "
              f"{args.build_threads} threads; BLAS: "
              + "; ".join(f"{b['internal_api']} {b['architecture']} x{b['num_threads']}" for b in blas), ""]
