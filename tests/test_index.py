@@ -214,16 +214,16 @@ def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_fu
     xb, xq = matryoshka_like(20_000, seed=3), matryoshka_like(20, seed=4)
     index = MrlIndex.build(tmp_path / "i", xb, first_stages=[f"{kind}@32"], dtype="float32")
     spec = index.specs[0]
-    assert index.segments[0].structure(spec).nlist == 512  # a trained inverted file
+    assert index.segments[0].structure(spec).nlist == 1024  # a trained inverted file, 8 sqrt(n) lists
     es, ei = index.exact_search(xq, 10)
-    s, i = index.search(xq, 10, f"{kind}@32:{len(xb)}/512,{D}:10")  # every list, every vector
+    s, i = index.search(xq, 10, f"{kind}@32:{len(xb)}/1024,{D}:10")  # every list, every vector
     assert_same_ranking(s, i, es, ei)
     assert recall_at_k(index.search(xq, 10, f"{kind}@32:500,64:10")[1], ei) > 0.9
     narrow = recall_at_k(index.search(xq, 10, f"{kind}@32:100/1,64:10")[1], ei)
     wide = recall_at_k(index.search(xq, 10, f"{kind}@32:100/64,64:10")[1], ei)
     assert narrow < wide  # the width is the number of lists scanned
     best, rows = tune(index, k=10, target_recall=0.95, queries=xq, n_single=2)
-    assert {parse_cascade(r.cascade).width for r in rows} >= {8, 64, 512}  # tune searches widths too
+    assert {parse_cascade(r.cascade).width for r in rows} >= {8, 64}  # tune searches widths too
     assert best is not None and parse_cascade(best.cascade).width is not None
     small = index.add(xb[:5] * -1, list(range(50_000, 50_005)))  # a tiny segment: flat int8 inside
     assert not hasattr(small.segments[1].structure(spec), "nlist")
