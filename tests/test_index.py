@@ -230,19 +230,3 @@ def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_fu
     assert recall_at_k(small.search(-xb[:5], 1, f"{kind}@32:50,64:1")[1], np.arange(50_000, 50_005)[:, None]) == 1
     with pytest.raises(MrlError, match="a search width applies to hnsw, ivfpq, rabitq first stages, not to exact@16"):
         index.search(xq, 10, "16:100/4,64:10")
-
-
-def test_large_inverted_files_search_their_centroids_with_a_graph(tmp_path, monkeypatch):
-    import faiss
-
-    from mrl.index import first_stage
-
-    monkeypatch.setattr(first_stage, "HNSW_COARSE_MIN", 512)  # what 1M vectors get, at test size
-    xb, xq = matryoshka_like(20_000, seed=5), matryoshka_like(20, seed=6)
-    index = MrlIndex.build(tmp_path / "i", xb, first_stages=["rabitq@32"], dtype="float32")
-    reopened = MrlIndex.open(tmp_path / "i")
-    structure = reopened.segments[0].structure(reopened.specs[0])
-    assert isinstance(faiss.downcast_index(structure.quantizer), faiss.IndexHNSWFlat)
-    es, ei = index.exact_search(xq, 10)
-    s, i = reopened.search(xq, 10, f"rabitq@32:{len(xb)}/1024,{D}:10")
-    assert_same_ranking(s, i, es, ei)

@@ -37,7 +37,6 @@ from mrl.index.cascade import FirstStageSpec
 
 TRAIN_SAMPLE = 100_000  # vectors used to fit the int8 ranges (inverted files: at least 25 per list)
 IVF_MIN = 20_000  # smallest segment that gets a trained IVF-PQ
-HNSW_COARSE_MIN = 4096  # lists from which the coarse quantiser is an HNSW graph
 PROBE_FACTOR, MIN_PROBE = 8, 32  # an IVF search reads about PROBE_FACTOR x shortlist codes, >= MIN_PROBE lists
 
 
@@ -70,9 +69,9 @@ def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = 16, ef_constructio
         index.hnsw.efConstruction = ef_construction
     elif spec.kind == "ivfpq" and len(xb) >= IVF_MIN:
         m = next(m for m in range(max(1, d // 8), 0, -1) if d % m == 0)  # ~1 byte per 8 dims
-        index = faiss.IndexIVFPQ(_coarse(d, len(xb)), d, _nlist(len(xb)), m, 8, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, _nlist(len(xb)), m, 8, faiss.METRIC_INNER_PRODUCT)
     elif spec.kind == "rabitq" and len(xb) >= IVF_MIN:
-        index = faiss.IndexIVFRaBitQFastScan(_coarse(d, len(xb)), d, _nlist(len(xb)), faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFRaBitQFastScan(faiss.IndexFlatIP(d), d, _nlist(len(xb)), faiss.METRIC_INNER_PRODUCT)
     elif spec.kind in ("ivfpq", "rabitq"):
         index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
     else:  # parse_first_stage rejects anything else
@@ -82,27 +81,12 @@ def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = 16, ef_constructio
             rng = np.random.default_rng(seed)
             m = max(TRAIN_SAMPLE, 25 * getattr(index, "nlist", 0))  # k-means wants tens of points per list
             sample = xb if len(xb) <= m else xb[rng.choice(len(xb), m, replace=False)]
-            if hasattr(index, "quantizer") and isinstance(faiss.downcast_index(index.quantizer), faiss.IndexHNSW):
-                assigner = faiss.IndexFlatIP(d)  # k-means assigns exactly; the graph is built on the centroids
-                index.clustering_index = assigner
-                index.train(sample)
-                index.clustering_index = None
-            else:
-                index.train(sample)
+            index.train(sample)
         else:  # an empty segment still needs a valid (trained) structure
             index.train(np.concatenate([np.eye(d, dtype=np.float32), -np.eye(d, dtype=np.float32)]))
     if len(xb):
         index.add(xb)
     return index
-
-
-def _coarse(d: int, n: int) -> Any:
-    """The coarse quantiser: flat, or an HNSW graph over the centroids from ``HNSW_COARSE_MIN`` lists on
-    (a flat scan of 8,192 centroids of 512 dims reads 16 MB per query, ~0.3 ms)."""
-    faiss = _faiss()
-    if _nlist(n) >= HNSW_COARSE_MIN:
-        return faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
-    return faiss.IndexFlatIP(d)
 
 
 def _nlist(n: int) -> int:
@@ -147,8 +131,6 @@ def search(
         params = _faiss().SearchParametersHNSW(efSearch=max(n, width or 16))
     elif hasattr(index, "nlist"):  # by default probe enough lists to read ~PROBE_FACTOR x n codes
         nprobe = width or max(MIN_PROBE, int(np.ceil(PROBE_FACTOR * n * index.nlist / index.ntotal)))
-        nprobe = min(index.nlist, nprobe)
-        coarse = _faiss().SearchParametersHNSW(efSearch=max(64, 2 * nprobe))  # ignored by a flat quantiser
-        params = _faiss().SearchParametersIVF(nprobe=nprobe, quantizer_params=coarse)
+        params = _faiss().SearchParametersIVF(nprobe=min(index.nlist, nprobe))
     scores, rows = index.search(xq, n, params=params)
     return scores.astype(np.float32), rows.astype(np.int64)
