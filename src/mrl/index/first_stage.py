@@ -36,7 +36,7 @@ import numpy as np
 from mrl.index.cascade import FirstStageSpec
 
 TRAIN_SAMPLE = 100_000  # vectors used to fit the int8 ranges (inverted files: at least 25 per list)
-IVF_MIN = 20_000  # smallest segment that gets a trained IVF-PQ
+IVF_MIN = 20_000  # smallest segment that gets a trained inverted file (ivfpq, rabitq)
 PROBE_FACTOR, MIN_PROBE = 8, 32  # an IVF search reads about PROBE_FACTOR x shortlist codes, >= MIN_PROBE lists
 
 
@@ -91,8 +91,9 @@ def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = 16, ef_constructio
 
 def _nlist(n: int) -> int:
     # 8 sqrt(n) to the nearest power of two: 8,192 lists at 1M vectors. Finer lists hold the
-    # true neighbours in fewer codes: on 1M x 768, recall 0.95 after the rerank needs ~96 of
-    # 4,096 lists (~23k codes) but ~48 of 8,192 (~6k codes), 1.8x faster (docs/benchmarks.md).
+    # true neighbours in fewer codes: on 1M x 768, rabitq@512 reaches recall 0.95 after the
+    # rerank with ~128 of 4,096 lists but ~48-64 of 8,192, about half the codes scanned
+    # (docs/benchmarks.md).
     return 1 << int(np.round(np.log2(8 * np.sqrt(n))))
 
 
