@@ -183,13 +183,18 @@ class MrlIndex:
         raise MrlError(f"the index has no {kind}@{d} first stage (it has: {have}); "
                        f"rebuild with it, e.g. --first-stage {kind}@{d}")
 
-    def _first_stage(
-        self, xq: np.ndarray, kind: str | None, d: int, n: int, width: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _first_spec(self, kind: str | None, d: int, width: int | None) -> FirstStageSpec | None:
+        """:meth:`_spec_for`, also checking that a given search width applies to that structure."""
         spec = self._spec_for(kind, d)
         if width is not None and (spec is None or spec.kind not in WIDTH_KINDS):
             raise MrlError(f"a search width applies to {', '.join(WIDTH_KINDS)} first stages, "
                            f"not to {spec or f'exact@{d}'}")
+        return spec
+
+    def _first_stage(
+        self, xq: np.ndarray, kind: str | None, d: int, n: int, width: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        spec = self._first_spec(kind, d, width)
         if spec is None:
             return self._exact_scan(xq, d, n)
         q = normalize_rows(xq[:, :d])  # (nq, d)
@@ -354,8 +359,7 @@ class MrlIndex:
 
     def set_default_cascade(self, cascade: str | Cascade, tuning: dict[str, Any] | None = None) -> MrlIndex:
         plan = cascade if isinstance(cascade, Cascade) else parse_cascade(cascade, self.dim)
-        if plan.kind not in (None, "exact"):
-            self._spec_for(plan.kind, plan.first[0])  # must exist
+        self._first_spec(plan.kind, plan.first[0], plan.width)  # the first stage must exist and take the width
         with storage.writer_lock(self.root):
             self._check_current()
             manifest = self._next_manifest()
