@@ -202,6 +202,9 @@ def tune_command(
     out: Annotated[Path | None, typer.Option(help="Report folder (default IDX/tune).")] = None,
     max_bytes_per_vector: Annotated[float | None, typer.Option(
         help="Only first stages keeping at most this many bytes per vector in RAM.")] = None,
+    confidence: Annotated[float, typer.Option(
+        help="Require the lower bound of this one-sided confidence interval of the sample recall to "
+             "meet the target (0.5: the sample mean), so the pick holds on new queries.")] = 0.9,
     dry_run: Annotated[bool, typer.Option(help="Report only; keep the current default cascade.")] = False,
 ) -> None:
     """Measure candidate cascades, store the cheapest that meets the target as the default."""
@@ -210,17 +213,19 @@ def tune_command(
 
     index = MrlIndex.open(index_path)
     xq = np.asarray(load_vectors(queries), dtype=np.float32) if queries else None
-    best, rows = tune(index, k, target_recall, xq, n_queries, noise, max_bytes_per_vector=max_bytes_per_vector)
+    best, rows = tune(index, k, target_recall, xq, n_queries, noise, max_bytes_per_vector=max_bytes_per_vector,
+                      confidence=confidence)
     report_dir = out or index_path / "tune"
     write_report(rows, best, target_recall, k, report_dir)
-    table = [[r.cascade, f"{r.recall:.4f}", f"{r.p50_ms:.3f}", f"{r.batch_ms_per_query:.4f}",
+    table = [[r.cascade, f"{r.recall:.4f}", f"{r.recall_low:.4f}", f"{r.p50_ms:.3f}", f"{r.batch_ms_per_query:.4f}",
               f"{r.first_stage_bytes_per_vector:g}"] for r in sorted(rows, key=lambda r: r.p50_ms)]
-    console.print(results_table(f"cascades (recall@{k} vs exact full-dim)",
-                                ["cascade", "recall", "p50 ms", "batch ms/q", "B/vec"], table))
+    console.print(results_table(f"cascades (recall@{k} vs exact full-dim; low: {confidence:g} lower bound)",
+                                ["cascade", "recall", "low", "p50 ms", "batch ms/q", "B/vec"], table))
     console.print(f"wrote {report_dir}/tune.md, tune.json, tune.png")
     if best is None:
         raise MrlError(f"no candidate cascade reached recall@{k} {target_recall}; the best was "
-                       f"{max(r.recall for r in rows):.4f} (add a first stage on a longer prefix)")
+                       f"{max(r.recall for r in rows):.4f} (lower bound {max(r.recall_low for r in rows):.4f}; "
+                       "add a first stage on a longer prefix, or give more --queries)")
     if not dry_run:
         source = str(queries) if queries else f"{n_queries} corpus vectors + noise {noise}"
         n_used = len(xq) if xq is not None else min(n_queries, index.count)

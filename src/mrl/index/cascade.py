@@ -3,7 +3,10 @@
 Written ``[KIND@]DIM:SHORTLIST,DIM:SHORTLIST,...``, e.g. ``int8@64:1000,128:100,384:10``:
 the first stage searches the 64-dim prefix with the int8 structure and keeps 1,000 candidates,
 the next stage rescores them on the 128-dim prefix (read from the full vectors) and keeps 100,
-the last rescores those on all 384 dims and keeps 10.
+the last rescores those on all 384 dims and keeps 10. Dimensions increase, except that the
+second stage may repeat the first stage's: ``rabitq@768:100/64,768:10`` rescores the
+approximate (quantised) first-stage scores exactly on the same prefix, as faiss's
+``IndexRefineFlat`` does.
 
 The first item may end with ``/WIDTH``, how widely the first stage searches: the number of
 inverted lists an ``ivfpq``/``rabitq`` stage scans (faiss's ``nprobe``) or the candidate queue
@@ -37,7 +40,7 @@ class Cascade:
     """``stages[0]`` uses a first-stage structure; every later stage rescores from the full vectors."""
 
     kind: str | None  # None: whichever first stage the index holds for stages[0]'s dim
-    stages: tuple[tuple[int, int], ...]  # ((dim, shortlist), ...), dims strictly increasing
+    stages: tuple[tuple[int, int], ...]  # ((dim, shortlist), ...), dims increasing (stage 2 may equal stage 1)
     width: int | None = None  # the first stage's search width (nprobe / efSearch); None: from the shortlist
 
     def __str__(self) -> str:
@@ -102,8 +105,9 @@ def parse_cascade(text: str, full_dim: int | None = None) -> Cascade:
                                f"(only {', '.join(WIDTH_KINDS)} do)")
         dim = _positive_int(dim_text, f"cascade {text!r}: dimension")
         n = _positive_int(n_text, f"cascade {text!r}: shortlist")
-        if stages and dim <= stages[-1][0]:
-            raise MrlError(f"cascade {text!r}: dimensions must increase ({stages[-1][0]} then {dim})")
+        if stages and (dim < stages[-1][0] or (dim == stages[-1][0] and len(stages) > 1)):
+            raise MrlError(f"cascade {text!r}: dimensions must increase ({stages[-1][0]} then {dim}; only the "
+                           "second stage may repeat the first's, to rescore its approximate scores exactly)")
         if stages and n > stages[-1][1]:
             raise MrlError(f"cascade {text!r}: a shortlist cannot grow ({stages[-1][1]} then {n})")
         if full_dim is not None and dim > full_dim:

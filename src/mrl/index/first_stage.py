@@ -37,6 +37,7 @@ from mrl.index.cascade import FirstStageSpec
 
 TRAIN_SAMPLE = 100_000  # vectors used to fit the int8 ranges (inverted files: at least 25 per list)
 IVF_MIN = 20_000  # smallest segment that gets a trained inverted file (ivfpq, rabitq)
+IVF_QUERY_BLOCK = 256  # queries per coarse-assignment block (256 x 8,192 lists x 4 B = 8 MB)
 PROBE_FACTOR, MIN_PROBE = 8, 32  # an IVF search reads about PROBE_FACTOR x shortlist codes, >= MIN_PROBE lists
 
 
@@ -132,6 +133,38 @@ def search(
         params = _faiss().SearchParametersHNSW(efSearch=max(n, width or 16))
     elif hasattr(index, "nlist"):  # by default probe enough lists to read ~PROBE_FACTOR x n codes
         nprobe = width or max(MIN_PROBE, int(np.ceil(PROBE_FACTOR * n * index.nlist / index.ntotal)))
-        params = _faiss().SearchParametersIVF(nprobe=min(index.nlist, nprobe))
+        return _ivf_search(index, xq, n, min(index.nlist, nprobe))
     scores, rows = index.search(xq, n, params=params)
     return scores.astype(np.float32), rows.astype(np.int64)
+
+
+def _ivf_search(index: Any, xq: np.ndarray, n: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's IVF search with the coarse step (which lists to scan) done by numpy/BLAS.
+
+    For a single query faiss ranks the centroids with its own loop and heap: ~0.2 ms for
+    8,192 x 384 centroids against ~0.09 ms for a BLAS matrix-vector product plus a partial sort,
+    a tenth of a whole rabitq search. The lists and their coarse scores then go to faiss's
+    ``search_preassigned``, so the scan itself, and the results, are faiss's.
+    """
+    faiss = _faiss()
+    quantizer = faiss.downcast_index(index.quantizer)
+    if not isinstance(quantizer, faiss.IndexFlat):
+        scores, rows = index.search(xq, n, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        return scores.astype(np.float32), rows.astype(np.int64)
+    centroids = faiss.rev_swig_ptr(quantizer.get_xb(), index.nlist * index.d).reshape(index.nlist, index.d)
+    params = faiss.SearchParametersIVF(nprobe=nprobe)
+    scores = np.empty((len(xq), n), np.float32)
+    rows = np.empty((len(xq), n), np.int64)
+    for a in range(0, len(xq), IVF_QUERY_BLOCK):
+        q = xq[a : a + IVF_QUERY_BLOCK]  # (b, d), C-contiguous
+        sims = q @ centroids.T  # (b, nlist)
+        if nprobe < index.nlist:
+            lists = np.argpartition(-sims, nprobe - 1, axis=1)[:, :nprobe]
+        else:
+            lists = np.broadcast_to(np.arange(index.nlist), sims.shape)
+        lists = np.ascontiguousarray(lists, dtype=np.int64)  # (b, nprobe)
+        coarse = np.ascontiguousarray(np.take_along_axis(sims, lists, axis=1), dtype=np.float32)
+        s, r = scores[a : a + len(q)], rows[a : a + len(q)]
+        index.search_preassigned_c(len(q), faiss.swig_ptr(q), n, faiss.swig_ptr(lists), faiss.swig_ptr(coarse),
+                                   faiss.swig_ptr(s), faiss.swig_ptr(r), False, params, None)
+    return scores, rows
