@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mrl.errors import MrlError
-from mrl.index import MrlIndex, parse_cascade, parse_first_stage
+from mrl.index import MrlIndex, first_stage, parse_cascade, parse_first_stage
+from mrl.index.segment import normalize_rows
 from mrl.index.tune import lower_bound, pick, recall_at_k, tune, write_report
 
 D = 64
@@ -224,7 +225,7 @@ def test_tune_picks_the_cheapest_cascade_that_meets_the_target(data, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["ivfpq", "rabitq"])
-def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_full_width(tmp_path, kind):
+def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_full_width(tmp_path, kind, monkeypatch):
     xb, xq = matryoshka_like(20_000, seed=3), matryoshka_like(20, seed=4)
     index = MrlIndex.build(tmp_path / "i", xb, first_stages=[f"{kind}@32", f"{kind}@{D}"], dtype="float32")
     spec = index.specs[0]
@@ -237,6 +238,13 @@ def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_fu
     assert_same_ranking(s, i, es, ei)
     quantizer = faiss.downcast_index(structure.quantizer)  # float16 centroids, from float32 k-means
     assert isinstance(quantizer, faiss.IndexScalarQuantizer) and quantizer.ntotal == 1024
+    batch = normalize_rows(matryoshka_like(first_stage.BLAS_COARSE_MIN_QUERIES + 6, seed=5)[:, :32])
+    ours = first_stage.search(spec, structure, batch, 50, width=16)  # coarse step by BLAS for a batch
+    theirs = structure.search(batch, 50, params=faiss.SearchParametersIVF(nprobe=16))
+    assert_same_ranking(*ours, *theirs, atol=1e-4)
+    if kind == "rabitq":  # blocks small enough for faiss's 32-bit lookup-table offsets: here 5 queries each
+        monkeypatch.setattr(first_stage, "LUT_BYTES_MAX", 5 * 16 * structure.M2 * 16)
+        assert_same_ranking(*first_stage.search(spec, structure, batch, 50, width=16), *theirs, atol=1e-4)
     assert recall_at_k(index.search(xq, 10, f"{kind}@32:500,64:10")[1], ei) > 0.9
     narrow = recall_at_k(index.search(xq, 10, f"{kind}@32:100/1,64:10")[1], ei)
     wide = recall_at_k(index.search(xq, 10, f"{kind}@32:100/64,64:10")[1], ei)

@@ -41,6 +41,9 @@ from mrl.index.cascade import FirstStageSpec
 TRAIN_SAMPLE = 100_000  # vectors used to fit the int8 ranges (inverted files: at least 25 per list)
 IVF_MIN = 20_000  # smallest segment that gets a trained inverted file (ivfpq, rabitq)
 PROBE_FACTOR, MIN_PROBE = 8, 32  # an IVF search reads about PROBE_FACTOR x shortlist codes, >= MIN_PROBE lists
+BLAS_COARSE_MIN_QUERIES = 64  # from this many queries, inverted files rank centroids with one BLAS product
+QUERY_BLOCK = 256  # queries per block of that product (256 x 8,192 lists x 4 B = 8 MB)
+LUT_BYTES_MAX = 1 << 30  # fast-scan lookup tables per query block (faiss indexes them with int32)
 
 
 def _faiss() -> Any:
@@ -154,7 +157,42 @@ def search(
         params = _faiss().SearchParametersHNSW(efSearch=max(n, width or 16))
     elif hasattr(index, "nlist"):  # by default probe enough lists to read ~PROBE_FACTOR x n codes
         nprobe = width or max(MIN_PROBE, int(np.ceil(PROBE_FACTOR * n * index.nlist / index.ntotal)))
-        params = _faiss().SearchParametersIVF(nprobe=min(index.nlist, nprobe))
+        return _ivf_search(index, xq, n, min(index.nlist, nprobe))
     scores, rows = index.search(xq, n, params=params)
     return scores.astype(np.float32), rows.astype(np.int64)
 
+
+
+def _ivf_search(index: Any, xq: np.ndarray, n: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's inverted-file search, in query blocks, the coarse step of big blocks done by BLAS.
+
+    Blocks: faiss 1.15's multi-query fast-scan kernel indexes its per-(query, list) lookup
+    tables (queries x nprobe x M2 x 16 bytes) with 32-bit integers; past 2 GB it reads out of
+    bounds (1,000 queries x 1,024 lists on rabitq@768 crashed the benchmark), so a block stays
+    under 1 GB of tables. Coarse step: faiss ranks float16 centroids one query at a time (a
+    scan of all of them, ~0.2 ms for 8,192 x 768); for a block of queries, decoding them to
+    float32 once and multiplying costs microseconds per query. The chosen lists then go to
+    faiss's ``search_preassigned``, so the scan and its results are faiss's own.
+    """
+    faiss = _faiss()
+    block = QUERY_BLOCK
+    if isinstance(index, faiss.IndexIVFFastScan):
+        block = max(1, min(block, LUT_BYTES_MAX // (nprobe * index.M2 * 16)))
+    params = faiss.SearchParametersIVF(nprobe=nprobe)
+    if len(xq) <= block and len(xq) < BLAS_COARSE_MIN_QUERIES:
+        scores, rows = index.search(xq, n, params=params)
+        return scores.astype(np.float32), rows.astype(np.int64)
+    centroids = faiss.downcast_index(index.quantizer).reconstruct_n(0, index.nlist)  # (nlist, d) float32
+    scores = np.empty((len(xq), n), np.float32)
+    rows = np.empty((len(xq), n), np.int64)
+    for a in range(0, len(xq), block):
+        q = xq[a : a + block]  # (b, d)
+        sims = q @ centroids.T  # (b, nlist)
+        lists = np.argpartition(-sims, nprobe - 1, axis=1)[:, :nprobe] if nprobe < index.nlist else \
+            np.broadcast_to(np.arange(index.nlist), sims.shape)
+        lists = np.ascontiguousarray(lists, dtype=np.int64)  # (b, nprobe)
+        coarse = np.ascontiguousarray(np.take_along_axis(sims, lists, axis=1), dtype=np.float32)
+        s, r = scores[a : a + len(q)], rows[a : a + len(q)]
+        index.search_preassigned_c(len(q), faiss.swig_ptr(q), n, faiss.swig_ptr(lists), faiss.swig_ptr(coarse),
+                                   faiss.swig_ptr(s), faiss.swig_ptr(r), False, params, None)
+    return scores, rows
