@@ -15,8 +15,9 @@ rabitq    ``IndexIVFRaBitQFastScan``: 1 bit per dim    d / 8 + 16 + centroids
           coarse quantiser, SIMD fast-scan
 ========  ==========================================  ===========================
 
-Both inverted files keep their centroids in float16 (2 d bytes per list, ~12-25 bytes per
-vector at 1M vectors and d = 384-768): ranking them is a memory-bound scan, twice as fast so.
+Both inverted files keep their centroids in float16 (2 d bytes per list, ~6-13 bytes per
+vector at 1M vectors and d = 384-768): ranking them is a memory-bound scan, so half the bytes
+is about half the time.
 
 An ivfpq or rabitq segment smaller than ``IVF_MIN`` vectors stores a flat int8 structure
 instead: too few vectors to train on, and a flat scan of so few costs nothing.
@@ -163,7 +164,6 @@ def search(
         return _ivf_search(index, xq, n, min(index.nlist, nprobe))
     scores, rows = index.search(xq, n, params=params)
     return scores.astype(np.float32), rows.astype(np.int64)
-
 
 
 def _ivf_search(index: Any, xq: np.ndarray, n: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
