@@ -242,9 +242,8 @@ def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_fu
     ours = first_stage.search(spec, structure, batch, 50, width=16)  # coarse step by BLAS for a batch
     theirs = structure.search(batch, 50, params=faiss.SearchParametersIVF(nprobe=16))
     assert_same_ranking(*ours, *theirs, atol=1e-4)
-    if kind == "rabitq":  # blocks small enough for faiss's 32-bit lookup-table offsets: here 5 queries each
-        monkeypatch.setattr(first_stage, "LUT_BYTES_MAX", 5 * 16 * structure.M2 * 16)
-        assert_same_ranking(*first_stage.search(spec, structure, batch, 50, width=16), *theirs, atol=1e-4)
+    monkeypatch.setattr(first_stage, "QUERY_BLOCK", 5)  # the same in blocks of 5 queries
+    assert_same_ranking(*first_stage.search(spec, structure, batch, 50, width=16), *theirs, atol=1e-4)
     assert recall_at_k(index.search(xq, 10, f"{kind}@32:500,64:10")[1], ei) > 0.9
     narrow = recall_at_k(index.search(xq, 10, f"{kind}@32:100/1,64:10")[1], ei)
     wide = recall_at_k(index.search(xq, 10, f"{kind}@32:100/64,64:10")[1], ei)
