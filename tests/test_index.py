@@ -258,3 +258,17 @@ def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_fu
         with pytest.raises(MrlError, match="search width applies to hnsw, ivfpq, rabitq first stages, not to exact@16"):
             fn()
     assert MrlIndex.open(tmp_path / "i").manifest["default_cascade"] == index.manifest["default_cascade"]
+
+
+def test_fast_scan_rabitq_from_earlier_versions_is_searched_in_lookup_table_blocks(monkeypatch):
+    # rabitq folders built before the plain scan hold a fast-scan structure: still searched, in
+    # query blocks small enough for faiss's 32-bit lookup-table offsets (here 5 queries each)
+    xb = normalize_rows(matryoshka_like(2_000, seed=6)[:, :32])
+    structure = faiss.IndexIVFRaBitQFastScan(faiss.IndexFlatIP(32), 32, 16, faiss.METRIC_INNER_PRODUCT)
+    structure.train(xb)
+    structure.add(xb)
+    batch = normalize_rows(matryoshka_like(first_stage.BLAS_COARSE_MIN_QUERIES + 6, seed=7)[:, :32])
+    theirs = structure.search(batch, 20, params=faiss.SearchParametersIVF(nprobe=4))
+    monkeypatch.setattr(first_stage, "LUT_BYTES_MAX", 5 * 4 * structure.M2 * 16)
+    spec = parse_first_stage("rabitq@32")
+    assert_same_ranking(*first_stage.search(spec, structure, batch, 20, width=4), *theirs, atol=1e-4)
