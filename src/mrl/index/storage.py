@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -29,45 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from mrl._fs import atomic_write_text, fsync_dir, sha256, write_npy
 from mrl.errors import MrlError
+
+__all__ = ["atomic_write_text", "fsync_dir", "sha256", "write_npy"]  # re-exported for the index modules
 
 MANIFEST = "manifest.json"
 FORMAT = "mrl-index"
 VERSION = 1
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_npy(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` to ``path`` and fsync it (``path`` is a temporary name until committed)."""
-    with open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager

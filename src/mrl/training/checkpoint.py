@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mrl._fs import fsync_dir
+
 _NAME = re.compile(r"^step-(\d+)\.pt$")
 
 
@@ -44,11 +46,7 @@ def save_checkpoint(output: str | Path, step: int, state: dict[str, Any], keep: 
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, final)
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(folder)
     for old in list_checkpoints(output)[:-keep]:
         old.unlink(missing_ok=True)
     return final
