@@ -19,7 +19,11 @@ def eval_command(
     data: Annotated[Path, typer.Option(help="BEIR folder: corpus.jsonl[.gz], queries.jsonl[.gz], qrels/.")],
     split: Annotated[str, typer.Option(help="qrels split to evaluate.")] = "test",
     dims: Annotated[str | None, typer.Option(help="Comma-separated prefix dims (default: 32,64,... + full).")] = None,
-    baseline: Annotated[list[str] | None, typer.Option(help="Also score 'pca' (rotate, then truncate).")] = None,
+    baseline: Annotated[list[str] | None, typer.Option(
+        help="Also score 'pca' (rotate, then truncate) and/or 'adaptor' (needs --adaptor); comma-separated "
+             "or repeated.")] = None,
+    adaptor: Annotated[Path | None, typer.Option(
+        help="Adaptor folder (mrl adapt fit): also score the adapted embeddings at every prefix.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the results as a Markdown table.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write an nDCG@10-vs-dimension PNG.")] = None,
@@ -32,6 +36,7 @@ def eval_command(
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present).")] = None,
 ) -> None:
     """Encode once at full dimension, slice every prefix, search exactly, report nDCG@10, Recall@10/100, MRR@10."""
+    from mrl.adapt import Adaptor
     from mrl.data.beir import load_beir
     from mrl.encoders.model import embedding_dim, load_model
     from mrl.errors import MrlError
@@ -42,9 +47,13 @@ def eval_command(
     dim_list = parse_ints(dims, "--dims")
     if dim_list is not None:
         validate_dims(dim_list, None, None)
-    for b in baseline or []:
+    baselines = [b.strip() for item in baseline or [] for b in item.split(",") if b.strip()]
+    for b in baselines:
         if b not in BASELINES:
             raise MrlError(f"--baseline {b!r} is unknown (choose from: {', '.join(BASELINES)})")
+    if "adaptor" in baselines and adaptor is None:
+        raise MrlError("--baseline adaptor needs --adaptor ADAPTOR (a folder from mrl adapt fit)")
+    fitted = Adaptor.load(adaptor) if adaptor is not None else None
     if select is not None and not 0 < select <= 1:
         raise MrlError(f"--select takes a fraction in (0, 1], got {select}")
     ds = load_beir(data, split)
@@ -53,8 +62,12 @@ def eval_command(
     st_model = load_model(model, device, max_seq_length)
     if dim_list is not None:
         validate_dims(dim_list, None, embedding_dim(st_model))
+    if fitted is not None and fitted.input_dim != embedding_dim(st_model):
+        raise MrlError(f"--adaptor {adaptor} takes {fitted.input_dim}-dim vectors; {model} gives "
+                       f"{embedding_dim(st_model)}")
     console.print(f"[bold]{model}[/] on {ds.name}/{split}: {len(ds.queries)} queries, {len(ds.corpus)} documents")
-    report = evaluate(st_model, ds, dim_list, baseline or [], batch_size, True, model)
+    report = evaluate(st_model, ds, dim_list, [b for b in baselines if b != "adaptor"], batch_size, True, model,
+                      adaptors=fitted)
     console.print(results_table(f"{split}: quality per prefix dimension (kept = nDCG@10 / full dim's)",
                                 report.header(compact=True), report.rows(compact=True)))
     if json_out:

@@ -23,6 +23,18 @@ VectorsOpt = Annotated[Path | None, typer.Option(help="Precomputed vectors, .npy
 IdsOpt = Annotated[Path | None, typer.Option(help="Ids, one per line (.txt) or .npy; default 0..n-1.")]
 
 
+AdaptorOpt = Annotated[Path | None, typer.Option(
+    help="Adaptor folder (mrl adapt fit): store adapted vectors and adapt every query and addition.")]
+
+
+def _load_adaptor(path: Path | None) -> Any:
+    if path is None:
+        return None
+    from mrl.adapt import Adaptor
+
+    return Adaptor.load(path)
+
+
 def load_vectors(path: Path) -> np.ndarray:
     if not path.is_file():
         raise MrlError(f"{path}: no such file")
@@ -90,14 +102,17 @@ def build_command(
     ef_construction: Annotated[int, typer.Option(help="HNSW efConstruction.")] = 80,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index (atomically).")] = False,
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 64,
+    adaptor: AdaptorOpt = None,
 ) -> None:
     """Build an index from a BEIR corpus (encoded with --model) or from precomputed vectors."""
     from mrl.index import MrlIndex
 
+    fitted = _load_adaptor(adaptor)
     xb, id_values = _inputs(model, data, vectors, ids, batch_size)
     index = MrlIndex.build(out, xb, id_values, model=_model_record(model), dtype=dtype, first_stages=first_stage,
                            default_cascade=cascade, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                           overwrite=overwrite, progress=lambda s: console.print(f"built first stage {s}"))
+                           overwrite=overwrite, progress=lambda s: console.print(f"built first stage {s}"),
+                           adaptor=fitted)
     console.print(f"wrote {out}: {index.count} vectors of dim {index.dim} ({dtype}), "
                   f"cascade {index.manifest['default_cascade']}; run `mrl index tune {out}` to pick a faster one")
 
@@ -243,11 +258,14 @@ def search_command(
     cascade: Annotated[str | None, typer.Option(help="Override the index's default cascade.")] = None,
     model: ModelOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write ids and scores to this .npz.")] = None,
+    adaptor: Annotated[Path | None, typer.Option(
+        help="Check that the index applies this adaptor (it always applies its own).")] = None,
 ) -> None:
     """Search an index with text (encoded by the index's model) or query vectors."""
     from mrl.index import MrlIndex
 
     index = MrlIndex.open(index_path)
+    index.check_adaptor(_load_adaptor(adaptor))
     if bool(text) == (vectors is not None):
         raise MrlError("give text queries or --vectors Q.npy (one of them)")
     if text:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from mrl.cli.adapt import app as adapt_app
 from mrl.cli.demo import demo
 from mrl.cli.evaluate import eval_command
 from mrl.cli.index import app as index_app
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("demo")(demo)
+app.add_typer(adapt_app, name="adapt")
 app.add_typer(index_app, name="index")
 app.command("search")(search_command)
 app.command("serve")(serve_command)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mrl.adapt.base import Adaptor, fit_pca
 from mrl.data.beir import BeirDataset
 from mrl.errors import MrlError
 from mrl.eval.report import EvalReport
@@ -20,22 +21,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-BASELINES = ("pca",)
+BASELINES = ("pca", "adaptor")  # "adaptor" needs an adaptor to score
 METRIC_DEPTH = 100  # deepest cut any metric reads (recall@100)
-
-
-class PCA:
-    """PCA fitted on the corpus: rotate so that the leading coordinates carry the most variance."""
-
-    def __init__(self, x: np.ndarray) -> None:
-        self.mean = x.mean(axis=0, dtype=np.float64)
-        centered = x - self.mean
-        cov = centered.T @ centered / max(len(x) - 1, 1)  # (D, D)
-        eigvals, eigvecs = np.linalg.eigh(cov)
-        self.components = eigvecs[:, ::-1].astype(np.float32)  # (D, D), columns by variance desc
-
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) @ self.components).astype(np.float32)
 
 
 def score_run(
@@ -64,8 +51,15 @@ def evaluate_embeddings(
     model_name: str = "",
     dataset: str = "",
     split: str = "",
+    adaptors: Adaptor | Mapping[str, Adaptor] | None = None,
 ) -> EvalReport:
-    """Score every prefix of precomputed full-dimension embeddings (from any model or API)."""
+    """Score every prefix of precomputed full-dimension embeddings (from any model or API).
+
+    Args:
+        baselines: ``"pca"`` (fitted on ``xb``: rotate, then truncate) and/or ``"adaptor"``.
+        adaptors: fitted adaptors applied to ``xq`` and ``xb`` before truncation; one is reported
+            as method ``"adaptor"``, a mapping under its names. Giving one implies ``"adaptor"``.
+    """
     full = xb.shape[1]
     if xq.shape[1] != full:
         raise MrlError(f"query dimension {xq.shape[1]} differs from corpus dimension {full}")
@@ -75,14 +69,20 @@ def evaluate_embeddings(
     for b in baselines:
         if b not in BASELINES:
             raise MrlError(f"unknown baseline {b!r} (choose from: {', '.join(BASELINES)})")
+    named = {"adaptor": adaptors} if isinstance(adaptors, Adaptor) else dict(adaptors or {})
+    if "adaptor" in baselines and not named:
+        raise MrlError("baseline 'adaptor' needs an adaptor (--adaptor ADAPTOR)")
+    for name, adaptor in named.items():
+        if adaptor.input_dim != full:
+            raise MrlError(f"{name}: the adaptor takes {adaptor.input_dim}-dim vectors, the embeddings have {full}")
     dims = sorted(set(dims) | {full})
     results: dict[str, dict[int, dict[str, float]]] = {"truncate": {}}
     for d in dims:
         results["truncate"][d] = score_run(truncate(xq, d), truncate(xb, d), qids, doc_ids, qrels)
-    if "pca" in baselines:
-        pca = PCA(xb)
-        pq, pb = pca.transform(xq), pca.transform(xb)
-        results["pca"] = {d: score_run(truncate(pq, d), truncate(pb, d), qids, doc_ids, qrels) for d in dims}
+    methods = ({"pca": fit_pca(xb)} if "pca" in baselines else {}) | named
+    for name, adaptor in methods.items():
+        aq, ab = adaptor.transform(xq), adaptor.transform(xb)
+        results[name] = {d: score_run(truncate(aq, d), truncate(ab, d), qids, doc_ids, qrels) for d in dims}
     return EvalReport(
         model=model_name, dataset=dataset, split=split, n_queries=len(qids), n_docs=len(doc_ids),
         full_dim=full, results=results,
@@ -97,6 +97,7 @@ def evaluate(
     batch_size: int = 64,
     show_progress: bool = True,
     model_name: str = "",
+    adaptors: Adaptor | Mapping[str, Adaptor] | None = None,
 ) -> EvalReport:
     """Encode ``data`` once with ``model`` at full dimension and score every prefix."""
     from mrl.encoders.model import embedding_dim, encode
@@ -114,7 +115,7 @@ def evaluate(
     xb = encode(model, [data.corpus[i] for i in doc_ids], batch_size, show_progress, "documents")
     xq = encode(model, [data.queries[i] for i in qids], batch_size, show_progress, "queries")
     return evaluate_embeddings(
-        xq, xb, qids, doc_ids, data.qrels, dims, baselines, model_name, data.name, data.split
+        xq, xb, qids, doc_ids, data.qrels, dims, baselines, model_name, data.name, data.split, adaptors
     )
 
 

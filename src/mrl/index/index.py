@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mrl.adapt.base import Adaptor
 from mrl.errors import MrlError
 from mrl.index import first_stage, storage
 from mrl.index.cascade import WIDTH_KINDS, Cascade, FirstStageSpec, parse_cascade, parse_first_stage
@@ -39,6 +40,9 @@ class MrlIndex:
         self._dead = np.concatenate([s.dead for s in self.segments]) if self.segments else np.zeros(0, bool)
         self._by_id: tuple[np.ndarray, np.ndarray] | None = None
         self._all_keys: np.ndarray | None = None
+        entry = manifest.get("adaptor")
+        #: The adaptor every incoming vector goes through (``None``: vectors are stored as given).
+        self.adaptor: Adaptor | None = Adaptor.load(self.root / entry["path"]) if entry else None
 
     # ------------------------------------------------------------------ open / build
     @classmethod
@@ -49,6 +53,12 @@ class MrlIndex:
             for f in seg["files"]:
                 if not (root / "segments" / seg["name"] / f).is_file():
                     raise MrlError(f"{root}: segments/{seg['name']}/{f} is missing; the index is damaged")
+        adaptor = manifest.get("adaptor")
+        if adaptor:
+            for f, digest in adaptor["files"].items():
+                path = root / adaptor["path"] / f
+                if not path.is_file() or storage.sha256(path) != digest:
+                    raise MrlError(f"{root}: {adaptor['path']}/{f} is missing or altered; the index is damaged")
         return cls(root, manifest)
 
     @classmethod
@@ -66,15 +76,22 @@ class MrlIndex:
         ef_construction: int = 80,
         overwrite: bool = False,
         progress: Callable[[FirstStageSpec], None] | None = None,
+        adaptor: Adaptor | None = None,
     ) -> MrlIndex:
         """Write a new index at ``path`` from ``vectors`` ``(n, D)`` (any float dtype, may be a memmap).
 
         ``ids`` are ints or strings (default ``0..n-1``); string ids get int64 ids assigned in order.
         An existing index at ``path`` stays intact unless ``overwrite``, and even then until the
-        new one is committed.
+        new one is committed. With ``adaptor``, the adapted vectors are stored, the adaptor is kept
+        in the index, and every vector given later (queries, additions) goes through it.
         """
         root = Path(path)
         vectors = _check_vectors(vectors, None, "vectors")
+        if adaptor is not None:
+            if vectors.shape[1] != adaptor.input_dim:
+                raise MrlError(f"vectors: dimension {vectors.shape[1]} does not match the adaptor's input "
+                               f"dimension {adaptor.input_dim}")
+            vectors = adaptor.transform(vectors)
         n, dim = vectors.shape
         if n == 0:
             raise MrlError("vectors: the corpus is empty (0 rows); an index needs at least one vector")
@@ -98,6 +115,7 @@ class MrlIndex:
                     generation = storage.read_manifest(root)["generation"] + 1
                 except MrlError:
                     pass
+            adaptor_entry = storage.write_adaptor(root, adaptor) if adaptor is not None else None
             entry = write_segment(root, vectors, int_ids, keys, specs, dtype, hnsw_m, ef_construction, progress)
             entry.update(dead=None, dead_sha256=None, dead_count=0)
             manifest = {
@@ -106,6 +124,7 @@ class MrlIndex:
                 "count": n, "id_kind": id_kind, "next_id": next_id,
                 "first_stages": [str(s) for s in specs], "hnsw_m": hnsw_m, "ef_construction": ef_construction,
                 "default_cascade": cascade, "created": time.time(), "segments": [entry],
+                "adaptor": adaptor_entry,
             }
             storage.commit_manifest(root, manifest)
         return cls(root, manifest)
@@ -129,16 +148,19 @@ class MrlIndex:
 
     # ------------------------------------------------------------------ search
     def search(
-        self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None
+        self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None, *, adapted: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """Search with a cascade (the index's default when ``None``).
+
+        Queries are vectors of the model the index was built from; an index with an adaptor applies
+        it to them first (``adapted=True``: they already went through it, e.g. stored vectors).
 
         Returns:
             ``(scores, ids)``, float32 and int64, shape ``(nq, k)``; id -1 (score -inf) where the
             cascade found fewer than ``k`` hits. Scores are cosine similarities at the last
             stage's prefix (for a one-stage binary cascade, ``d - 2 * hamming``).
         """
-        xq = _check_vectors(np.atleast_2d(xq) if np.ndim(xq) == 1 else xq, self.dim, "queries")  # (nq, D)
+        xq = self.prepare_queries(xq, adapted)  # (nq, D)
         self._check_k(k)
         if cascade is None:
             plan = self.default_cascade
@@ -157,14 +179,35 @@ class MrlIndex:
         scores, rows = _top(scores, rows, k)
         return scores, self._row_ids(rows)
 
-    def exact_search(self, xq: np.ndarray, k: int = 10, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def exact_search(
+        self, xq: np.ndarray, k: int = 10, dim: int | None = None, *, adapted: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact cosine search on the stored vectors' ``dim``-prefix (default: all dims), streamed in blocks."""
-        xq = _check_vectors(np.atleast_2d(xq) if np.ndim(xq) == 1 else xq, self.dim, "queries")  # (nq, D)
+        xq = self.prepare_queries(xq, adapted)  # (nq, D)
         self._check_k(k)
         if dim is not None and not 1 <= dim <= self.dim:
             raise MrlError(f"dim={dim}: expected 1..{self.dim}")
         scores, rows = self._exact_scan(xq, dim or self.dim, k)
         return scores, self._row_ids(rows)
+
+    def prepare_queries(self, xq: Any, adapted: bool = False) -> np.ndarray:
+        """Checked float queries ``(nq, D)`` in the stored space (through the adaptor unless ``adapted``)."""
+        xq = _check_vectors(np.atleast_2d(xq) if np.ndim(xq) == 1 else xq, self.dim, "queries")
+        if self.adaptor is not None and not adapted:
+            return self.adaptor.transform(xq)
+        return xq
+
+    def check_adaptor(self, adaptor: Adaptor | None) -> None:
+        """Refuse an adaptor the caller means to query with that is not the one the index applies."""
+        if adaptor is None:
+            return
+        if self.adaptor is None:
+            raise MrlError(f"{self.root} was built without an adaptor (its vectors are stored as given); "
+                           "query it without --adaptor, or rebuild it with --adaptor")
+        if adaptor.fingerprint != self.adaptor.fingerprint:
+            raise MrlError(f"{self.root} was built with another adaptor ({self.adaptor.kind}, "
+                           f"{self.adaptor.fingerprint[:12]}) than the one given ({adaptor.kind}, "
+                           f"{adaptor.fingerprint[:12]}); the index applies its own: drop --adaptor")
 
     def _check_k(self, k: int) -> None:
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
@@ -299,6 +342,8 @@ class MrlIndex:
         vectors = _check_vectors(vectors, self.dim, "vectors")
         if len(vectors) == 0:
             raise MrlError("vectors: nothing to add (0 rows)")
+        if self.adaptor is not None:
+            vectors = self.adaptor.transform(vectors)
         m = self.manifest
         int_ids, keys, _, _ = _assign_ids(ids, len(vectors), m["id_kind"], m["next_id"])
         old_rows = self._live_rows_of(int_ids, keys)
@@ -404,6 +449,7 @@ class MrlIndex:
             "segments": len(self.segments), "deleted_rows": int(self._dead.sum()),
             "default_cascade": m["default_cascade"], "first_stages": stages, "disk_bytes": disk,
             "generation": m["generation"], "tuning": m.get("tuning"),
+            "adaptor": {k: v for k, v in m["adaptor"].items() if k != "files"} if m.get("adaptor") else None,
         }
 
     def verify(self) -> list[str]:

@@ -87,6 +87,22 @@ def write_dead(root: Path, segment: str, generation: int, dead: np.ndarray) -> t
     return rel, sha256(root / rel)
 
 
+def write_adaptor(root: Path, adaptor: Any) -> dict[str, Any]:
+    """Store an adaptor in ``root/adaptor-<fingerprint>/`` (immutable, renamed into place); its manifest entry."""
+    from mrl.adapt.base import CONFIG, WEIGHTS
+
+    name = f"adaptor-{adaptor.fingerprint[:16]}"
+    final = root / name
+    if not final.is_dir():
+        tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        adaptor.save(tmp)
+        fsync_dir(tmp)
+        os.replace(tmp, final)
+        fsync_dir(root)
+    entry = {**adaptor.summary(), "path": name, "files": {f: sha256(final / f) for f in (CONFIG, WEIGHTS)}}
+    return entry
+
+
 def read_manifest(root: Path) -> dict[str, Any]:
     path = Path(root) / MANIFEST
     if not path.is_file():
@@ -126,11 +142,23 @@ def collect_garbage(root: Path, manifest: dict[str, Any]) -> None:
                 p.unlink(missing_ok=True)
     for p in root.glob(f".{MANIFEST}.*.tmp"):
         p.unlink(missing_ok=True)
+    live_adaptor = (manifest.get("adaptor") or {}).get("path")
+    for p in [*root.glob("adaptor-*"), *root.glob(".tmp-adaptor-*")]:
+        if p.is_dir() and p.name != live_adaptor:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def verify_files(root: Path, manifest: dict[str, Any]) -> list[str]:
     """Recompute every checksum the manifest records; returns the problems found."""
     problems = []
+    adaptor = manifest.get("adaptor")
+    if adaptor:
+        for f, expected in adaptor["files"].items():
+            rel = f"{adaptor['path']}/{f}"
+            if not (root / rel).is_file():
+                problems.append(f"{rel}: missing")
+            elif sha256(root / rel) != expected:
+                problems.append(f"{rel}: checksum mismatch")
     for seg in manifest["segments"]:
         checks = [(f"segments/{seg['name']}/{f}", s) for f, s in seg["files"].items()]
         if seg.get("dead"):

@@ -101,14 +101,14 @@ def lower_bound(recalls: np.ndarray, confidence: float) -> float:
 
 
 def _latency(index: MrlIndex, xq: np.ndarray, k: int, cascade: Cascade, n_single: int) -> tuple[float, float, float]:
-    index.search(xq[:1], k, cascade)  # warm: first-stage structures load on first use
+    index.search(xq[:1], k, cascade, adapted=True)  # warm: first-stage structures load on first use
     times = []
     for q in xq[:n_single]:
         t = time.perf_counter()
-        index.search(q[None], k, cascade)
+        index.search(q[None], k, cascade, adapted=True)
         times.append(time.perf_counter() - t)
     t = time.perf_counter()
-    index.search(xq, k, cascade)
+    index.search(xq, k, cascade, adapted=True)
     batch = (time.perf_counter() - t) / len(xq)
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3), batch * 1e3
 
@@ -136,11 +136,14 @@ def tune(
         raise MrlError(f"target recall must be in (0, 1], got {target_recall}")
     if not 0 < confidence < 1:
         raise MrlError(f"confidence must be in (0, 1), got {confidence}")
-    xq = queries if queries is not None else sample_queries(index, n_queries, noise, seed)
-    xq = np.asarray(xq, dtype=np.float32)
-    if xq.ndim != 2 or xq.shape[1] != index.dim:
-        raise MrlError(f"queries: expected shape (n, {index.dim}), got {xq.shape}")
-    _, truth = index.exact_search(xq, k)
+    if queries is not None:
+        xq = np.asarray(queries, dtype=np.float32)
+        if xq.ndim != 2 or xq.shape[1] != index.dim:
+            raise MrlError(f"queries: expected shape (n, {index.dim}), got {xq.shape}")
+        xq = index.prepare_queries(xq)  # through the index's adaptor, once
+    else:
+        xq = sample_queries(index, n_queries, noise, seed)  # already in the stored space
+    _, truth = index.exact_search(xq, k, adapted=True)
     stats = index.stats()["first_stages"]
     rows: list[TuneRow] = []
     reached: dict[str, list[tuple[int, int]]] = {}  # family -> (width, shortlist) that met the target
@@ -149,7 +152,7 @@ def tune(
         width, n1 = cascade.width or 0, cascade.first[1]
         if any(w <= width and n <= n1 for w, n in reached.get(family, [])):
             continue  # searches at least as wide and keeps at least as many as one that met the target
-        _, ids = index.search(xq, k, cascade)
+        _, ids = index.search(xq, k, cascade, adapted=True)
         recalls = per_query_recall(ids, truth)  # (nq,)
         low = lower_bound(recalls, confidence)
         p50, p99, batch = _latency(index, xq, k, cascade, n_single)

@@ -1,6 +1,7 @@
 """``create_app(settings)``: the FastAPI application over one index.
 
-Routes: ``POST /search``, ``POST /v1/embeddings`` (OpenAI-compatible, with ``dimensions``),
+Routes: ``POST /search``, ``POST /v1/embeddings`` (OpenAI-compatible, with ``dimensions``; through
+the index's adaptor when it has one),
 ``GET /healthz`` (open) and ``GET /stats``. Errors are JSON ``{"error": {"message", "type"}}``,
 the shape the OpenAI client reads.
 """
@@ -207,11 +208,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
         texts = [req.input] if isinstance(req.input, str) else req.input
         _check_batch(len(texts), settings.max_batch)
         model = state.model()
-        full = embedding_dim(model)
+        adaptor = state.index.adaptor  # with one, dimensions=64 means the adaptor's 64-prefix
+        full = adaptor.output_dim if adaptor is not None else embedding_dim(model)
         dim = req.dimensions or full
         if dim > full:
             raise ApiError(400, f"dimensions={dim} exceeds the model's dimension {full}")
-        x = normalize_rows(state.encode(texts)[:, :dim])  # (n, dim): truncate, renormalise
+        x = state.encode(texts)  # (n, D)
+        if adaptor is not None:
+            x = adaptor.transform(x)
+        x = normalize_rows(x[:, :dim])  # (n, dim): truncate, renormalise
         data = [Embedding(index=i, embedding=_encode_vector(v, req.encoding_format)) for i, v in enumerate(x)]
         tokens = int(sum(len(ids) for ids in model.tokenizer(texts, truncation=True)["input_ids"]))
         return EmbeddingResponse(data=data, model=req.model or state.model_name or "mrl",

@@ -1,0 +1,47 @@
+"""The trainable form of an adaptor (torch); :meth:`AdaptorModule.export` gives the numpy arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+class AdaptorModule(nn.Module):
+    """``z = x @ R`` with ``R`` kept orthogonal; for ``mlp`` also ``z + relu(z W1 + b1) W2 + b2``.
+
+    Starts at ``R = rotation`` and (``mlp``) a zero residual, i.e. exactly at the given rotation.
+    """
+
+    def __init__(self, kind: str, rotation: np.ndarray, hidden: int | None = None) -> None:
+        super().__init__()
+        d = rotation.shape[0]
+        self.kind = kind
+        self.rotate = nn.Linear(d, d, bias=False)
+        with torch.no_grad():
+            self.rotate.weight.copy_(torch.from_numpy(np.ascontiguousarray(rotation.T)))  # Linear computes x W^T
+        # an orthogonal start stays exactly where it is: the parametrisation keeps it as its base
+        nn.utils.parametrizations.orthogonal(self.rotate, "weight")
+        if kind == "mlp":
+            h = hidden or d
+            self.up = nn.Linear(d, h)
+            self.down = nn.Linear(h, d)
+            nn.init.zeros_(self.down.weight)
+            nn.init.zeros_(self.down.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.rotate(x)  # (B, D)
+        if self.kind == "mlp":
+            z = z + self.down(torch.relu(self.up(z)))
+        return z
+
+    @torch.no_grad()
+    def export(self) -> dict[str, np.ndarray]:
+        def arr(t: Tensor) -> np.ndarray:
+            return t.detach().float().cpu().numpy().copy()
+
+        arrays = {"rotation": arr(self.rotate.weight.T)}
+        if self.kind == "mlp":
+            arrays.update(w1=arr(self.up.weight.T), b1=arr(self.up.bias), w2=arr(self.down.weight.T),
+                          b2=arr(self.down.bias))
+        return arrays
