@@ -79,6 +79,7 @@ def fit_command(
     encode_batch_size: Annotated[int, typer.Option(help="Encoding batch size with --model.")] = 64,
 ) -> None:
     """Fit an adaptor on corpus vectors (unsupervised) or with query/document pairs (supervised)."""
+    from mrl.adapt.base import check_vectors
     from mrl.adapt.fit import FitConfig, fit_adaptor
 
     if (vectors is None) == (data is None):
@@ -91,8 +92,8 @@ def fit_command(
     xq: Any = None
     xp: Any = None
     if vectors is not None:
-        xb: Any = load_array(vectors, "--vectors")
-        config.validate(xb.shape[1] if xb.ndim == 2 else 0)
+        xb: Any = check_vectors(load_array(vectors, "--vectors"), None, f"--vectors {vectors}")
+        config.validate(xb.shape[1])
         if query_vectors is not None and positive_vectors is not None:
             xq, xp = load_array(query_vectors, "--query-vectors"), load_array(positive_vectors, "--positive-vectors")
         source = str(vectors)
