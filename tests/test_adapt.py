@@ -176,8 +176,8 @@ def test_load_rejects_missing_truncated_and_foreign_folders(orthogonal, tmp_path
     (FitConfig(dims=(8, 64)), "dim 64 is larger than the model dimension 32"),
     (FitConfig(kind="ica"), "adaptor kind 'ica' is unknown"),
     (FitConfig(epochs=0), "epochs must be a positive integer"),
-    (FitConfig(dims=(8, 32), weights=(0.0, 0.0)), "not all zero"),
-    (FitConfig(dims=(8, 32), weights=(float("nan"), 1.0)), "need finite values"),
+    (FitConfig(dims=(8, 32), weights=(0.0, 0.0)), "weights are all zero"),
+    (FitConfig(dims=(8, 32), weights=(float("nan"), 1.0)), "must be finite numbers"),
     (FitConfig(lr=float("inf")), "lr must be a positive number"),
 ])
 def test_fit_rejects_bad_options(corpus, config, message):

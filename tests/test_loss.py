@@ -80,6 +80,8 @@ def test_default_dims():
         ([32, 128], None, "dim 128 is larger than the model dimension 64"),
         ([32, 64], [1.0], "1 weights given for 2 dims"),
         ([32, 64], [1.0, -1.0], "must be non-negative"),
+        ([32, 64], [float("nan"), 1.0], "must be finite numbers"),
+        ([32, 64], [0.0, 0.0], "all zero"),
     ],
 )
 def test_validation_names_the_bad_value(model, dims, weights, message):

@@ -127,3 +127,24 @@ def test_linear_head_trains_and_loads_as_plain_sentence_transformers(tiny_model_
     texts = ["python library", "mail server"]
     np.testing.assert_allclose(truncate(encode(load_model(str(out), "cpu"), texts), 16),
                                st.encode(texts, normalize_embeddings=True), atol=1e-5)
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_model_dir, tiny_beir, tmp_path,
+                                                                        monkeypatch):
+    from mrl.errors import MrlError
+    from mrl.losses.matryoshka import MatryoshkaInfoNCELoss
+
+    real = MatryoshkaInfoNCELoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, features, labels=None):
+        calls["n"] += 1
+        loss = real(self, features, labels)
+        return loss * float("nan") if calls["n"] == 5 else loss
+
+    monkeypatch.setattr(MatryoshkaInfoNCELoss, "forward", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(MrlError, match="step 5: the training loss is nan"):
+        train(_cfg(tiny_model_dir, tiny_beir, out, checkpoint_every=2), progress=False)
+    assert [p.name for p in list_checkpoints(out)][-1] == "step-0000004.pt"
+    assert not (out / "mrl.json").exists()  # no model was saved from the poisoned run

@@ -4,6 +4,8 @@ Losses, at every prefix ``d`` of the adapted vectors (each prefix renormalised),
 
 - **pairwise**: mean ``|cos_d(f(a), f(b)) - cos(a, b)|`` over the pairs of a batch of corpus rows;
 - **neighbours**: the same over each row and its ``k`` nearest corpus neighbours (full-dim, exact);
+- **distribution** (optional): KL from the full-dim softmax over a row's neighbours and the batch to
+  the prefix's, which asks for the same order rather than the same values;
 - **ranking** (supervised, when query/document pairs are given): InfoNCE of queries against the
   documents of the batch.
 
@@ -44,6 +46,8 @@ class FitConfig:
     pairwise_weight: float = 1.0
     neighbour_weight: float = 1.0
     ranking_weight: float = 1.0
+    distribution_weight: float = 0.0  # KL of in-batch + neighbour score distributions (order, not values)
+    distribution_scale: float = 20.0
     scale: float = 20.0
     hidden: int | None = None  # mlp width (default: the input dim)
     holdout: int = 1000  # corpus rows (and pairs) held out to score the fit
@@ -59,18 +63,15 @@ class FitConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise MrlError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        for name in ("lr", "scale"):
+        for name in ("lr", "scale", "distribution_scale"):
             if not np.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
                 raise MrlError(f"{name} must be a positive number, got {getattr(self, name)!r}")
-        for name in ("pairwise_weight", "neighbour_weight", "ranking_weight"):
+        for name in ("pairwise_weight", "neighbour_weight", "ranking_weight", "distribution_weight"):
             if not np.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise MrlError(f"{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.hidden is not None and self.hidden < 1:
             raise MrlError(f"hidden must be a positive integer, got {self.hidden!r}")
-        dims, weights = validate_dims(list(self.dims or default_dims(dim)), self.weights, dim)
-        if not all(np.isfinite(w) for w in weights) or sum(weights) == 0:
-            raise MrlError(f"weights {weights}: need finite values, not all zero")
-        return dims, weights
+        return validate_dims(list(self.dims or default_dims(dim)), self.weights, dim)
 
 
 def fit_adaptor(
@@ -160,7 +161,8 @@ def _fit_torch(
     rng = np.random.default_rng(config.seed)
     train_rows, _ = _split(len(x), config.holdout, config.seed)
     k = min(config.neighbours, len(train_rows) - 1)
-    nn = neighbours(x[train_rows], np.arange(len(train_rows)), k) if config.neighbour_weight > 0 and k > 0 else None
+    uses_nn = config.neighbour_weight > 0 or config.distribution_weight > 0
+    nn = neighbours(x[train_rows], np.arange(len(train_rows)), k) if uses_nn and k > 0 else None
     xt = torch.from_numpy(x[train_rows]).to(device)  # (n_train, D)
     if pairs is not None:
         pair_rows, _ = _split(len(pairs[0]), config.holdout, config.seed)
@@ -213,9 +215,34 @@ def _unsupervised_terms(module: Any, xt: Any, idx: Any, nn: np.ndarray | None, d
         nb = xt[torch.from_numpy(nn).to(xt.device)[idx]]  # (B, k, D)
         target = torch.einsum("bd,bkd->bk", a, nb)  # (B, k)
         fnb = module(nb.reshape(-1, nb.shape[-1])).reshape(nb.shape)  # (B, k, D)
-        terms["neighbours"] = config.neighbour_weight * torch.stack(
-            [(torch.einsum("bd,bkd->bk", truncate(fa, d), truncate(fnb, d)) - target).abs().mean() for d in dims])
+        if config.neighbour_weight > 0:
+            terms["neighbours"] = config.neighbour_weight * torch.stack(
+                [(torch.einsum("bd,bkd->bk", truncate(fa, d), truncate(fnb, d)) - target).abs().mean()
+                 for d in dims])
+        if config.distribution_weight > 0:
+            terms["distribution"] = config.distribution_weight * _distribution(a, nb, fa, fnb, dims, config)
     return terms
+
+
+def _distribution(a: Any, nb: Any, fa: Any, fnb: Any, dims: Sequence[int], config: FitConfig) -> Any:
+    """KL(full || prefix) of softmax scores of each row over the batch's rows and neighbours, per dim."""
+    import torch
+    import torch.nn.functional as F  # noqa: N812
+
+    from mrl.prefix import truncate
+
+    b, k, d_full = nb.shape
+    cands = torch.cat([a, nb.reshape(-1, d_full)])  # (B + B k, D)
+    fcands = torch.cat([fa, fnb.reshape(-1, d_full)])
+    self_mask = torch.zeros(b, len(cands), dtype=torch.bool, device=a.device)
+    self_mask[torch.arange(b), torch.arange(b)] = True  # a row is not its own candidate
+    s = config.distribution_scale
+    teacher = F.softmax((s * a @ cands.T).masked_fill(self_mask, -1e4), dim=-1)  # (B, B + B k)
+    out = []
+    for d in dims:
+        student = F.log_softmax((s * truncate(fa, d) @ truncate(fcands, d).T).masked_fill(self_mask, -1e4), dim=-1)
+        out.append(F.kl_div(student, teacher, reduction="batchmean"))
+    return torch.stack(out)
 
 
 def _ranking(module: Any, q: Any, p: Any, dims: Sequence[int], scale: float) -> Any:

@@ -9,6 +9,7 @@ prefixes ranking like the full vector.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -55,8 +56,12 @@ def validate_dims(
     weights = [float(w) for w in weights]
     if len(weights) != len(dims):
         raise MrlError(f"{len(weights)} weights given for {len(dims)} dims: give one weight per dim")
+    if any(not math.isfinite(w) for w in weights):
+        raise MrlError(f"Matryoshka weights must be finite numbers, got {weights}")
     if any(w < 0 for w in weights):
         raise MrlError(f"Matryoshka weights must be non-negative, got {weights}")
+    if sum(weights) == 0:
+        raise MrlError(f"Matryoshka weights are all zero ({weights}): nothing would be trained")
     order = sorted(range(len(dims)), key=lambda i: dims[i])
     return [dims[i] for i in order], [weights[i] for i in order]
 

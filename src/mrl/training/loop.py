@@ -157,6 +157,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             features.append(feats)
         with autocast:
             loss = loss_fn(features)
+        if not torch.isfinite(loss.detach()):
+            raise MrlError(f"step {step + 1}: the training loss is {float(loss.detach())} (not finite); the run "
+                           "stopped before the update, the last checkpoint is kept (lower --lr, check the data)")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
