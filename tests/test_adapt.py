@@ -77,10 +77,21 @@ def test_adapt_then_truncate_beats_plain_truncation_and_is_no_worse_than_pca(ort
     assert res["adaptor"][32]["ndcg@10"] == pytest.approx(res["truncate"][32]["ndcg@10"], abs=1e-6)
 
 
+def test_an_orthogonal_fit_does_not_depend_on_the_input_coordinates(corpus):
+    """Fitted on a rotated copy, every prefix holds the same geometry (the start is PCA up to signs,
+    and the learned rotation acts on its coordinates, where Adam is sign-equivariant)."""
+    q = np.linalg.qr(np.random.default_rng(5).normal(size=(D, D)))[0].astype(np.float32)
+    cfg = FitConfig(kind="orthogonal", dims=DIMS, epochs=2, holdout=200, batch_size=256, distribution_weight=1.0)
+    a, b = fit_adaptor(corpus, cfg, progress=False), fit_adaptor(corpus @ q, cfg, progress=False)
+    for d in (4, 8):
+        pa, pb = truncate(a.transform(corpus[:200]), d), truncate(b.transform(corpus[:200] @ q), d)
+        np.testing.assert_allclose(pa @ pa.T, pb @ pb.T, atol=1e-4)
+
+
 def test_supervised_fit_learns_what_variance_hides():
     docs, queries = nuisance_pairs()
     fit, held = slice(0, 2000), slice(2000, None)
-    base = dict(dims=(8, 16, 32), epochs=10, batch_size=128, lr=1e-2, holdout=300)
+    base = dict(dims=(8, 16, 32), epochs=10, batch_size=128, lr=3e-2, holdout=300)
     unsup = fit_adaptor(docs[fit], FitConfig(kind="orthogonal", **base), progress=False)
     sup = fit_adaptor(docs[fit], FitConfig(kind="orthogonal", **base), queries[fit], docs[fit], progress=False)
     mlp = fit_adaptor(docs[fit], FitConfig(kind="mlp", hidden=32, **base), queries[fit], docs[fit], progress=False)

@@ -8,19 +8,23 @@ from torch import Tensor, nn
 
 
 class AdaptorModule(nn.Module):
-    """``z = x @ R`` with ``R`` kept orthogonal; for ``mlp`` also ``z + relu(z W1 + b1) W2 + b2``.
+    """``z = x @ R0 @ Q`` with ``R0`` fixed (the start) and ``Q`` kept orthogonal, from the identity;
+    for ``mlp`` also ``z + relu(z W1 + b1) W2 + b2`` with a zero residual at the start.
 
-    Starts at ``R = rotation`` and (``mlp``) a zero residual, i.e. exactly at the given rotation.
+    ``Q`` acts on the start's coordinates, so a fit on a rotated copy of the data (whose start is
+    the rotated ``R0``, up to signs) follows the same path: the result does not depend on the
+    input's coordinate order.
     """
 
     def __init__(self, kind: str, rotation: np.ndarray, hidden: int | None = None) -> None:
         super().__init__()
         d = rotation.shape[0]
         self.kind = kind
+        self.register_buffer("start", torch.from_numpy(np.ascontiguousarray(rotation, dtype=np.float32)))
         self.rotate = nn.Linear(d, d, bias=False)
         with torch.no_grad():
-            self.rotate.weight.copy_(torch.from_numpy(np.ascontiguousarray(rotation.T)))  # Linear computes x W^T
-        # an orthogonal start stays exactly where it is: the parametrisation keeps it as its base
+            self.rotate.weight.copy_(torch.eye(d))
+        # the identity is orthogonal, so the parametrisation starts exactly there
         nn.utils.parametrizations.orthogonal(self.rotate, "weight")
         if kind == "mlp":
             h = hidden or d
@@ -30,7 +34,7 @@ class AdaptorModule(nn.Module):
             nn.init.zeros_(self.down.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        z = self.rotate(x)  # (B, D)
+        z = self.rotate(x @ self.start)  # (B, D)
         if self.kind == "mlp":
             z = z + self.down(torch.relu(self.up(z)))
         return z
@@ -40,7 +44,7 @@ class AdaptorModule(nn.Module):
         def arr(t: Tensor) -> np.ndarray:
             return t.detach().float().cpu().numpy().copy()
 
-        arrays = {"rotation": arr(self.rotate.weight.T)}
+        arrays = {"rotation": arr(self.start @ self.rotate.weight.T)}  # Linear computes x W^T
         if self.kind == "mlp":
             arrays.update(w1=arr(self.up.weight.T), b1=arr(self.up.bias), w2=arr(self.down.weight.T),
                           b2=arr(self.down.bias))
