@@ -43,6 +43,13 @@ def train_pairs(src: Path, data: Path, xb: np.ndarray, doc_ids: list[str]) -> tu
     return xq[qi], xb[di]
 
 
+def config(args: argparse.Namespace, kind: str, dims: tuple[int, ...]) -> FitConfig:
+    return FitConfig(kind=kind, dims=dims, epochs=args.epochs, neighbours=args.neighbours, lr=args.lr,
+                     pairwise_weight=args.pairwise_weight, neighbour_weight=args.neighbour_weight,
+                     distribution_weight=args.distribution_weight, ranking_weight=args.ranking_weight,
+                     batch_size=args.batch_size, seed=args.seed)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("embeddings", type=Path, help="folder written by benchmarks/embed_corpus.py")
@@ -57,6 +64,12 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=FitConfig.lr)
     p.add_argument("--pairwise-weight", type=float, default=FitConfig.pairwise_weight)
     p.add_argument("--neighbour-weight", type=float, default=FitConfig.neighbour_weight)
+    p.add_argument("--distribution-weight", type=float, default=FitConfig.distribution_weight)
+    p.add_argument("--ranking-weight", type=float, default=FitConfig.ranking_weight)
+    p.add_argument("--batch-size", type=int, default=FitConfig.batch_size)
+    p.add_argument("--ceiling", default="", help="e.g. 64,128: also fit an unsupervised orthogonal adaptor for "
+                   "each of these dims alone (all of the loss on it): what a prefix of that width can keep")
+    p.add_argument("--ceiling-supervised", default="", help="the same, fitted on the train pairs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
@@ -64,7 +77,8 @@ def main() -> None:
     xb, doc_ids = load(args.embeddings, "corpus")
     xq, qids = load(args.embeddings, f"queries-{args.split}")
     qrels = load_qrels(args.data, args.split)
-    pq, pd = train_pairs(args.embeddings, args.data, xb, doc_ids) if "supervised" in args.modes else (None, None)
+    wants_pairs = "supervised" in args.modes or args.ceiling_supervised
+    pq, pd = train_pairs(args.embeddings, args.data, xb, doc_ids) if wants_pairs else (None, None)
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "runs": {}}
     lines = []
@@ -78,9 +92,7 @@ def main() -> None:
         adaptors, fit_s = {}, {}
         for mode in args.modes.split(","):
             for kind in args.kinds.split(","):
-                cfg = FitConfig(kind=kind, dims=dims, epochs=args.epochs, neighbours=args.neighbours, lr=args.lr,
-                                pairwise_weight=args.pairwise_weight, neighbour_weight=args.neighbour_weight,
-                                seed=args.seed)
+                cfg = config(args, kind, dims)
                 t0 = time.perf_counter()
                 sup = mode == "supervised"
                 adaptor = fit_adaptor(tx(xb), cfg, tx(pq) if sup else None, tx(pd) if sup else None)
@@ -89,6 +101,13 @@ def main() -> None:
                 adaptor.save(args.out / f"{name}-rot{rotate}")
                 adaptors[name] = adaptor
                 print(f"rotate={rotate} {name}: fit {fit_s[name]} s; held-out {adaptor.info['scores']}", flush=True)
+        ceilings = [(int(c), False) for c in args.ceiling.split(",") if c]
+        ceilings += [(int(c), True) for c in args.ceiling_supervised.split(",") if c]
+        for d, sup in ceilings if rotate == 0 else []:
+            t0 = time.perf_counter()
+            name = f"orthogonal-{'supervised' if sup else 'unsupervised'}-only-{d}"
+            adaptors[name] = fit_adaptor(xb, config(args, "orthogonal", (d,)), pq if sup else None, pd if sup else None)
+            fit_s[name] = round(time.perf_counter() - t0, 1)
         report = evaluate_embeddings(tx(xq), tx(xb), qids, doc_ids, qrels, dims, ["pca"],
                                      f"{args.embeddings}{' rotated' if rotate else ''}", "debian-pkgs", args.split,
                                      adaptors=adaptors)

@@ -40,13 +40,13 @@ class FitConfig:
     dims: tuple[int, ...] | None = None
     weights: tuple[float, ...] | None = None
     epochs: int = 8
-    batch_size: int = 512
-    lr: float = 2e-3
+    batch_size: int = 256
+    lr: float = 1e-2
     neighbours: int = 10
     pairwise_weight: float = 1.0
     neighbour_weight: float = 1.0
     ranking_weight: float = 1.0
-    distribution_weight: float = 0.0  # KL of in-batch + neighbour score distributions (order, not values)
+    distribution_weight: float = 1.0  # KL of in-batch + neighbour score distributions (order, not values)
     distribution_scale: float = 20.0
     scale: float = 20.0
     hidden: int | None = None  # mlp width (default: the input dim)
@@ -151,6 +151,7 @@ def _fit_torch(
     progress: bool,
 ) -> Adaptor:
     import torch
+    from torch.nn.utils import parametrize
     from tqdm.auto import tqdm
 
     from mrl.adapt.model import AdaptorModule
@@ -180,11 +181,12 @@ def _fit_torch(
     bar = tqdm(total=total, desc=f"fitting {config.kind} adaptor", disable=not progress, unit="step")
     for _ in range(total):
         idx = torch.from_numpy(rng.choice(len(xt), size=b, replace=False)).to(device)
-        terms = _unsupervised_terms(module, xt, idx, nn, dims, config)
-        if pairs is not None and config.ranking_weight > 0:
-            pidx = torch.from_numpy(rng.choice(len(qt), size=min(b, len(qt)), replace=False)).to(device)
-            terms["ranking"] = config.ranking_weight * _ranking(module, qt[pidx], pt[pidx], dims, config.scale)
-        loss = sum(sum(w * t[i] for i, w in enumerate(weights)) for t in terms.values())
+        with parametrize.cached():  # the rotation is computed once per step, not once per call
+            terms = _unsupervised_terms(module, xt, idx, nn, dims, config)
+            if pairs is not None and config.ranking_weight > 0:
+                pidx = torch.from_numpy(rng.choice(len(qt), size=min(b, len(qt)), replace=False)).to(device)
+                terms["ranking"] = config.ranking_weight * _ranking(module, qt[pidx], pt[pidx], dims, config.scale)
+            loss = sum(sum(w * t[i] for i, w in enumerate(weights)) for t in terms.values())
         if not torch.isfinite(loss):
             raise MrlError("the adaptor loss became NaN or Inf; lower --lr")
         opt.zero_grad()
@@ -225,24 +227,22 @@ def _unsupervised_terms(module: Any, xt: Any, idx: Any, nn: np.ndarray | None, d
 
 
 def _distribution(a: Any, nb: Any, fa: Any, fnb: Any, dims: Sequence[int], config: FitConfig) -> Any:
-    """KL(full || prefix) of softmax scores of each row over the batch's rows and neighbours, per dim."""
+    """KL(full || prefix) of each row's softmax scores over its own neighbours and the other rows of the
+    batch, per dim: ``(n_dims,)``. Order, not values: a prefix may score everything higher or lower."""
     import torch
     import torch.nn.functional as F  # noqa: N812
 
     from mrl.prefix import truncate
 
-    b, k, d_full = nb.shape
-    cands = torch.cat([a, nb.reshape(-1, d_full)])  # (B + B k, D)
-    fcands = torch.cat([fa, fnb.reshape(-1, d_full)])
-    self_mask = torch.zeros(b, len(cands), dtype=torch.bool, device=a.device)
-    self_mask[torch.arange(b), torch.arange(b)] = True  # a row is not its own candidate
-    s = config.distribution_scale
-    teacher = F.softmax((s * a @ cands.T).masked_fill(self_mask, -1e4), dim=-1)  # (B, B + B k)
-    out = []
-    for d in dims:
-        student = F.log_softmax((s * truncate(fa, d) @ truncate(fcands, d).T).masked_fill(self_mask, -1e4), dim=-1)
-        out.append(F.kl_div(student, teacher, reduction="batchmean"))
-    return torch.stack(out)
+    eye = torch.eye(len(a), dtype=torch.bool, device=a.device)  # a row is not its own candidate
+
+    def scores(x: Any, xn: Any) -> Any:  # (B, k + B): own neighbours, then the batch
+        own = torch.einsum("bd,bkd->bk", x, xn)
+        return config.distribution_scale * torch.cat([own, (x @ x.T).masked_fill(eye, -1e4)], dim=1)
+
+    teacher = F.softmax(scores(a, nb), dim=-1)
+    return torch.stack([F.kl_div(F.log_softmax(scores(truncate(fa, d), truncate(fnb, d)), dim=-1), teacher,
+                                 reduction="batchmean") for d in dims])
 
 
 def _ranking(module: Any, q: Any, p: Any, dims: Sequence[int], scale: float) -> Any:

@@ -24,8 +24,9 @@ class AdaptorModule(nn.Module):
         self.rotate = nn.Linear(d, d, bias=False)
         with torch.no_grad():
             self.rotate.weight.copy_(torch.eye(d))
-        # the identity is orthogonal, so the parametrisation starts exactly there
-        nn.utils.parametrizations.orthogonal(self.rotate, "weight")
+        # the identity is orthogonal, so the parametrisation starts exactly there; the Cayley map
+        # costs one solve per step (matrix_exp cost half of a whole step at 384 dims)
+        nn.utils.parametrizations.orthogonal(self.rotate, "weight", orthogonal_map="cayley")
         if kind == "mlp":
             h = hidden or d
             self.up = nn.Linear(d, h)

@@ -8,8 +8,11 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from mrl.adapt.fit import FitConfig
 from mrl.cli.common import console, handle_errors, parse_floats, parse_ints, results_table
 from mrl.errors import MrlError
+
+_D = FitConfig()  # the defaults, in one place
 
 app = typer.Typer(help="Make frozen embeddings of any model or API prefix-friendly with a small learned map.",
                   no_args_is_help=True)
@@ -70,17 +73,28 @@ def fit_command(
                                            "MLP after a rotation) or pca (the baseline).")] = "orthogonal",
     dims: Annotated[str | None, typer.Option(help="Prefix dims to fit (default: 32,64,... + full).")] = None,
     weights: Annotated[str | None, typer.Option(help="One loss weight per dim.")] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the corpus vectors (or pairs, if more).")] = 8,
-    batch_size: Annotated[int, typer.Option(help="Rows per step.")] = 512,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 2e-3,
-    neighbours: Annotated[int, typer.Option(help="Nearest neighbours per row whose similarities are kept.")] = 10,
+    epochs: Annotated[int, typer.Option(help="Passes over the corpus vectors (or pairs, if more).")] = _D.epochs,
+    batch_size: Annotated[int, typer.Option(help="Rows per step.")] = _D.batch_size,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = _D.lr,
+    neighbours: Annotated[int, typer.Option(
+        help="Nearest neighbours per row whose similarities are kept.")] = _D.neighbours,
+    distribution_weight: Annotated[float, typer.Option(
+        help="Weight of the order-preserving term (KL of score distributions).")] = _D.distribution_weight,
+    pairwise_weight: Annotated[float, typer.Option(
+        help="Weight of in-batch similarity preservation.")] = _D.pairwise_weight,
+    neighbour_weight: Annotated[float, typer.Option(
+        help="Weight of neighbour similarity preservation.")] = _D.neighbour_weight,
+    ranking_weight: Annotated[float, typer.Option(
+        help="Weight of InfoNCE on the pairs (supervised).")] = _D.ranking_weight,
+    hidden: Annotated[int | None, typer.Option(
+        help="Width of the mlp kind's hidden layer (default: input dim).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present).")] = None,
     encode_batch_size: Annotated[int, typer.Option(help="Encoding batch size with --model.")] = 64,
 ) -> None:
     """Fit an adaptor on corpus vectors (unsupervised) or with query/document pairs (supervised)."""
     from mrl.adapt.base import check_vectors
-    from mrl.adapt.fit import FitConfig, fit_adaptor
+    from mrl.adapt.fit import fit_adaptor
 
     if (vectors is None) == (data is None):
         raise MrlError("give either --vectors X.npy or --model PATH --data BEIR_DIR")
@@ -88,7 +102,9 @@ def fit_command(
         raise MrlError("--query-vectors and --positive-vectors go together, with --vectors")
     config = FitConfig(kind=kind, dims=tuple(parse_ints(dims, "--dims") or ()) or None,
                        weights=tuple(parse_floats(weights, "--weights") or ()) or None, epochs=epochs,
-                       batch_size=batch_size, lr=lr, neighbours=neighbours, seed=seed, device=device)
+                       batch_size=batch_size, lr=lr, neighbours=neighbours, pairwise_weight=pairwise_weight,
+                       neighbour_weight=neighbour_weight, distribution_weight=distribution_weight,
+                       ranking_weight=ranking_weight, hidden=hidden, seed=seed, device=device)
     xq: Any = None
     xp: Any = None
     if vectors is not None:
