@@ -67,6 +67,15 @@ def test_whole_corpus_shortlists_equal_exact_full_dim_search(index, data, kind):
         assert_same_ranking(scores, ids, ref_s, ref_i)
 
 
+def test_shortlists_beyond_the_corpus_are_clamped_to_it(index, data):
+    """A request cannot make a search do more work than the index holds (10^12 once ran out of memory)."""
+    xb, xq = data
+    want = index.search(xq, 10, f"int8@16:{len(xb)},{D}:10")
+    for huge in (len(xb) + 1, 10**7, 10**12):
+        got = index.search(xq, 10, f"int8@16:{huge},32:{huge},{D}:10")
+        np.testing.assert_array_equal(got[1], want[1])
+
+
 def test_float16_store_matches_exact_search_on_what_it_stores(data, tmp_path):
     xb, xq = data
     index = MrlIndex.build(tmp_path / "i", xb, first_stages=["int8@16"])  # float16 by default

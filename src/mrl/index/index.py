@@ -171,6 +171,10 @@ class MrlIndex:
                 raise MrlError(f"cascade {plan}: a dimension exceeds the vectors' dimension {self.dim}")
             if k > plan.stages[-1][1]:
                 raise MrlError(f"k={k} exceeds the last shortlist of cascade {plan} ({plan.stages[-1][1]})")
+        # a shortlist longer than the live corpus holds nothing more: clamp it, so the work and memory of
+        # a search are bounded by the index, not by the request
+        width = min(plan.width, self.count) if plan.width is not None else None
+        plan = Cascade(plan.kind, tuple((d, min(n, self.count)) for d, n in plan.stages), width)
         d1, n1 = plan.first
         scores, rows = self._first_stage(xq, plan.kind, d1, n1, plan.width)
         for d, n in plan.stages[1:]:
