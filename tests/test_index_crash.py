@@ -99,3 +99,50 @@ def test_a_reader_keeps_its_snapshot_while_a_writer_commits(tmp_path):
     MrlIndex.open(tmp_path / "i").add(xb[:10] * -1, list(range(1000, 1010))).compact()  # old segment removed
     after = reader.search(xb[:3], 5)  # the old snapshot keeps its open (unlinked) files
     np.testing.assert_array_equal(before[1], after[1])
+
+
+def _damaged_index(tmp_path, rng):
+    from mrl.index import MrlIndex
+
+    xb = rng.normal(size=(300, 16)).astype(np.float32)
+    index = MrlIndex.build(tmp_path / "i", xb, first_stages=["int8@8"])
+    index = index.add(xb[:5] * -1, [300 + i for i in range(5)]).delete([1, 2])
+    return index, tmp_path / "i"
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda r, seg, dead: (r / "segments" / seg / "vectors.npy").write_bytes(
+        (r / "segments" / seg / "vectors.npy").read_bytes()[:-100]), "vectors.npy: checksum mismatch"),
+    (lambda r, seg, dead: (r / "segments" / seg / "ids.npy").write_bytes(b"\x93NUMPY garbage"),
+     "ids.npy: checksum mismatch"),
+    (lambda r, seg, dead: (r / dead).unlink(), ": missing"),
+    (lambda r, seg, dead: (r / "manifest.json").write_text("[1, 2]"), "not an object"),
+    (lambda r, seg, dead: (r / "manifest.json").write_text(
+        (r / "manifest.json").read_text().replace('"count"', '"cnt"')), "the key 'count' is missing"),
+    (lambda r, seg, dead: (r / "manifest.json").write_text(
+        (r / "manifest.json").read_text().replace('"count": 303', '"count": 999')),
+     "count 999 but the segments hold 303"),
+])
+def test_verify_reports_every_kind_of_damage_without_a_traceback(damage, message, tmp_path):
+    from test_cli import _run
+
+    index, root = _damaged_index(tmp_path, np.random.default_rng(0))
+    seg = index.segments[0].name
+    damage(root, seg, index.manifest["segments"][0]["dead"])
+    code, out = _run("index", "verify", root)
+    assert code == 1 and message in " ".join(out.split()), out
+    assert "Traceback" not in out
+
+
+def test_compact_refuses_to_launder_a_flipped_byte(tmp_path):
+    from test_cli import _run
+
+    index, root = _damaged_index(tmp_path, np.random.default_rng(1))
+    vectors = root / "segments" / index.segments[0].name / "vectors.npy"
+    data = bytearray(vectors.read_bytes())
+    data[-3] ^= 0xFF
+    vectors.write_bytes(bytes(data))
+    code, out = _run("index", "compact", root)
+    assert code == 2 and "refusing to compact a damaged index" in " ".join(out.split()), out
+    code, out = _run("index", "verify", root)
+    assert code == 1 and "vectors.npy: checksum mismatch" in out  # the damage is still visible

@@ -196,12 +196,14 @@ def stats_command(index_path: IndexArg) -> None:
 @app.command("verify")
 @handle_errors
 def verify_command(index_path: IndexArg) -> None:
-    """Recompute every file checksum the manifest records."""
-    from mrl.index import MrlIndex
+    """Recompute every file checksum the manifest records; report every problem (exit 1 if any)."""
+    from mrl.index.storage import verify_folder
 
-    problems = MrlIndex.open(index_path).verify()
+    problems = verify_folder(index_path)
     if problems:
-        raise MrlError(f"{index_path}: " + "; ".join(problems))
+        for p in problems:
+            console.print(f"[bold red]damaged:[/] {p}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1)
     console.print(f"{index_path}: all checksums match")
 
 

@@ -391,8 +391,16 @@ class MrlIndex:
         return MrlIndex(self.root, manifest)
 
     def compact(self) -> MrlIndex:
-        """Rewrite the live vectors as one segment (drops deleted rows, rebuilds first stages)."""
+        """Rewrite the live vectors as one segment (drops deleted rows, rebuilds first stages).
+
+        Refuses, naming the file, when a file it would read is missing or altered: rewriting damaged
+        data with fresh checksums would make the damage permanent and invisible.
+        """
         m = self.manifest
+        problems = self.verify()
+        if problems:
+            raise MrlError(f"{self.root}: refusing to compact a damaged index ({'; '.join(problems)}); "
+                           "nothing was changed")
         live = np.flatnonzero(~self._dead)
         keys = self._keys()[live] if m["id_kind"] == "str" else None
         with storage.writer_lock(self.root):

@@ -112,6 +112,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise MrlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(manifest, dict):
+        raise MrlError(f"{path}: not an mrl index manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != FORMAT:
         raise MrlError(f"{path}: not an mrl index manifest (format={manifest.get('format')!r})")
     if manifest.get("version") != VERSION:
@@ -146,6 +148,41 @@ def collect_garbage(root: Path, manifest: dict[str, Any]) -> None:
     for p in [*root.glob("adaptor-*"), *root.glob(".tmp-adaptor-*")]:
         if p.is_dir() and p.name != live_adaptor:
             shutil.rmtree(p, ignore_errors=True)
+
+
+def verify_folder(root: Path) -> list[str]:
+    """Every problem of the index at ``root``, without raising: an unreadable or malformed manifest,
+    and each missing or altered file it names. Empty when intact."""
+    root = Path(root)
+    try:
+        manifest = read_manifest(root)
+    except MrlError as e:
+        return [str(e)]
+    except (OSError, UnicodeDecodeError) as e:
+        return [f"{root / MANIFEST}: cannot be read ({e})"]
+    if not isinstance(manifest, dict):
+        return [f"{root / MANIFEST}: not a JSON object"]
+    shape = _manifest_problems(manifest)
+    if shape:
+        return [f"{root / MANIFEST}: {p}" for p in shape]
+    problems = verify_files(root, manifest)
+    live = sum(int(np.load(root / f"segments/{seg['name']}/ids.npy", mmap_mode="r").shape[0]) - seg["dead_count"]
+               for seg in manifest["segments"]) if not problems else None
+    if live is not None and live != manifest["count"]:
+        problems.append(f"{MANIFEST}: count {manifest['count']} but the segments hold {live} live vectors")
+    return problems
+
+
+def _manifest_problems(manifest: dict[str, Any]) -> list[str]:
+    need = {"dim": int, "count": int, "dtype": str, "segments": list, "generation": int, "default_cascade": str}
+    problems = [f"the key {k!r} is missing or not {t.__name__}" for k, t in need.items()
+                if not isinstance(manifest.get(k), t)]
+    for i, seg in enumerate(manifest.get("segments") or []):
+        if not isinstance(seg, dict) or not isinstance(seg.get("name"), str) or not isinstance(seg.get("files"), dict):
+            problems.append(f"segment {i} is not an entry with a name and files")
+        elif not isinstance(seg.get("dead_count"), int):
+            problems.append(f"segment {seg['name']}: dead_count is missing")
+    return problems
 
 
 def verify_files(root: Path, manifest: dict[str, Any]) -> list[str]:
