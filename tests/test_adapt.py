@@ -125,6 +125,8 @@ def test_index_applies_the_adaptor_to_queries_and_additions(orthogonal, corpus, 
     mlp = fit_adaptor(corpus, FitConfig(kind="mlp", dims=DIMS, epochs=1, holdout=100, hidden=16), progress=False)
     rng = np.random.default_rng(2)
     xq = corpus[:20] + 0.2 * rng.normal(size=(20, D)).astype(np.float32)
+    (tmp_path / "i" / "adaptor-mine").mkdir(parents=True)  # a user's folder: no writer may delete it
+    (tmp_path / "i" / "adaptor-mine" / "notes.txt").write_text("keep")
     index = MrlIndex.build(tmp_path / "i", corpus, first_stages=["int8@8"], dtype="float32", adaptor=mlp)
     ab, aq = _unit(mlp.transform(corpus)), _unit(mlp.transform(xq))  # what the index stores and searches
     ref_ids = np.argsort(-(aq @ ab.T), axis=1, kind="stable")[:, :10]
@@ -137,6 +139,7 @@ def test_index_applies_the_adaptor_to_queries_and_additions(orthogonal, corpus, 
     new = reopened.add(xq[:3], [len(corpus) + i for i in range(3)])  # raw vectors, adapted on the way in
     np.testing.assert_array_equal(new.search(xq[:3], 1, f"exact@{D}:1")[1][:, 0], len(corpus) + np.arange(3))
     assert new.compact().search(xq[:3], 1, f"exact@{D}:1")[1][:, 0].tolist() == (len(corpus) + np.arange(3)).tolist()
+    assert (tmp_path / "i" / "adaptor-mine" / "notes.txt").read_text() == "keep"
     new.check_adaptor(mlp)
     with pytest.raises(MrlError, match="built with another adaptor"):
         new.check_adaptor(orthogonal)

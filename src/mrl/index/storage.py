@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from mrl.errors import MrlError
 __all__ = ["atomic_write_text", "fsync_dir", "sha256", "write_npy"]  # re-exported for the index modules
 
 MANIFEST = "manifest.json"
+_ADAPTOR_DIR = re.compile(r"(\.tmp-)?adaptor-[0-9a-f]{16}(-[0-9a-f]{8})?")
 FORMAT = "mrl-index"
 VERSION = 1
 
@@ -145,8 +147,8 @@ def collect_garbage(root: Path, manifest: dict[str, Any]) -> None:
     for p in root.glob(f".{MANIFEST}.*.tmp"):
         p.unlink(missing_ok=True)
     live_adaptor = (manifest.get("adaptor") or {}).get("path")
-    for p in [*root.glob("adaptor-*"), *root.glob(".tmp-adaptor-*")]:
-        if p.is_dir() and p.name != live_adaptor:
+    for p in root.iterdir():  # only folders named as write_adaptor names them: never a user's own files
+        if p.is_dir() and p.name != live_adaptor and _ADAPTOR_DIR.fullmatch(p.name):
             shutil.rmtree(p, ignore_errors=True)
 
 
