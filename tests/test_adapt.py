@@ -146,7 +146,7 @@ def test_index_applies_the_adaptor_to_queries_and_additions(orthogonal, corpus, 
     plain = MrlIndex.build(tmp_path / "p", corpus)
     with pytest.raises(MrlError, match="built without an adaptor"):
         plain.check_adaptor(mlp)
-    weights = next((tmp_path / "i").glob("adaptor-*")) / "weights.npz"
+    weights = tmp_path / "i" / f"adaptor-{mlp.fingerprint[:16]}" / "weights.npz"
     weights.write_bytes(weights.read_bytes()[:-10])
     with pytest.raises(MrlError, match="missing or altered"):
         MrlIndex.open(tmp_path / "i")
