@@ -138,6 +138,8 @@ def test_index_cli_text_search_uses_the_recorded_model(tiny_model_dir, tiny_beir
     (["index", "build", "--vectors", "{tmp}/ok.npy", "--ids", "{tmp}/dup.txt", "--out", "{tmp}/i"],
      "'a' appears 2 times"),
     (["search", "{tmp}/nothing", "--vectors", "{tmp}/ok.npy"], "not an mrl index"),
+    (["index", "build", "--vectors", "{tmp}/ok.npy", "--ids", "{tmp}/latin1.txt", "--out", "{tmp}/i"],
+     "latin1.txt:2: not UTF-8 text"),
 ])
 def test_index_cli_bad_input(args, message, tmp_path):
     import numpy as np
@@ -148,6 +150,7 @@ def test_index_cli_bad_input(args, message, tmp_path):
     bad[1, 2] = np.inf
     np.save(tmp_path / "bad.npy", bad)
     (tmp_path / "dup.txt").write_text("a\nb\na\n")
+    (tmp_path / "latin1.txt").write_bytes("a\ncaf\u00e9\nc\n".encode("latin-1"))
     code, out = _run(*[a.format(tmp=tmp_path) for a in args])
     assert code == 2 and message in " ".join(out.split()), out
     assert "Traceback" not in " ".join(out.split())

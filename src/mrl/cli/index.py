@@ -50,7 +50,9 @@ def load_ids(path: Path) -> np.ndarray:
         raise MrlError(f"{path}: no such file")
     if path.suffix == ".npy":
         return np.asarray(load_vectors(path))
-    lines = path.read_text().splitlines()
+    from mrl.data.io import read_lines
+
+    lines = read_lines(path)
     for i, line in enumerate(lines, 1):
         if not line.strip():
             raise MrlError(f"{path}:{i}: empty id")

@@ -42,3 +42,20 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         if isinstance(e, MrlError):
             raise
         raise MrlError(f"{path}: cannot be read ({e})") from None
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file; a byte sequence that is not UTF-8 is an error naming its line."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise MrlError(f"{path}: cannot be read ({e.strerror})") from None
+    lines = []
+    for lineno, chunk in enumerate(raw.split(b"\n"), start=1):
+        try:
+            lines.append(chunk.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as e:
+            raise MrlError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start} of the line)") from None
+    if lines and lines[-1] == "":
+        lines.pop()  # the newline that ends the last line
+    return lines
