@@ -83,7 +83,9 @@ def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tiny_model_di
     proc.wait()
     assert list_checkpoints(killed), "no checkpoint was written before the kill"
     assert not (killed / "model.safetensors").exists()  # it really died mid-run
-    subprocess.run([*cmd, *args, "-o", str(killed), "--resume"], check=True, env=env, capture_output=True)
+    resumed = subprocess.run([*cmd, *args, "-o", str(killed), "--resume"], check=True, env=env, capture_output=True,
+                             text=True)
+    assert "--resume: continuing from the checkpoint of step" in resumed.stdout + resumed.stderr
     a, b = _weights(whole), _weights(killed)
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)

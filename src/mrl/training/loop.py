@@ -79,6 +79,16 @@ def _dev_scores(model: Any, dev: BeirDataset, dims: list[int]) -> dict[str, floa
     return {str(d): report.results["truncate"][d]["ndcg@10"] for d in dims}
 
 
+def _say(progress: bool, message: str) -> None:
+    """A line for the person running the command (on stderr beside the progress bar), else a log record."""
+    if progress:
+        from tqdm.auto import tqdm
+
+        tqdm.write(message)
+    else:
+        logger.info(message)
+
+
 def _check_same_run(saved: dict[str, Any], cfg: TrainConfig) -> None:
     """A checkpoint only resumes the run that wrote it: same data, model and hyper-parameters."""
     ignore = {"resume", "device", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every"}
@@ -131,7 +141,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
             start_step, history, elapsed = state["step"], state["history"], state["elapsed"]
-            logger.info("resumed from step %d", start_step)
+            _say(progress, f"--resume: continuing from the checkpoint of step {start_step} of {plan.total} in {out}")
+        else:
+            _say(progress, f"--resume: no checkpoint in {out}/checkpoints yet; starting from step 0")
     # The log restarts from the checkpoint's history: lines the killed run wrote after it go.
     log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
