@@ -62,6 +62,34 @@ def test_malformed_and_empty_qrels(small):
         load_beir(small, "test")
 
 
+@pytest.mark.parametrize("body,message", [
+    ("q1\td1\tinf\n", r"test.tsv:1: relevance score 'inf' is not an integer grade"),
+    ("q1\td1\t0.5\n", r"test.tsv:1: relevance score '0.5' is not an integer grade"),
+    ("q1\td1\tx\n", r"test.tsv:1: relevance score 'x' is not a number"),
+    ("q1\td1\t1\nq1\td1\t2\n", r"test.tsv:2: query 'q1' judges document 'd1' twice"),
+])
+def test_qrels_grades_are_integers_and_judged_once(small, body, message):
+    (small / "qrels" / "test.tsv").write_text(body)
+    with pytest.raises(MrlError, match=message):
+        load_beir(small, "test")
+
+
+def test_qrels_that_are_not_utf8_name_the_line(small):
+    (small / "qrels" / "test.tsv").write_bytes("q1\td1\t1\nq\u00e9\td2\t1\n".encode("latin-1"))
+    with pytest.raises(MrlError, match=r"test.tsv:2: not UTF-8 text"):
+        load_beir(small, "test")
+
+
+def test_a_repeated_corpus_id_is_an_error_not_a_silent_overwrite(tmp_path):
+    folder = write_beir(tmp_path / "b", {"d1": "alpha"}, {"q1": "a?"}, {"test": {"q1": {"d1": 1}}})
+    import gzip
+
+    with gzip.open(folder / "corpus.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"_id": "d1", "text": "alpha"}) + "\n" + json.dumps({"_id": "d1", "text": "beta"}) + "\n")
+    with pytest.raises(MrlError, match=r"corpus.jsonl.gz:2: corpus id 'd1' already appears on line 1"):
+        load_beir(folder, "test")
+
+
 def test_pairs_from_jsonl_csv_parquet(tmp_path):
     rows = [{"anchor": "a1", "positive": "p1", "negative": "n1"}, {"anchor": "a2", "positive": "p2", "negative": "n2"}]
     (tmp_path / "t.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mrl.data.io import find_file, open_text, read_jsonl
+from mrl.data.io import find_file, read_jsonl, read_lines
 from mrl.errors import MrlError
 
 
@@ -30,11 +31,16 @@ class BeirDataset:
 
 
 def _records(path: Path, what: str) -> Iterator[tuple[str, str, dict]]:
-    """``(_id, text, record)`` per line, naming file and line when a field is missing."""
+    """``(_id, text, record)`` per line, naming file and line when a field is missing or an id repeats."""
+    first_line: dict[str, int] = {}
     for lineno, rec in read_jsonl(path):
         rid, text = rec.get("_id"), rec.get("text")
         if not isinstance(rid, str) or not isinstance(text, str):
             raise MrlError(f'{path}:{lineno}: a {what} record needs string "_id" and "text" fields')
+        if rid in first_line:
+            raise MrlError(f"{path}:{lineno}: {what} id {rid!r} already appears on line {first_line[rid]}; "
+                           "ids must be unique")
+        first_line[rid] = lineno
         yield rid, text, rec
 
 
@@ -59,6 +65,17 @@ def _load_queries(folder: Path, wanted: set[str] | None) -> dict[str, str]:
     return queries
 
 
+def _grade(text: str, path: Path, lineno: int) -> int:
+    """A relevance grade: an integer, as trec_eval reads them (``2``, ``2.0``); never silently truncated."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise MrlError(f"{path}:{lineno}: relevance score {text!r} is not a number") from None
+    if not math.isfinite(value) or value != int(value):
+        raise MrlError(f"{path}:{lineno}: relevance score {text!r} is not an integer grade (e.g. 0, 1, 2)")
+    return int(value)
+
+
 def load_qrels(folder: Path, split: str) -> dict[str, dict[str, int]]:
     """Read ``qrels/<split>.tsv`` (``query-id  corpus-id  score``, optional header)."""
     path = folder / "qrels" / f"{split}.tsv"
@@ -66,18 +83,16 @@ def load_qrels(folder: Path, split: str) -> dict[str, dict[str, int]]:
         found = sorted(p.stem for p in (folder / "qrels").glob("*.tsv")) if (folder / "qrels").is_dir() else []
         raise MrlError(f"missing qrels file: {path} (splits found: {', '.join(found) or 'none'})")
     qrels: dict[str, dict[str, int]] = {}
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            cols = line.rstrip("\n").split("\t")
-            if not line.strip() or (lineno == 1 and cols[0] == "query-id"):
-                continue
-            if len(cols) != 3:
-                raise MrlError(f"{path}:{lineno}: expected 3 tab-separated columns, found {len(cols)}")
-            try:
-                score = int(float(cols[2]))
-            except ValueError:
-                raise MrlError(f"{path}:{lineno}: relevance score {cols[2]!r} is not a number") from None
-            qrels.setdefault(cols[0], {})[cols[1]] = score
+    for lineno, line in enumerate(read_lines(path), start=1):
+        cols = line.split("\t")
+        if not line.strip() or (lineno == 1 and cols[0] == "query-id"):
+            continue
+        if len(cols) != 3:
+            raise MrlError(f"{path}:{lineno}: expected 3 tab-separated columns, found {len(cols)}")
+        qrels.setdefault(cols[0], {})
+        if cols[1] in qrels[cols[0]]:
+            raise MrlError(f"{path}:{lineno}: query {cols[0]!r} judges document {cols[1]!r} twice")
+        qrels[cols[0]][cols[1]] = _grade(cols[2], path, lineno)
     if not any(s > 0 for judged in qrels.values() for s in judged.values()):
         raise MrlError(f"{path}: split {split!r} is empty (no query has a relevant document)")
     return qrels
