@@ -160,6 +160,10 @@ def test_bad_inputs_are_rejected_and_nothing_stored_changes(data, tmp_path):
         (lambda: index.search(xq[:, :10], 5), "dimension 10 does not match"),
         (lambda: MrlIndex.build(path, xb[:10]), "an index already exists there"),
         (lambda: MrlIndex.build(tmp_path / "e", xb[:0]), "the corpus is empty"),
+        (lambda: index.add(np.zeros((2, D), np.float32), [500, 501]), "row 0 is all zeros"),
+        (lambda: index.search(np.zeros((1, D), np.float32), 5), "row 0 is all zeros"),
+        (lambda: MrlIndex.build(tmp_path / "c", xb[:10], first_stages=["int8@16"], default_cascade="hnsw@16:5,64:3"),
+         "the build has no hnsw@16 first stage"),
     ]
     for fn, message in cases:
         with pytest.raises(MrlError, match=message):

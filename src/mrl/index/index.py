@@ -104,7 +104,10 @@ class MrlIndex:
             raise MrlError(f"first stages {[str(s) for s in specs]}: listed twice")
         int_ids, keys, id_kind, next_id = _assign_ids(ids, n, None, 0)
         cascade = default_cascade or _initial_cascade(specs[0], dim)
-        parse_cascade(cascade, dim)
+        plan = parse_cascade(cascade, dim)
+        if plan.kind not in (None, "exact") and FirstStageSpec(plan.kind, plan.first[0]) not in specs:
+            raise MrlError(f"default cascade {cascade}: the build has no {plan.kind}@{plan.first[0]} first stage "
+                           f"(it builds: {', '.join(map(str, specs))})")
         with storage.writer_lock(root):
             generation = 1
             if (root / storage.MANIFEST).exists():
@@ -517,6 +520,9 @@ def _check_vectors(x: Any, dim: int | None, what: str) -> np.ndarray:
         bad = ~np.isfinite(block).all(axis=1)
         if bad.any():
             raise MrlError(f"{what}: row {start + int(np.argmax(bad))} holds NaN or Inf")
+        zero = ~block.any(axis=1)
+        if zero.any():  # a zero vector has no direction: its cosine to anything is undefined
+            raise MrlError(f"{what}: row {start + int(np.argmax(zero))} is all zeros (it has no direction)")
     return arr
 
 
