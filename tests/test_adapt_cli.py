@@ -91,6 +91,10 @@ def test_index_built_with_an_adaptor_searches_and_serves_adapted(fitted, tiny_mo
      "dimension 16 does not match the adaptor's input dimension 8"),
     (["search", "{tmp}/plain", "--vectors", "{tmp}/ok.npy", "--adaptor", "{tmp}/a8"], "built without an adaptor"),
     (["eval", "--model", "minilm", "--data", "{tmp}", "--baseline", "adaptor"], "--baseline adaptor needs --adaptor"),
+    (["adapt", "fit", "--vectors", "{tmp}/ok.npy", "--out", "{tmp}/a", "--batch-size", "0"],
+     "Invalid value for '--batch-size'"),
+    (["serve", "{tmp}/plain", "--port", "70000"], "Invalid value for '--port'"),
+    (["search", "{tmp}/plain", "--vectors", "{tmp}/ok.npy", "-k", "0"], "Invalid value for '-k'"),
 ])
 def test_adapt_cli_bad_input_names_the_problem_and_writes_nothing(args, message, tmp_path):
     rng = np.random.default_rng(0)
@@ -108,7 +112,7 @@ def test_adapt_cli_bad_input_names_the_problem_and_writes_nothing(args, message,
     MrlIndex.build(tmp_path / "plain", ok)
     before = sorted(p.name for p in tmp_path.iterdir())
     code, out = _run(*[a.format(tmp=tmp_path) for a in args])
-    assert code == 2 and message in " ".join(out.split()), out
+    assert code == 2 and message in " ".join(out.replace("│", " ").split()), out
     assert "Traceback" not in out
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
     np.testing.assert_array_equal(np.load(tmp_path / "ok.npy"), ok)

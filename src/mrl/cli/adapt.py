@@ -74,7 +74,7 @@ def fit_command(
     dims: Annotated[str | None, typer.Option(help="Prefix dims to fit (default: 32,64,... + full).")] = None,
     weights: Annotated[str | None, typer.Option(help="One loss weight per dim.")] = None,
     epochs: Annotated[int, typer.Option(help="Passes over the corpus vectors (or pairs, if more).")] = _D.epochs,
-    batch_size: Annotated[int, typer.Option(help="Rows per step.")] = _D.batch_size,
+    batch_size: Annotated[int, typer.Option(help="Rows per step.", min=2)] = _D.batch_size,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = _D.lr,
     neighbours: Annotated[int, typer.Option(
         help="Nearest neighbours per row whose similarities are kept.")] = _D.neighbours,
@@ -90,7 +90,7 @@ def fit_command(
         help="Width of the mlp kind's hidden layer (default: input dim).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present).")] = None,
-    encode_batch_size: Annotated[int, typer.Option(help="Encoding batch size with --model.")] = 64,
+    encode_batch_size: Annotated[int, typer.Option(help="Encoding batch size with --model.", min=1)] = 64,
 ) -> None:
     """Fit an adaptor on corpus vectors (unsupervised) or with query/document pairs (supervised)."""
     from mrl.adapt.base import check_vectors

@@ -29,9 +29,9 @@ def eval_command(
     plot: Annotated[Path | None, typer.Option(help="Write an nDCG@10-vs-dimension PNG.")] = None,
     select: Annotated[float | None, typer.Option(
         help="Print the smallest dim keeping this fraction of the full dim's nDCG@10, e.g. 0.95.")] = None,
-    max_queries: Annotated[int, typer.Option(help="Sample at most this many queries (0: all).")] = 0,
-    max_docs: Annotated[int, typer.Option(help="Judged docs plus random others up to this size (0: all).")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 64,
+    max_queries: Annotated[int, typer.Option(help="Sample at most this many queries (0: all).", min=0)] = 0,
+    max_docs: Annotated[int, typer.Option(help="Judged docs plus random others up to this size (0: all).", min=0)] = 0,
+    batch_size: Annotated[int, typer.Option(help="Encoding batch size.", min=1)] = 64,
     max_seq_length: Annotated[int | None, typer.Option(help="Token cap per text (default: the model's).")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present).")] = None,
 ) -> None:

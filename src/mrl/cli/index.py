@@ -103,7 +103,7 @@ def build_command(
     hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree M.")] = 16,
     ef_construction: Annotated[int, typer.Option(help="HNSW efConstruction.")] = 80,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index (atomically).")] = False,
-    batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Encoding batch size.", min=1)] = 64,
     adaptor: AdaptorOpt = None,
 ) -> None:
     """Build an index from a BEIR corpus (encoded with --model) or from precomputed vectors."""
@@ -134,7 +134,7 @@ def add_command(
     data: DataOpt = None,
     vectors: VectorsOpt = None,
     ids: IdsOpt = None,
-    batch_size: Annotated[int, typer.Option(help="Encoding batch size.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Encoding batch size.", min=1)] = 64,
 ) -> None:
     """Upsert vectors: new ids are added, existing ids replaced."""
     from mrl.index import MrlIndex
@@ -213,10 +213,10 @@ def verify_command(index_path: IndexArg) -> None:
 @handle_errors
 def tune_command(
     index_path: IndexArg,
-    k: Annotated[int, typer.Option(help="Results per query.")] = 10,
+    k: Annotated[int, typer.Option(help="Results per query.", min=1)] = 10,
     target_recall: Annotated[float, typer.Option(help="Recall@k vs exact full-dim search to reach.")] = 0.99,
     queries: Annotated[Path | None, typer.Option(help="Sample queries .npy (default: noisy corpus vectors).")] = None,
-    n_queries: Annotated[int, typer.Option(help="Sampled queries when --queries is not given.")] = 200,
+    n_queries: Annotated[int, typer.Option(help="Sampled queries when --queries is not given.", min=2)] = 200,
     noise: Annotated[float, typer.Option(help="Relative noise added to sampled corpus vectors.")] = 1.0,
     out: Annotated[Path | None, typer.Option(help="Report folder (default IDX/tune).")] = None,
     max_bytes_per_vector: Annotated[float | None, typer.Option(
@@ -258,7 +258,7 @@ def search_command(
     index_path: IndexArg,
     text: Annotated[list[str] | None, typer.Argument(help="Text queries.")] = None,
     vectors: Annotated[Path | None, typer.Option(help="Query vectors .npy (n, D).")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", help="Results per query.")] = 10,
+    k: Annotated[int, typer.Option("-k", "--k", help="Results per query.", min=1)] = 10,
     cascade: Annotated[str | None, typer.Option(help="Override the index's default cascade.")] = None,
     model: ModelOpt = None,
     out: Annotated[Path | None, typer.Option(help="Write ids and scores to this .npz.")] = None,

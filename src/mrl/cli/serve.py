@@ -16,12 +16,12 @@ def serve_command(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model for text (default: the index's).",
                                               envvar="MRL_MODEL")] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 8000,
     api_key: Annotated[str | None, typer.Option(help="Require 'Authorization: Bearer KEY'.",
                                                 envvar="MRL_API_KEY")] = None,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 4 << 20,
-    max_batch: Annotated[int, typer.Option(help="Most texts or vectors per request.")] = 256,
-    max_k: Annotated[int, typer.Option(help="Largest k accepted.")] = 1000,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.", min=1)] = 4 << 20,
+    max_batch: Annotated[int, typer.Option(help="Most texts or vectors per request.", min=1)] = 256,
+    max_k: Annotated[int, typer.Option(help="Largest k accepted.", min=1)] = 1000,
 ) -> None:
     """Serve POST /search, POST /v1/embeddings (OpenAI-compatible), GET /healthz and GET /stats."""
     import uvicorn
