@@ -59,7 +59,7 @@ def test_missing_model_path_and_data(tiny_beir, tmp_path):
         (["--dims", "16,-32"], "dim -32 is not a positive integer"),
         (["--dims", "16,128"], "Matryoshka dim 128 is larger than the model dimension 64"),
         (["--weights", "1,2"], "--weights needs --dims"),
-        (["--batch-size", "1"], "invalid training option batch_size=1"),
+        (["--batch-size", "1"], "Invalid value for '--batch-size'"),
     ],
 )
 def test_train_cli_bad_input(tiny_model_dir, tiny_beir, tmp_path, extra, message):
