@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mrl.adapt.base import Adaptor, check_vectors, fit_pca, normalize_input
+from mrl.adapt.base import BLOCK, Adaptor, check_vectors, fit_pca, normalize_input
 from mrl.errors import MrlError
 
 logger = logging.getLogger(__name__)
@@ -102,24 +102,23 @@ def fit_adaptor(
             raise MrlError(f"{len(queries)} queries but {len(positives)} positives: give one positive per query")
     t0 = time.perf_counter()
     x = _normalized(xb)
-    start = fit_pca(x, tuple(dims)) if config.kind == "pca" else None
-    if start is None:
-        start = _fit_torch(x, dims, weights, config,
-                           (_normalized(queries), _normalized(positives)) if supervised else None, progress)
+    pairs = (_normalized(queries), _normalized(positives)) if supervised else None
+    start = fit_pca(x, tuple(dims)) if config.kind == "pca" else _fit_torch(x, dims, weights, config, pairs, progress)
     fit_s = time.perf_counter() - t0
     info = {
         "training": {**{k: v for k, v in asdict(config).items() if k != "device"}, "dims": dims, "weights": weights,
                      "n_vectors": len(x), "n_pairs": len(queries) if supervised else 0,
                      "supervised": supervised, "fit_s": round(fit_s, 1)},
-        "scores": heldout_scores(start, x, config, (queries, positives) if supervised else None),
+        "scores": heldout_scores(start, x, config, pairs),
     }
     return Adaptor(start.kind, dim, tuple(dims), start.arrays, info)
 
 
 def _normalized(x: Any) -> np.ndarray:
+    """A float32 copy with unit rows, read in blocks (``x`` may be a memmap); bad rows are errors."""
     out = np.empty(x.shape, np.float32)
-    for s in range(0, len(x), 8192):
-        out[s : s + 8192] = normalize_input(np.asarray(x[s : s + 8192], dtype=np.float32), s)
+    for s in range(0, len(x), BLOCK):
+        out[s : s + BLOCK] = normalize_input(np.asarray(x[s : s + BLOCK], dtype=np.float32), s)
     return out
 
 
@@ -258,7 +257,7 @@ def _ranking(module: Any, q: Any, p: Any, dims: Sequence[int], scale: float) -> 
 
 
 def heldout_scores(adaptor: Adaptor, x: np.ndarray, config: FitConfig,
-                   pairs: tuple[Any, Any] | None) -> dict[str, Any]:
+                   pairs: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Any]:
     """Recall@10 per dim on rows the fit never saw, for the adaptor and for plain truncation.
 
     ``neighbour_recall@10``: held-out corpus rows' top 10 at the prefix vs their top 10 by full-dim
@@ -283,7 +282,7 @@ def heldout_scores(adaptor: Adaptor, x: np.ndarray, config: FitConfig,
             scores[str(d)] = round(_overlap(got, truth, held), 4)
         out.setdefault("neighbour_recall@10", {})[name] = scores
     if pairs is not None:
-        q, p = _normalized(pairs[0]), _normalized(pairs[1])
+        q, p = pairs  # unit rows already
         _, hp = _split(len(q), config.holdout, config.seed)
         if len(hp):
             for name, (qq, pp) in (("truncate", (q[hp], p[hp])),
