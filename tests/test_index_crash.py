@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from mrl.index import MrlIndex
+from mrl.errors import MrlError
+from mrl.index import MrlIndex, storage
 
 D, N_BUILD, N_ADD = 64, 20_000, 8_000
 
@@ -101,6 +103,34 @@ def test_a_reader_keeps_its_snapshot_while_a_writer_commits(tmp_path):
     np.testing.assert_array_equal(before[1], after[1])
 
 
+@pytest.mark.parametrize("writer", ["compact", "overwrite"])
+def test_a_snapshot_that_never_searched_survives_a_writer(writer, tmp_path):
+    """Opening pins every file (first-stage structures included), not only those searched so far."""
+    xb = np.random.default_rng(1).standard_normal((400, D)).astype(np.float32)
+    MrlIndex.build(tmp_path / "i", xb, first_stages=["int8@16", "hnsw@16", "binary@32"]).delete([5])
+    expected = {k: MrlIndex.open(tmp_path / "i").search(xb[:4], 5, f"{k}:50,{D}:5")[1]
+                for k in ("int8@16", "hnsw@16", "binary@32")}
+    reader = MrlIndex.open(tmp_path / "i")
+    if writer == "compact":
+        MrlIndex.open(tmp_path / "i").compact()
+    else:
+        MrlIndex.build(tmp_path / "i", -xb, first_stages=["int8@16"], overwrite=True)
+    assert not (tmp_path / "i" / "segments" / reader.segments[0].name).exists()  # collected
+    for cascade, ids in expected.items():
+        np.testing.assert_array_equal(reader.search(xb[:4], 5, f"{cascade}:50,{D}:5")[1], ids)
+
+
+def _edit_manifest(root, edit, restamp=True):
+    """Edit the manifest in place; ``restamp``: with a fresh checksum, as a careless tool would."""
+    from mrl.index import storage
+
+    manifest = json.loads((root / "manifest.json").read_text())
+    edit(manifest)
+    if restamp:
+        manifest["checksum"] = storage.manifest_checksum(manifest)
+    (root / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _damaged_index(tmp_path, rng):
     from mrl.index import MrlIndex
 
@@ -121,7 +151,10 @@ def _damaged_index(tmp_path, rng):
         (r / "manifest.json").read_text().replace('"count"', '"cnt"')), "the key 'count' is missing"),
     (lambda r, seg, dead: (r / "manifest.json").write_text(
         (r / "manifest.json").read_text().replace('"count": 303', '"count": 999')),
-     "count 999 but the segments hold 303"),
+     "manifest.json: checksum mismatch: the manifest was edited or damaged"),
+    (lambda r, seg, dead: _edit_manifest(r, lambda m: m.update(count=999)), "count 999 but the segments hold 303"),
+    (lambda r, seg, dead: _edit_manifest(r, lambda m: m.update(dim=32)), "vectors.npy: shape (300, 16), expected"),
+    (lambda r, seg, dead: _edit_manifest(r, lambda m: m["segments"].pop(), restamp=False), "checksum mismatch"),
 ])
 def test_verify_reports_every_kind_of_damage_without_a_traceback(damage, message, tmp_path):
     from test_cli import _run
@@ -146,3 +179,37 @@ def test_compact_refuses_to_launder_a_flipped_byte(tmp_path):
     assert code == 2 and "refusing to compact a damaged index" in " ".join(out.split()), out
     code, out = _run("index", "verify", root)
     assert code == 1 and "vectors.npy: checksum mismatch" in out  # the damage is still visible
+
+
+@pytest.mark.parametrize("op", ["add", "delete"])
+@pytest.mark.parametrize("damaged", ["dead", "ids.npy"])
+def test_add_and_delete_refuse_to_rewrite_from_damaged_files(op, damaged, tmp_path):
+    index, root = _damaged_index(tmp_path, np.random.default_rng(2))
+    path = root / (index.manifest["segments"][0]["dead"] if damaged == "dead"
+                   else f"segments/{index.segments[0].name}/ids.npy")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+    before = (root / "manifest.json").read_bytes()
+    with pytest.raises(MrlError, match=f"refusing to {op}.*damaged.*checksum mismatch"):
+        if op == "add":
+            index.add(np.ones((1, 16), np.float32), [10_000])
+        else:
+            index.delete([0])
+    assert (root / "manifest.json").read_bytes() == before
+    assert any("checksum mismatch" in p for p in storage.verify_folder(root))
+
+
+def test_building_into_a_folder_removes_only_what_mrl_wrote(tmp_path):
+    root = tmp_path / "i"
+    mine = [root / "notes.txt", root / "segments" / "my-data", root / "dead" / "keep.npy", root / "adaptor-x"]
+    for p in mine:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("the user's own")
+    xb = np.random.default_rng(3).standard_normal((50, 16)).astype(np.float32)
+    MrlIndex.build(root, xb, first_stages=["int8@8"]).delete([1]).compact()
+    MrlIndex.build(root, xb, first_stages=["int8@8"], overwrite=True)
+    assert all(p.read_text() == "the user's own" for p in mine)
+    live = {s["name"] for s in storage.read_manifest(root)["segments"]}
+    assert {p.name for p in (root / "segments").iterdir()} == live | {"my-data"}  # mrl's old segments went
+    assert [p.name for p in (root / "dead").iterdir()] == ["keep.npy"]

@@ -37,7 +37,7 @@ with similarity (for binary codes ``d - 2 * hamming``, the dot product of the si
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -138,11 +138,13 @@ def save(index: Any, path: Path) -> None:
         faiss.write_index(index, str(path))
 
 
-def load(spec: FirstStageSpec, path: Path) -> Any:
+def load(spec: FirstStageSpec, source: Path | BinaryIO) -> Any:
+    """Read a structure from a path or from an open binary file (streamed, no second copy in memory)."""
     faiss = _faiss()
+    where = str(source) if isinstance(source, (str, Path)) else faiss.PyCallbackIOReader(source.read)
     if spec.kind == "binary":
-        return faiss.read_index_binary(str(path))
-    return faiss.read_index(str(path))
+        return faiss.read_index_binary(where)
+    return faiss.read_index(where)
 
 
 def search(

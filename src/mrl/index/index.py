@@ -47,19 +47,30 @@ class MrlIndex:
     # ------------------------------------------------------------------ open / build
     @classmethod
     def open(cls, path: str | Path) -> MrlIndex:
+        """The index's current snapshot, with every file it needs pinned (see :class:`Segment`).
+
+        Raises:
+            MrlError: no index there, a damaged or edited manifest, a missing file or an altered adaptor.
+        """
         root = Path(path)
-        manifest = storage.read_manifest(root)
-        for seg in manifest["segments"]:
-            for f in seg["files"]:
-                if not (root / "segments" / seg["name"] / f).is_file():
-                    raise MrlError(f"{root}: segments/{seg['name']}/{f} is missing; the index is damaged")
-        adaptor = manifest.get("adaptor")
-        if adaptor:
-            for f, digest in adaptor["files"].items():
-                path = root / adaptor["path"] / f
-                if not path.is_file() or storage.sha256(path) != digest:
-                    raise MrlError(f"{root}: {adaptor['path']}/{f} is missing or altered; the index is damaged")
-        return cls(root, manifest)
+        for _ in range(5):  # a writer may commit (and collect the old files) between reading and pinning
+            manifest = storage.read_manifest(root)
+            missing = [f"segments/{seg['name']}/{f}" for seg in manifest["segments"] for f in seg["files"]
+                       if not (root / "segments" / seg["name"] / f).is_file()]
+            missing += [seg["dead"] for seg in manifest["segments"] if seg.get("dead") and not (root / seg["dead"]).is_file()]
+            adaptor = manifest.get("adaptor")
+            for f, digest in (adaptor or {}).get("files", {}).items():
+                if not (root / adaptor["path"] / f).is_file() or storage.sha256(root / adaptor["path"] / f) != digest:
+                    missing.append(f"{adaptor['path']}/{f} (missing or altered)")
+            if not missing:
+                try:
+                    return cls(root, manifest)
+                except FileNotFoundError as e:
+                    missing = [str(e.filename)]
+            if _generation(root) == manifest["generation"]:
+                raise MrlError(f"{root}: {missing[0]} is missing; the index is damaged "
+                               "(`mrl index verify` lists every problem)")
+        raise MrlError(f"{root}: the index changed five times while it was being opened; try again")
 
     @classmethod
     def build(
@@ -362,7 +373,7 @@ class MrlIndex:
         else:
             next_id = max(m["next_id"], int(int_ids.max()) + 1)
         with storage.writer_lock(self.root):
-            self._check_current()
+            self._check_current("add to")
             entry = write_segment(self.root, vectors, int_ids, keys, self.specs, m["dtype"],
                                   m["hnsw_m"], m["ef_construction"])
             entry.update(dead=None, dead_sha256=None, dead_count=0)
@@ -387,7 +398,7 @@ class MrlIndex:
             raise MrlError(f"delete: removing all {self.count} vectors would leave an empty index; "
                            "build a new one instead")
         with storage.writer_lock(self.root):
-            self._check_current()
+            self._check_current("delete from")
             manifest = self._with_dead(rows)
             manifest["count"] = self.count - len(rows)
             storage.commit_manifest(self.root, manifest)
@@ -429,9 +440,15 @@ class MrlIndex:
             storage.commit_manifest(self.root, manifest)
         return MrlIndex(self.root, manifest)
 
-    def _check_current(self) -> None:
+    def _check_current(self, what: str | None = None) -> None:
+        """Under the writer lock: the snapshot is still the committed one and, for ``what`` (a change
+        that rewrites tombstones and ids), the files it rewrites from are intact."""
         if storage.read_manifest(self.root)["generation"] != self.manifest["generation"]:
             raise MrlError(f"{self.root}: the index changed since it was opened; open it again and retry")
+        problems = storage.verify_files(self.root, self.manifest, bookkeeping_only=True) if what else []
+        if problems:
+            raise MrlError(f"{self.root}: refusing to {what} a damaged index ({'; '.join(problems)}); "
+                           "nothing was changed (`mrl index verify` lists every problem)")
 
     def _next_manifest(self) -> dict[str, Any]:
         manifest = {**self.manifest, "segments": [dict(s) for s in self.manifest["segments"]]}
@@ -554,6 +571,13 @@ def _assign_ids(
     if (values == "").any():
         raise MrlError("ids: an id is the empty string")
     return np.arange(next_id, next_id + n, dtype=np.int64), values, "str", next_id + n
+
+
+def _generation(root: Path) -> int | None:
+    try:
+        return storage.read_manifest(root)["generation"]
+    except MrlError:
+        return None
 
 
 def _initial_cascade(spec: FirstStageSpec, dim: int) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -39,6 +40,15 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Segment:
+    """A committed segment as one snapshot sees it.
+
+    Everything is pinned when the segment is loaded: ids, keys and tombstones are read, the
+    vectors memory-mapped, and every first-stage file opened (it is read on first use). A writer
+    that later removes these files (compaction, a rebuild) cannot break the snapshot: an open
+    file outlives its name. (Windows refuses to delete open files; garbage collection then
+    leaves them for a later writer.)
+    """
+
     name: str
     root: Path
     vectors: np.ndarray  # (n, D), float16 or float32, memory-mapped, rows unit-normalised
@@ -46,6 +56,8 @@ class Segment:
     keys: np.ndarray | None  # (n,) str when the index uses string ids
     dead: np.ndarray  # (n,) bool
     specs: list[FirstStageSpec]
+    _files: dict[FirstStageSpec, BinaryIO] = field(default_factory=dict, repr=False)
+    _sizes: dict[FirstStageSpec, int] = field(default_factory=dict, repr=False)
     _structures: dict[FirstStageSpec, Any] = field(default_factory=dict, repr=False)
     n_dead: int = field(init=False)
 
@@ -60,23 +72,38 @@ class Segment:
         return len(self.ids)
 
     def structure(self, spec: FirstStageSpec) -> Any:
-        """The faiss structure for ``spec``, read on first use and kept in memory."""
+        """The faiss structure for ``spec``, read (from the file opened at load) on first use and kept."""
         if spec not in self._structures:
-            path = self.root / "segments" / self.name / first_stage.file_name(spec)
-            self._structures[spec] = first_stage.load(spec, path)
+            f = self._files.pop(spec)
+            with f:
+                f.seek(0)
+                self._structures[spec] = first_stage.load(spec, f)
         return self._structures[spec]
 
     def resident_bytes(self, spec: FirstStageSpec) -> int:
-        return (self.root / "segments" / self.name / first_stage.file_name(spec)).stat().st_size
+        return self._sizes[spec]
 
     @classmethod
     def load(cls, root: Path, entry: dict[str, Any], specs: list[FirstStageSpec]) -> Segment:
         folder = root / "segments" / entry["name"]
-        vectors = np.load(folder / "vectors.npy", mmap_mode="r")
-        ids = np.load(folder / "ids.npy")
-        keys = np.load(folder / "keys.npy") if (folder / "keys.npy").exists() else None
-        dead = np.load(root / entry["dead"]) if entry.get("dead") else np.zeros(len(ids), bool)
-        return cls(entry["name"], root, vectors, ids, keys, dead, specs)
+        files = {spec: open(folder / first_stage.file_name(spec), "rb") for spec in specs}
+        try:
+            sizes = {spec: os.fstat(f.fileno()).st_size for spec, f in files.items()}
+            vectors = np.load(folder / "vectors.npy", mmap_mode="r")
+            ids = np.load(folder / "ids.npy")
+            keys = np.load(folder / "keys.npy") if "keys.npy" in entry["files"] else None
+            dead = np.load(root / entry["dead"]) if entry.get("dead") else np.zeros(len(ids), bool)
+        except BaseException:
+            for f in files.values():
+                f.close()
+            raise
+        return cls(entry["name"], root, vectors, ids, keys, dead, specs, files, sizes)
+
+    def close(self) -> None:
+        """Close the first-stage files not read yet (also happens when the segment is collected)."""
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
 
 
 def write_segment(

@@ -3,7 +3,8 @@
 ::
 
     IDX/
-      manifest.json          the commit point: names every live file and its checksum
+      manifest.json          the commit point: names every live file and its checksum, and
+                             carries a checksum of its own content (an edit or damage is refused)
       segments/<name>/       immutable once committed: vectors.npy, ids.npy, [keys.npy], <kind>-<dim>.faiss
       dead/<name>.<gen>.npy  per-segment tombstones (bool); a change writes a new file, never edits one
       .lock                  writers hold an exclusive flock
@@ -11,13 +12,15 @@
 A change writes new files under temporary names, fsyncs them, renames them into place, then
 replaces ``manifest.json`` the same way. Until that last rename, readers (and a restart after a
 SIGKILL) see the previous manifest, whose files are never touched; afterwards they see the new
-one. Files no manifest names are garbage and are removed by the next writer.
+one. Files no manifest names are garbage and are removed by the next writer; only names that
+mrl writes are ever removed, so building into a folder never deletes a user's own files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -35,9 +38,13 @@ from mrl.errors import MrlError
 __all__ = ["atomic_write_text", "fsync_dir", "sha256", "write_npy"]  # re-exported for the index modules
 
 MANIFEST = "manifest.json"
+# the only names garbage collection removes: what new_segment_dir, write_dead and write_adaptor write
+_SEGMENT_DIR = re.compile(r"(\.tmp-)?seg-[0-9a-f]{12}")
+_DEAD_FILE = re.compile(r"seg-[0-9a-f]{12}\.\d+\.npy|\.seg-[0-9a-f]{12}\.\d+\.[0-9a-f]{32}\.tmp")
 _ADAPTOR_DIR = re.compile(r"(\.tmp-)?adaptor-[0-9a-f]{16}(-[0-9a-f]{8})?")
 FORMAT = "mrl-index"
-VERSION = 1
+VERSION = 2  # 2: the manifest carries a checksum of its own content (version 1, without one, is still read)
+READS = (1, 2)
 
 
 @contextlib.contextmanager
@@ -105,73 +112,103 @@ def write_adaptor(root: Path, adaptor: Any) -> dict[str, Any]:
     return entry
 
 
+def manifest_checksum(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's content (every key but ``checksum``), independent of formatting."""
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_manifest(root: Path) -> dict[str, Any]:
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        hint = " (the folder exists but holds no committed index)" if Path(root).is_dir() else ""
-        raise MrlError(f"{root}: not an mrl index, {MANIFEST} not found{hint}")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise MrlError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(manifest, dict):
-        raise MrlError(f"{path}: not an mrl index manifest (a JSON {type(manifest).__name__}, not an object)")
-    if manifest.get("format") != FORMAT:
-        raise MrlError(f"{path}: not an mrl index manifest (format={manifest.get('format')!r})")
-    if manifest.get("version") != VERSION:
-        raise MrlError(f"{path}: index format version {manifest.get('version')} is not supported "
-                       f"(this mrl reads version {VERSION})")
+    """The committed manifest; raises :class:`MrlError` naming the first problem (see :func:`verify_folder`)."""
+    manifest, problems = _load_manifest(Path(root))
+    if problems:
+        raise MrlError(problems[0])
     return manifest
 
 
+def _load_manifest(root: Path) -> tuple[dict[str, Any] | None, list[str]]:
+    """``(manifest, problems)`` without raising; ``manifest`` is ``None`` when it cannot be used at all."""
+    path = root / MANIFEST
+    if not path.is_file():
+        hint = " (the folder exists but holds no committed index)" if root.is_dir() else ""
+        return None, [f"{root}: not an mrl index, {MANIFEST} not found{hint}"]
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        return None, [f"{path}: not valid JSON ({e.msg} at line {e.lineno})"]
+    except (OSError, UnicodeDecodeError) as e:
+        return None, [f"{path}: cannot be read ({e})"]
+    if not isinstance(manifest, dict):
+        return None, [f"{path}: not an mrl index manifest (a JSON {type(manifest).__name__}, not an object)"]
+    if manifest.get("format") != FORMAT:
+        return None, [f"{path}: not an mrl index manifest (format={manifest.get('format')!r})"]
+    if manifest.get("version") not in READS:
+        return None, [f"{path}: index format version {manifest.get('version')} is not supported "
+                      f"(this mrl reads versions {', '.join(map(str, READS))})"]
+    problems = []
+    if manifest["version"] >= 2 and manifest.get("checksum") != manifest_checksum(manifest):
+        problems.append(f"{path}: checksum mismatch: the manifest was edited or damaged after it was committed")
+    shape = [f"{path}: {p}" for p in _manifest_problems(manifest)]
+    return (None if shape else manifest), problems + shape
+
+
 def commit_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    """The commit point of every change; then drop files no manifest names."""
+    """The commit point of every change (stamps ``manifest`` with its checksum); then drop files no manifest names."""
+    manifest["version"] = VERSION
+    manifest["checksum"] = manifest_checksum(manifest)
     atomic_write_text(Path(root) / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     collect_garbage(Path(root), manifest)
 
 
 def collect_garbage(root: Path, manifest: dict[str, Any]) -> None:
-    """Remove segments, tombstones and temporary files that ``manifest`` does not name."""
+    """Remove segments, tombstones, adaptors and temporary files that ``manifest`` does not name.
+
+    Only names mrl writes are candidates: anything else in the folder is left alone.
+    """
     live_segments = {s["name"] for s in manifest.get("segments", [])}
     live_dead = {s["dead"] for s in manifest.get("segments", []) if s.get("dead")}
     seg_root = root / "segments"
     if seg_root.is_dir():
         for p in seg_root.iterdir():
-            if p.name not in live_segments:
+            if p.is_dir() and p.name not in live_segments and _SEGMENT_DIR.fullmatch(p.name):
                 shutil.rmtree(p, ignore_errors=True)
     dead_root = root / "dead"
     if dead_root.is_dir():
         for p in dead_root.iterdir():
-            if f"dead/{p.name}" not in live_dead:
+            if f"dead/{p.name}" not in live_dead and _DEAD_FILE.fullmatch(p.name):
                 p.unlink(missing_ok=True)
     for p in root.glob(f".{MANIFEST}.*.tmp"):
         p.unlink(missing_ok=True)
     live_adaptor = (manifest.get("adaptor") or {}).get("path")
-    for p in root.iterdir():  # only folders named as write_adaptor names them: never a user's own files
+    for p in root.iterdir():
         if p.is_dir() and p.name != live_adaptor and _ADAPTOR_DIR.fullmatch(p.name):
             shutil.rmtree(p, ignore_errors=True)
 
 
 def verify_folder(root: Path) -> list[str]:
-    """Every problem of the index at ``root``, without raising: an unreadable or malformed manifest,
-    and each missing or altered file it names. Empty when intact."""
+    """Every problem of the index at ``root``, without raising: an unreadable, malformed or edited
+    manifest, and each missing, truncated or altered file it names. Empty when intact."""
     root = Path(root)
-    try:
-        manifest = read_manifest(root)
-    except MrlError as e:
-        return [str(e)]
-    except (OSError, UnicodeDecodeError) as e:
-        return [f"{root / MANIFEST}: cannot be read ({e})"]
-    if not isinstance(manifest, dict):
-        return [f"{root / MANIFEST}: not a JSON object"]
-    shape = _manifest_problems(manifest)
-    if shape:
-        return [f"{root / MANIFEST}: {p}" for p in shape]
-    problems = verify_files(root, manifest)
-    live = sum(int(np.load(root / f"segments/{seg['name']}/ids.npy", mmap_mode="r").shape[0]) - seg["dead_count"]
-               for seg in manifest["segments"]) if not problems else None
-    if live is not None and live != manifest["count"]:
-        problems.append(f"{MANIFEST}: count {manifest['count']} but the segments hold {live} live vectors")
+    manifest, problems = _load_manifest(root)
+    if manifest is None:
+        return problems  # no file list that could be walked
+    files = verify_files(root, manifest)
+    problems += files
+    if not files:
+        live = 0
+        for seg in manifest["segments"]:
+            folder = root / "segments" / seg["name"]
+            try:
+                n = int(np.load(folder / "ids.npy", mmap_mode="r").shape[0])
+                shape = np.load(folder / "vectors.npy", mmap_mode="r").shape
+            except (OSError, ValueError) as e:
+                problems.append(f"segments/{seg['name']}: cannot be read ({e})")
+                continue
+            if shape != (n, manifest["dim"]):
+                problems.append(f"segments/{seg['name']}/vectors.npy: shape {shape}, expected ({n}, {manifest['dim']})")
+            live += n - seg["dead_count"]
+        if live != manifest["count"]:
+            problems.append(f"{MANIFEST}: count {manifest['count']} but the segments hold {live} live vectors")
     return problems
 
 
@@ -187,25 +224,26 @@ def _manifest_problems(manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
-def verify_files(root: Path, manifest: dict[str, Any]) -> list[str]:
-    """Recompute every checksum the manifest records; returns the problems found."""
+def verify_files(root: Path, manifest: dict[str, Any], bookkeeping_only: bool = False) -> list[str]:
+    """Recompute the checksums the manifest records; returns the problems found.
+
+    ``bookkeeping_only``: only ids, keys, tombstones and the adaptor (what ``add`` and ``delete``
+    rewrite from), not the vectors and first-stage structures (cheap enough for every commit).
+    """
     problems = []
+    checks = []
     adaptor = manifest.get("adaptor")
     if adaptor:
-        for f, expected in adaptor["files"].items():
-            rel = f"{adaptor['path']}/{f}"
-            if not (root / rel).is_file():
-                problems.append(f"{rel}: missing")
-            elif sha256(root / rel) != expected:
-                problems.append(f"{rel}: checksum mismatch")
+        checks += [(f"{adaptor['path']}/{f}", s) for f, s in adaptor["files"].items()]
     for seg in manifest["segments"]:
-        checks = [(f"segments/{seg['name']}/{f}", s) for f, s in seg["files"].items()]
+        checks += [(f"segments/{seg['name']}/{f}", s) for f, s in seg["files"].items()
+                   if not bookkeeping_only or f in ("ids.npy", "keys.npy")]
         if seg.get("dead"):
             checks.append((seg["dead"], seg["dead_sha256"]))
-        for rel, expected in checks:
-            path = root / rel
-            if not path.is_file():
-                problems.append(f"{rel}: missing")
-            elif sha256(path) != expected:
-                problems.append(f"{rel}: checksum mismatch")
+    for rel, expected in checks:
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif sha256(path) != expected:
+            problems.append(f"{rel}: checksum mismatch")
     return problems
