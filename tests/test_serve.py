@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from mrl.data.beir import load_corpus
 from mrl.encoders.model import encode, load_model
+from mrl.errors import MrlError
 from mrl.index import MrlIndex
 from mrl.serve import ServeSettings, create_app
 

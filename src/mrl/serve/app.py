@@ -74,29 +74,46 @@ class _BodyLimit:
 
 
 class _State:
-    """The open index (re-opened when its manifest changes) and the lazily loaded model."""
+    """The open index (re-opened when its manifest changes) and the lazily loaded model.
+
+    When a newer manifest cannot be opened (damaged, edited, files missing), the service keeps
+    serving the last snapshot that opened and reports why in ``/healthz`` and ``/stats``.
+    """
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
         self._index = MrlIndex.open(settings.index)
-        self._stamp = self._manifest_stamp()
+        self._stamp = self._tried = self._manifest_stamp()
+        self.problem: str | None = None  # why the newest manifest is not being served
         self._model: Any = None
         self.started = time.time()
         self.requests: dict[str, int] = {}
 
-    def _manifest_stamp(self) -> tuple[int, int]:
-        st = (Path(self.settings.index) / "manifest.json").stat()
+    def _manifest_stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (Path(self.settings.index) / "manifest.json").stat()
+        except OSError:
+            return None
         return st.st_ino, st.st_mtime_ns  # every commit renames a new file into place
 
     @property
     def index(self) -> MrlIndex:
         stamp = self._manifest_stamp()
-        if stamp != self._stamp:
+        if stamp != self._tried:  # each manifest file is tried once: a broken one is not re-read per request
             with self._lock:
-                if stamp != self._stamp:
-                    self._index, self._stamp = MrlIndex.open(self.settings.index), stamp
+                if stamp != self._tried:
+                    self._tried = stamp
+                    try:
+                        self._index, self._stamp, self.problem = MrlIndex.open(self.settings.index), stamp, None
+                    except (MrlError, OSError) as e:
+                        self.problem = f"serving generation {self._index.manifest['generation']}: {e}"
         return self._index
+
+    def snapshot(self) -> dict[str, Any]:
+        index = self.index
+        return {"generation": index.manifest["generation"], "stale": self.problem is not None,
+                "problem": self.problem}
 
     @property
     def model_name(self) -> str | None:
@@ -175,12 +192,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "count": state.index.count}
+        snapshot = state.snapshot()  # "degraded": the newest manifest is unreadable, the last good one serves
+        return {"status": "degraded" if snapshot["stale"] else "ok", "count": state.index.count,
+                "generation": snapshot["generation"], "problem": snapshot["problem"]}
 
     @app.get("/stats", dependencies=[Auth])
     def stats() -> dict[str, Any]:
         state.count("stats")
-        return {"index": state.index.stats(), "model": state.model_name,
+        return {"index": state.index.stats(), "snapshot": state.snapshot(), "model": state.model_name,
                 "uptime_s": round(time.time() - state.started, 1), "requests": dict(state.requests),
                 "limits": {"max_body_bytes": settings.max_body_bytes, "max_batch": settings.max_batch,
                            "max_k": settings.max_k}}
