@@ -76,6 +76,21 @@ def test_shortlists_beyond_the_corpus_are_clamped_to_it(index, data):
         np.testing.assert_array_equal(got[1], want[1])
 
 
+@pytest.mark.parametrize("kind", ["int8", "hnsw", "exact"])
+def test_queries_in_blocks_give_what_one_block_gives(index, data, kind, monkeypatch):
+    """Memory per search is bounded by running queries in blocks; blocking changes no result."""
+    import mrl.index.index as module
+
+    xb, xq = data
+    cascade = f"{kind}@16:300,32:50,{D}:10"
+    want = index.search(xq, 10, cascade), index.exact_search(xq, 10)
+    monkeypatch.setattr(module, "CANDIDATE_BUDGET", 700)  # 2 queries per block at a 300 shortlist
+    monkeypatch.setattr(module, "SCAN_BUDGET", 3 * (module.BLOCK + 300))
+    got = index.search(xq, 10, cascade), index.exact_search(xq, 10)
+    for (ws, wi), (gs, gi) in zip(want, got):  # equal up to float32 ties (BLAS sums blocks in another order)
+        assert_same_ranking(gs, gi, ws, wi)
+
+
 def test_float16_store_matches_exact_search_on_what_it_stores(data, tmp_path):
     xb, xq = data
     index = MrlIndex.build(tmp_path / "i", xb, first_stages=["int8@16"])  # float16 by default

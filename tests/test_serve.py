@@ -88,6 +88,20 @@ def test_bad_requests_get_clear_4xx(client, route, payload, status, message):
     assert message in r.json()["error"]["message"]  # every error has the README's shape
 
 
+def test_work_per_request_is_bounded(served):
+    """A shortlist beyond the corpus is clamped; queries x shortlist above max_candidates get a 422 naming it."""
+    path, model, corpus = served
+    client = TestClient(create_app(ServeSettings(path, max_candidates=2 * len(corpus))))
+    vec = encode(model, ["a query"])[0].tolist()
+    want = client.post("/search", json={"vector": vec, "k": 5, "cascade": f"int8@16:{len(corpus)},64:5"}).json()
+    for huge in (10_000_000, 10**12):
+        r = client.post("/search", json={"vector": vec, "k": 5, "cascade": f"int8@16:{huge},64:5"})
+        assert r.status_code == 200 and r.json()["results"] == want["results"]
+    r = client.post("/search", json={"vector": [vec] * 3, "k": 5, "cascade": "int8@16:10000000,64:5"})
+    assert r.status_code == 422 and "max_candidates" in r.json()["error"]["message"]
+    assert client.post("/search", json={"vector": [vec] * 2, "k": 5, "cascade": "int8@16:10000000,64:5"}).is_success
+
+
 def test_a_nan_vector_is_rejected(client):
     body = '{"vector": [' + ", ".join(["0.1"] * 63 + ["NaN"]) + '], "k": 3}'  # json.dumps refuses NaN
     r = client.post("/search", content=body, headers={"Content-Type": "application/json"})
@@ -155,3 +169,33 @@ def test_openai_client_against_a_real_uvicorn_server(served):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "edited", "removed"])
+def test_a_damaged_manifest_keeps_the_last_good_snapshot_serving(damage, served, tmp_path):
+    path, model, corpus = served
+    xb = encode(model, list(corpus.values())[:20])
+    idx = MrlIndex.build(tmp_path / "i", xb, [f"d{i}" for i in range(20)], first_stages=["int8@16"])
+    client = TestClient(create_app(ServeSettings(tmp_path / "i")))
+    idx = idx.delete(["d3"])  # the service moves to generation 2 ...
+    assert client.get("/healthz").json() == {"status": "ok", "count": 19, "generation": 2, "problem": None}
+    good = client.post("/search", json={"vector": xb[0].tolist(), "k": 3}).json()["results"]
+    manifest = tmp_path / "i" / "manifest.json"
+    saved = manifest.read_bytes()
+    if damage == "garbage":  # ... then the newest manifest goes bad under it
+        manifest.write_text('{"format": "mrl-index", "vers')
+    elif damage == "edited":
+        manifest.write_text(manifest.read_text().replace('"count": 19', '"count": 25'))
+    else:
+        manifest.unlink()
+    health = client.get("/healthz").json()
+    assert health["status"] == "degraded" and health["count"] == 19 and health["generation"] == 2, health
+    assert health["problem"].startswith("serving generation 2: ")
+    r = client.post("/search", json={"vector": xb[0].tolist(), "k": 3})
+    assert r.status_code == 200 and r.json()["results"] == good
+    assert client.get("/stats").json()["snapshot"]["stale"] is True
+    with pytest.raises(MrlError):
+        idx.add(xb[3:4], ["d3"])  # writers refuse it too
+    time.sleep(0.01)
+    manifest.write_bytes(saved)  # repaired: the service serves the newest manifest again
+    assert client.get("/healthz").json()["status"] == "ok"

@@ -22,13 +22,15 @@ def serve_command(
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.", min=1)] = 4 << 20,
     max_batch: Annotated[int, typer.Option(help="Most texts or vectors per request.", min=1)] = 256,
     max_k: Annotated[int, typer.Option(help="Largest k accepted.", min=1)] = 1000,
+    max_candidates: Annotated[int, typer.Option(
+        help="Most first-stage candidates per request (queries x shortlist, clamped to the index).", min=1)] = 1 << 20,
 ) -> None:
     """Serve POST /search, POST /v1/embeddings (OpenAI-compatible), GET /healthz and GET /stats."""
     import uvicorn
 
     from mrl.serve import ServeSettings, create_app
 
-    settings = ServeSettings(index_path, model, api_key, max_body_bytes, max_batch, max_k, preload=True)
+    settings = ServeSettings(index_path, model, api_key, max_body_bytes, max_batch, max_k, max_candidates, preload=True)
     app = create_app(settings)
     console.print(f"serving {index_path} on http://{host}:{port}" + (" (API key required)" if api_key else ""))
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -26,6 +26,8 @@ from mrl.index.segment import BLOCK, Segment, normalize_rows, row_norms, specs_f
 
 DTYPES = ("float16", "float32")
 GATHER_ROWS = 2048  # candidate rows per gather: small buffers stay in cache and skip page faults
+CANDIDATE_BUDGET = 1 << 21  # first-stage candidates held at once per search (x 12 bytes, plus faiss's heaps)
+SCAN_BUDGET = 1 << 25  # scores held at once by an exact scan (x 12 bytes with their rows)
 
 
 class MrlIndex:
@@ -57,7 +59,8 @@ class MrlIndex:
             manifest = storage.read_manifest(root)
             missing = [f"segments/{seg['name']}/{f}" for seg in manifest["segments"] for f in seg["files"]
                        if not (root / "segments" / seg["name"] / f).is_file()]
-            missing += [seg["dead"] for seg in manifest["segments"] if seg.get("dead") and not (root / seg["dead"]).is_file()]
+            missing += [seg["dead"] for seg in manifest["segments"]
+                        if seg.get("dead") and not (root / seg["dead"]).is_file()]
             adaptor = manifest.get("adaptor")
             for f, digest in (adaptor or {}).get("files", {}).items():
                 if not (root / adaptor["path"] / f).is_file() or storage.sha256(root / adaptor["path"] / f) != digest:
@@ -175,6 +178,17 @@ class MrlIndex:
             stage's prefix (for a one-stage binary cascade, ``d - 2 * hamming``).
         """
         xq = self.prepare_queries(xq, adapted)  # (nq, D)
+        plan = self.plan(cascade, k)
+        # queries go in blocks whose candidate lists fit a fixed budget: the memory of a search is
+        # bounded by the index (the shortlist is clamped to it), not by the number of queries
+        step = max(1, CANDIDATE_BUDGET // plan.first[1])
+        parts = [self._search_block(xq[a : a + step], k, plan) for a in range(0, len(xq), step)]
+        scores = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k), np.float32)
+        rows = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k), np.int64)
+        return scores, self._row_ids(rows)
+
+    def plan(self, cascade: str | Cascade | None = None, k: int = 10) -> Cascade:
+        """The cascade a search with ``k`` runs: checked, with shortlists (and width) clamped to the live count."""
         self._check_k(k)
         if cascade is None:
             plan = self.default_cascade
@@ -185,17 +199,17 @@ class MrlIndex:
                 raise MrlError(f"cascade {plan}: a dimension exceeds the vectors' dimension {self.dim}")
             if k > plan.stages[-1][1]:
                 raise MrlError(f"k={k} exceeds the last shortlist of cascade {plan} ({plan.stages[-1][1]})")
-        # a shortlist longer than the live corpus holds nothing more: clamp it, so the work and memory of
-        # a search are bounded by the index, not by the request
+        # a shortlist longer than the live corpus holds nothing more
         width = min(plan.width, self.count) if plan.width is not None else None
-        plan = Cascade(plan.kind, tuple((d, min(n, self.count)) for d, n in plan.stages), width)
+        return Cascade(plan.kind, tuple((d, min(n, self.count)) for d, n in plan.stages), width)
+
+    def _search_block(self, xq: np.ndarray, k: int, plan: Cascade) -> tuple[np.ndarray, np.ndarray]:
         d1, n1 = plan.first
         scores, rows = self._first_stage(xq, plan.kind, d1, n1, plan.width)
         for d, n in plan.stages[1:]:
             scores = self._rescore(xq, rows, d)
             scores, rows = _top(scores, rows, n)
-        scores, rows = _top(scores, rows, k)
-        return scores, self._row_ids(rows)
+        return _top(scores, rows, k)
 
     def exact_search(
         self, xq: np.ndarray, k: int = 10, dim: int | None = None, *, adapted: bool = False
@@ -271,6 +285,10 @@ class MrlIndex:
         return _top(np.concatenate(all_scores, axis=1), np.concatenate(all_rows, axis=1), n)
 
     def _exact_scan(self, xq: np.ndarray, d: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        step = max(1, SCAN_BUDGET // (n + BLOCK))  # queries per pass: (step, n + BLOCK) scores at a time
+        if len(xq) > step:
+            parts = [self._exact_scan(xq[a : a + step], d, n) for a in range(0, len(xq), step)]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         q = normalize_rows(xq[:, :d])  # (nq, d)
         best_s = np.full((len(q), 0), -np.inf, np.float32)
         best_r = np.full((len(q), 0), -1, np.int64)

@@ -202,7 +202,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return {"index": state.index.stats(), "snapshot": state.snapshot(), "model": state.model_name,
                 "uptime_s": round(time.time() - state.started, 1), "requests": dict(state.requests),
                 "limits": {"max_body_bytes": settings.max_body_bytes, "max_batch": settings.max_batch,
-                           "max_k": settings.max_k}}
+                           "max_k": settings.max_k, "max_candidates": settings.max_candidates}}
 
     @app.post("/search", dependencies=[Auth])
     def search(req: SearchRequest) -> SearchResponse:
@@ -224,7 +224,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
             if len({len(r) for r in rows}) > 1:
                 raise ApiError(400, f"vectors have different lengths ({sorted({len(r) for r in rows})})")
             xq = np.asarray(rows, dtype=np.float32)
-        scores, ids = index.search(xq, req.k, req.cascade)
+        plan = index.plan(req.cascade, req.k)  # shortlists clamped to the index
+        if len(xq) * plan.first[1] > settings.max_candidates:
+            raise ApiError(422, f"{len(xq)} queries x a first-stage shortlist of {plan.first[1]} = "
+                                f"{len(xq) * plan.first[1]} candidates exceed this service's limit of "
+                                f"{settings.max_candidates} (max_candidates); send fewer queries or a shorter "
+                                "shortlist")
+        scores, ids = index.search(xq, req.k, plan)
         keys = index.keys(ids)
         results = [[Hit(id=key, score=float(s)) for key, s in zip(krow, srow) if key is not None]
                    for krow, srow in zip(keys, scores)]
