@@ -152,7 +152,8 @@ def main() -> None:
 
     base = f"http://127.0.0.1:{args.port}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "mrl", "serve", str(index), "--port", str(args.port)], env=env)
+    server = subprocess.Popen([sys.executable, "-m", "mrl", "serve", str(index), "--port", str(args.port),
+                               "--log-level", "warning"], env=env)
     report: dict = {"index": {"count": len(ids), "dim": int(xb.shape[1])}}
     try:
         wait_ready(base)
@@ -179,8 +180,9 @@ def main() -> None:
         }
         print("memory:", json.dumps(report["memory"], indent=1))
 
-        commits = mp.Value("i", 0)
-        proc = mp.Process(target=writer, args=(str(index), np.asarray(xb[:5000], np.float32), args.add_rows,
+        ctx = mp.get_context("spawn")  # a forked child deadlocks in torch's thread pool
+        commits = ctx.Value("i", 0)
+        proc = ctx.Process(target=writer, args=(str(index), np.asarray(xb[:5000], np.float32), args.add_rows,
                                                args.add_every, time.time() + args.duration - args.add_every, commits))
         proc.start()
         gen0 = httpx.get(f"{base}/healthz").json()["generation"]

@@ -35,6 +35,7 @@ def test_eval_cli_writes_json_plot_markdown_and_selects(tiny_model_dir, tiny_bei
         (["--dims", "16,16"], "dims are duplicated: 16"),
         (["--dims", "16,x"], "--dims: 'x' is not an integer"),
         (["--split", "nope"], "missing qrels file"),
+        (["--device", "cuda:99"], "device 'cuda:99': "),
         (["--baseline", "ica"], "--baseline 'ica' is unknown"),
         (["--select", "1.5"], "--select takes a fraction"),
     ],
@@ -60,6 +61,8 @@ def test_missing_model_path_and_data(tiny_beir, tmp_path):
         (["--dims", "16,128"], "Matryoshka dim 128 is larger than the model dimension 64"),
         (["--weights", "1,2"], "--weights needs --dims"),
         (["--batch-size", "1"], "Invalid value for '--batch-size'"),
+        (["--device", "quantum"], "device 'quantum': not a device name"),
+        (["--device", "cuda:99"], "device 'cuda:99': "),  # no CUDA here, or not 100 GPUs
     ],
 )
 def test_train_cli_bad_input(tiny_model_dir, tiny_beir, tmp_path, extra, message):

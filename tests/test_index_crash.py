@@ -213,3 +213,18 @@ def test_building_into_a_folder_removes_only_what_mrl_wrote(tmp_path):
     live = {s["name"] for s in storage.read_manifest(root)["segments"]}
     assert {p.name for p in (root / "segments").iterdir()} == live | {"my-data"}  # mrl's old segments went
     assert [p.name for p in (root / "dead").iterdir()] == ["keep.npy"]
+
+
+def test_concurrent_first_searches_of_a_fresh_snapshot(tmp_path):
+    """Structures are read on first use; many threads arriving at once read each exactly once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    xb = np.random.default_rng(4).standard_normal((600, D)).astype(np.float32)
+    MrlIndex.build(tmp_path / "i", xb, first_stages=["int8@16", "hnsw@16"])
+    want = MrlIndex.open(tmp_path / "i").search(xb[:2], 5, f"hnsw@16:40,{D}:5")[1]
+    for _ in range(5):
+        fresh = MrlIndex.open(tmp_path / "i")
+        with ThreadPoolExecutor(8) as pool:
+            got = list(pool.map(lambda _, f=fresh: f.search(xb[:2], 5, f"hnsw@16:40,{D}:5")[1], range(16)))
+        for ids in got:
+            np.testing.assert_array_equal(ids, want)

@@ -199,3 +199,23 @@ def test_a_damaged_manifest_keeps_the_last_good_snapshot_serving(damage, served,
     time.sleep(0.01)
     manifest.write_bytes(saved)  # repaired: the service serves the newest manifest again
     assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_concurrent_text_requests_get_the_serial_answers(client, served):
+    """Requests run in a thread pool; the tokenizer is not thread-safe (this raised 500s under load)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, model, corpus = served
+    texts = [t[: 20 + 37 * i % 400] for i, t in enumerate(list(corpus.values())[:24])]  # varied lengths
+    want = encode(model, texts)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+
+    def one(i: int) -> tuple[int, np.ndarray | None]:
+        r = client.post("/v1/embeddings", json={"input": texts[i : i + 2], "encoding_format": "float"})
+        return r.status_code, np.array([d["embedding"] for d in r.json()["data"]]) if r.is_success else None
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, [i % 23 for i in range(96)]))
+    assert [status for status, _ in results] == [200] * 96
+    for i, (_, got) in zip([i % 23 for i in range(96)], results):
+        np.testing.assert_allclose(got, want[i : i + 2], atol=1e-5)

@@ -100,11 +100,36 @@ def test_bad_config_values_are_named():
         TrainConfig(model="m", data="d", output="o", batch_size=1)
 
 
+def test_a_finished_run_removes_its_checkpoints_unless_asked_to_keep_them(tiny_model_dir, tiny_beir, tmp_path):
+    train(_cfg(tiny_model_dir, tiny_beir, tmp_path / "a", max_steps=6, checkpoint_every=2), progress=False)
+    assert not (tmp_path / "a" / "checkpoints").exists() and (tmp_path / "a" / "mrl.json").is_file()
+    train(_cfg(tiny_model_dir, tiny_beir, tmp_path / "b", max_steps=6, checkpoint_every=2, remove_checkpoints=False),
+          progress=False)
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["step-0000002.pt", "step-0000004.pt"]
+
+
+def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_damaged(tiny_model_dir, tiny_beir,
+                                                                                 tmp_path, caplog):
+    whole = tmp_path / "whole"
+    train(_cfg(tiny_model_dir, tiny_beir, whole, max_steps=6, checkpoint_every=2), progress=False)
+    out = tmp_path / "r"
+    train(_cfg(tiny_model_dir, tiny_beir, out, max_steps=6, checkpoint_every=2, remove_checkpoints=False),
+          progress=False)
+    newest = list_checkpoints(out)[-1]
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a torn write
+    with caplog.at_level("INFO"):
+        train(_cfg(tiny_model_dir, tiny_beir, out, max_steps=6, checkpoint_every=2, resume=True), progress=False)
+    text = caplog.text
+    assert f"{newest} is damaged" in text and "continuing from the checkpoint of step 2 of 6" in text, text
+    assert _weights(out) == _weights(whole)  # resuming from step 2 still ends where the whole run ends
+
+
 def test_resume_refuses_a_checkpoint_of_another_run(tiny_model_dir, tiny_beir, tmp_path):
     from mrl.errors import MrlError
 
     out = tmp_path / "r"
-    train(_cfg(tiny_model_dir, tiny_beir, out, max_steps=4, checkpoint_every=2), progress=False)
+    train(_cfg(tiny_model_dir, tiny_beir, out, max_steps=4, checkpoint_every=2, remove_checkpoints=False),
+          progress=False)
     assert list_checkpoints(out)
     with pytest.raises(MrlError, match=r"written with lr=0.001, this run has lr=0.002"):
         train(_cfg(tiny_model_dir, tiny_beir, out, max_steps=4, checkpoint_every=2, lr=2e-3, resume=True),
@@ -116,7 +141,8 @@ def test_linear_head_trains_and_loads_as_plain_sentence_transformers(tiny_model_
     from sentence_transformers import SentenceTransformer
 
     out = tmp_path / "head"
-    train(_cfg(tiny_model_dir, tiny_beir, out, head=head, max_steps=4, checkpoint_every=2), progress=False)
+    train(_cfg(tiny_model_dir, tiny_beir, out, head=head, max_steps=4, checkpoint_every=2, remove_checkpoints=False),
+          progress=False)
     st = SentenceTransformer(str(out), device="cpu", truncate_dim=16)
     dense = [m for m in st if type(m).__name__ == "Dense"]
     assert len(dense) == 1 and not torch.equal(dense[0].linear.weight, torch.eye(64))

@@ -47,12 +47,12 @@ def run_demo(
     test = load_beir(data, "test")
     base_model = load_model(model, device, 128)
     dims = default_dims(embedding_dim(base_model))
-    base = evaluate(base_model, test, dims, ("pca",), model_name=f"base ({model})")
-    del base_model
-    cfg = TrainConfig(
+    cfg = TrainConfig(  # checked now, before minutes of evaluation
         model=model, data=str(data), output=str(out / "model"), dims=tuple(dims), head=head,
         distill_weight=distill_weight, epochs=epochs, max_steps=max_steps, seed=seed, device=device,
     )
+    base = evaluate(base_model, test, dims, ("pca",), model_name=f"base ({model})")
+    del base_model
     summary = train(cfg)
     trained = evaluate(load_model(str(out / "model"), device, 128), test, dims, model_name="mrl-trained")
     result = DemoResult(base, trained, summary, out)

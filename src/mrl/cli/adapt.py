@@ -95,6 +95,7 @@ def fit_command(
     """Fit an adaptor on corpus vectors (unsupervised) or with query/document pairs (supervised)."""
     from mrl.adapt.base import check_vectors
     from mrl.adapt.fit import fit_adaptor
+    from mrl.encoders.model import pick_device
 
     if (vectors is None) == (data is None):
         raise MrlError("give either --vectors X.npy or --model PATH --data BEIR_DIR")
@@ -105,6 +106,7 @@ def fit_command(
                        batch_size=batch_size, lr=lr, neighbours=neighbours, pairwise_weight=pairwise_weight,
                        neighbour_weight=neighbour_weight, distribution_weight=distribution_weight,
                        ranking_weight=ranking_weight, hidden=hidden, seed=seed, device=device)
+    pick_device(device)  # a missing GPU is an error now, not after encoding and neighbour search
     xq: Any = None
     xp: Any = None
     if vectors is not None:

@@ -13,7 +13,7 @@ from mrl.cli.common import console, handle_errors, results_table
 @handle_errors
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for model and reports.")] = Path("demo-out"),
-    max_steps: Annotated[int | None, typer.Option(help="Cap the training steps (default: one epoch).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cap the training steps (default: one epoch).", min=1)] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present).")] = None,
 ) -> None:
     """Fine-tune all-MiniLM-L6-v2 with the Matryoshka loss on debian-mini; compare nDCG@10 per dimension."""

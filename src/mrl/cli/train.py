@@ -45,6 +45,8 @@ def train_command(
     eval_every: Annotated[int, typer.Option(help="Evaluate dev nDCG@10 per dim every N steps (0: at the end).")] = 0,
     checkpoint_every: Annotated[int, typer.Option(help="Checkpoint every N steps (0: never).")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint in --output.")] = False,
+    keep_checkpoints: Annotated[bool, typer.Option(
+        "--keep-checkpoints", help="Keep the checkpoints after the run finishes (default: removed).")] = False,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present).")] = None,
 ) -> None:
     """Fine-tune a Sentence-Transformers / Hugging Face encoder with a Matryoshka InfoNCE loss."""
@@ -78,6 +80,7 @@ def train_command(
         max_seq_length=max_seq_length, seed=seed, group_by_length=group_by_length,
         dev_data=str(dev_data) if dev_data else None, dev_split=dev_split, dev_max_queries=dev_max_queries,
         dev_max_docs=dev_max_docs, eval_every=eval_every, checkpoint_every=checkpoint_every, resume=resume,
+        remove_checkpoints=not keep_checkpoints,
         device=device,
     )
     summary = train(cfg)

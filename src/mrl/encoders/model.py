@@ -22,12 +22,26 @@ DEFAULT_MODEL = "minilm"
 
 
 def pick_device(device: str | None = None) -> str:
-    """``device`` if given, else ``cuda`` when available, else ``cpu``."""
-    if device:
-        return device
+    """``device`` if given (checked: it must exist here), else ``cuda`` when available, else ``cpu``."""
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not device:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise MrlError(f"device {device!r}: not a device name (expected cpu, cuda, cuda:N or mps)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MrlError(f"device {device!r}: CUDA is not available on this machine (torch {torch.__version__}); "
+                           "use --device cpu or leave it out")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise MrlError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise MrlError(f"device {device!r}: MPS is not available on this machine; use --device cpu")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise MrlError(f"device {device!r}: expected cpu, cuda, cuda:N or mps")
+    return device
 
 
 def resolve_model_path(name_or_path: str) -> str:

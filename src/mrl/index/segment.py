@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -59,6 +60,7 @@ class Segment:
     _files: dict[FirstStageSpec, BinaryIO] = field(default_factory=dict, repr=False)
     _sizes: dict[FirstStageSpec, int] = field(default_factory=dict, repr=False)
     _structures: dict[FirstStageSpec, Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     n_dead: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -74,10 +76,10 @@ class Segment:
     def structure(self, spec: FirstStageSpec) -> Any:
         """The faiss structure for ``spec``, read (from the file opened at load) on first use and kept."""
         if spec not in self._structures:
-            f = self._files.pop(spec)
-            with f:
-                f.seek(0)
-                self._structures[spec] = first_stage.load(spec, f)
+            with self._lock:  # the service's first concurrent searches all arrive here
+                if spec not in self._structures:
+                    with self._files.pop(spec) as f:
+                        self._structures[spec] = first_stage.load(spec, f)
         return self._structures[spec]
 
     def resident_bytes(self, spec: FirstStageSpec) -> int:

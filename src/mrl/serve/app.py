@@ -83,6 +83,7 @@ class _State:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self._lock = threading.Lock()
+        self._model_lock = threading.Lock()  # one encode at a time (torch already uses every core)
         self._index = MrlIndex.open(settings.index)
         self._stamp = self._tried = self._manifest_stamp()
         self.problem: str | None = None  # why the newest manifest is not being served
@@ -143,7 +144,14 @@ class _State:
     def encode(self, texts: list[str]) -> np.ndarray:
         from mrl.encoders.model import encode
 
-        return encode(self.model(), texts)
+        model = self.model()
+        with self._model_lock:  # a tokenizer is not thread-safe: concurrent requests corrupt its padding
+            return encode(model, texts)
+
+    def count_tokens(self, texts: list[str]) -> int:
+        model = self.model()
+        with self._model_lock:
+            return int(sum(len(ids) for ids in model.tokenizer(texts, truncation=True)["input_ids"]))
 
     def count(self, route: str) -> None:
         self.requests[route] = self.requests.get(route, 0) + 1
@@ -253,7 +261,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             x = adaptor.transform(x)
         x = normalize_rows(x[:, :dim])  # (n, dim): truncate, renormalise
         data = [Embedding(index=i, embedding=_encode_vector(v, req.encoding_format)) for i, v in enumerate(x)]
-        tokens = int(sum(len(ids) for ids in model.tokenizer(texts, truncation=True)["input_ids"]))
+        tokens = state.count_tokens(texts)
         return EmbeddingResponse(data=data, model=req.model or state.model_name or "mrl",
                                  usage=Usage(prompt_tokens=tokens, total_tokens=tokens))
 

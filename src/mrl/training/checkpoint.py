@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 from mrl._fs import fsync_dir
 
 _NAME = re.compile(r"^step-(\d+)\.pt$")
+_KEYS = {"step", "model", "optimizer", "scheduler", "rng", "history", "elapsed", "config"}
 
 
 def checkpoint_dir(output: str | Path) -> Path:
@@ -61,9 +63,29 @@ def list_checkpoints(output: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def load_latest(output: str | Path) -> dict[str, Any] | None:
-    """The newest checkpoint's state, or ``None`` when there is none."""
-    found = list_checkpoints(output)
-    if not found:
-        return None
-    return torch.load(found[-1], map_location="cpu", weights_only=False)
+def load_latest(output: str | Path, say: Callable[[str], None] | None = None) -> dict[str, Any] | None:
+    """The newest checkpoint that loads, or ``None`` when there is none.
+
+    A damaged newest checkpoint (truncated, overwritten, unreadable) is skipped, saying so through
+    ``say``, and the one before it is used; it is left in place for inspection.
+    """
+    for path in reversed(list_checkpoints(output)):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(state, dict) or not _KEYS <= state.keys():
+                raise ValueError("not a training checkpoint of mrl (keys missing)")
+            return state
+        except Exception as e:  # torch.load raises many kinds (RuntimeError, EOFError, UnpicklingError ...)
+            if say is not None:
+                say(f"--resume: {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                    "trying the one before it")
+    return None
+
+
+def remove_checkpoints(output: str | Path) -> None:
+    """Drop the checkpoints folder of a finished run (what ``--keep-checkpoints`` keeps)."""
+    folder = checkpoint_dir(output)
+    for p in list_checkpoints(output) + list(folder.glob(".step-*.pt.tmp")):
+        p.unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()

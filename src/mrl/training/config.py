@@ -72,7 +72,8 @@ class TrainConfig:
     dev_max_docs: int = 5000
     eval_every: int = 0
     checkpoint_every: int = 0
-    keep_checkpoints: int = 2
+    keep_checkpoints: int = 2  # the newest N are kept while the run goes
+    remove_checkpoints: bool = True  # a run that finishes removes them (the saved model is what it produced)
     resume: bool = False
     log_every: int = 1
     device: str | None = None
@@ -97,6 +98,10 @@ class TrainConfig:
         if bad:
             name = bad[0]
             raise MrlError(f"invalid training option {name}={getattr(self, name)!r}")
+        if self.device:
+            from mrl.encoders.model import pick_device
+
+            pick_device(self.device)  # names a missing GPU before anything loads
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

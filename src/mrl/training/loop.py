@@ -21,7 +21,13 @@ from mrl.errors import MrlError
 from mrl.eval.evaluate import evaluate, subsample
 from mrl.losses.matryoshka import MatryoshkaInfoNCELoss
 from mrl.training.batching import plan_epoch
-from mrl.training.checkpoint import load_latest, rng_state, save_checkpoint, set_rng_state
+from mrl.training.checkpoint import (
+    load_latest,
+    remove_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from mrl.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -91,7 +97,8 @@ def _say(progress: bool, message: str) -> None:
 
 def _check_same_run(saved: dict[str, Any], cfg: TrainConfig) -> None:
     """A checkpoint only resumes the run that wrote it: same data, model and hyper-parameters."""
-    ignore = {"resume", "device", "eval_every", "checkpoint_every", "keep_checkpoints", "log_every"}
+    ignore = {"resume", "device", "eval_every", "checkpoint_every", "keep_checkpoints", "remove_checkpoints",
+              "log_every"}
     now = cfg.to_dict()
     differ = [k for k in now if k not in ignore and saved.get(k) != now[k]]
     if differ:
@@ -133,7 +140,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     log_path = out / "train_log.jsonl"
     start_step, history, elapsed = 0, [], 0.0
     if cfg.resume:
-        state = load_latest(out)
+        state = load_latest(out, say=lambda message: _say(progress, message))
         if state is not None:
             _check_same_run(state["config"], cfg)
             model.load_state_dict(state["model"])
@@ -223,4 +230,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         "config": cfg.to_dict(),
     }
     (out / MRL_META).write_text(json.dumps(summary, indent=2) + "\n")
+    if cfg.remove_checkpoints:
+        remove_checkpoints(out)
     return summary
