@@ -123,6 +123,36 @@ def test_index_cli_build_search_change_tune(tiny_model_dir, tiny_beir, tmp_path)
     assert code == 0 and '"count": 400' in " ".join(out.split())
 
 
+def test_json_results_are_alone_on_stdout(tiny_model_dir, tiny_beir, tmp_path):
+    """--json: one JSON document on stdout (progress and messages go to stderr), so it pipes into jq."""
+    import numpy as np
+
+    xb = np.random.default_rng(1).standard_normal((300, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", xb)
+    np.save(tmp_path / "q.npy", xb[:2])
+    idx = tmp_path / "idx"
+    assert _run("index", "build", "--vectors", tmp_path / "x.npy", "--out", idx, "--first-stage", "int8@8")[0] == 0
+
+    def stdout_json(*args):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    found = stdout_json("search", idx, "--vectors", tmp_path / "q.npy", "-k", "3", "--json")
+    assert [r["hits"][0]["id"] for r in found["results"]] == ["0", "1"] and len(found["results"][0]["hits"]) == 3
+    tuned = stdout_json("index", "tune", idx, "--target-recall", "0.9", "--n-queries", "30", "--json")
+    assert tuned["best"]["cascade"] and tuned["stored"] is True and tuned["rows"]
+    assert stdout_json("index", "stats", idx, "--json")["default_cascade"] == tuned["best"]["cascade"]
+    report = stdout_json("eval", "--model", tiny_model_dir, "--data", tiny_beir, "--dims", "16,64", "--json", "-")
+    assert set(report["dims"]) == {"16", "64"}
+
+
+def test_tables_are_not_cut_when_stdout_is_not_a_terminal(tiny_model_dir, tiny_beir):
+    """Off a terminal rich fits tables to 80 columns and cuts headers to '…'; ours are printed whole."""
+    code, out = _run("eval", "--model", tiny_model_dir, "--data", tiny_beir, "--dims", "16,64", "--baseline", "pca")
+    assert code == 0 and "…" not in out and "recall@100" in out.lower(), out
+
+
 def test_index_cli_text_search_uses_the_recorded_model(tiny_model_dir, tiny_beir, tmp_path):
     idx = tmp_path / "idx"
     code, out = _run("index", "build", "--model", tiny_model_dir, "--data", tiny_beir, "--out", idx,

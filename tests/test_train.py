@@ -121,7 +121,9 @@ def test_resume_falls_back_to_the_previous_checkpoint_when_the_newest_is_damaged
         train(_cfg(tiny_model_dir, tiny_beir, out, max_steps=6, checkpoint_every=2, resume=True), progress=False)
     text = caplog.text
     assert f"{newest} is damaged" in text and "continuing from the checkpoint of step 2 of 6" in text, text
-    assert _weights(out) == _weights(whole)  # resuming from step 2 still ends where the whole run ends
+    a, b = _weights(whole), _weights(out)  # resuming from step 2 still ends where the whole run ends
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_resume_refuses_a_checkpoint_of_another_run(tiny_model_dir, tiny_beir, tmp_path):

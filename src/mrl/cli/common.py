@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -14,8 +16,11 @@ from rich.table import Table
 
 from mrl.errors import MrlError
 
-console = Console()
-err_console = Console(stderr=True)
+# Off a terminal (a pipe, a file, CI logs) rich would fit tables to 80 columns and cut headers;
+# there, lines are as wide as they need (up to $COLUMNS when set).
+_WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 240)
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDTH)
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
@@ -66,3 +71,14 @@ def results_table(title: str, columns: list[str], rows: list[list[str]]) -> Tabl
     for r in rows:
         table.add_row(*r)
     return table
+
+
+def print_json(data: Any) -> None:
+    """A machine-readable result on stdout: one JSON document, nothing else on that stream."""
+    typer.echo(json.dumps(data, indent=2, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return value.tolist()
+    return str(value)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mrl.cli.common import console, handle_errors, parse_ints, results_table
+from mrl.cli.common import console, err_console, handle_errors, parse_ints, print_json, results_table
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model folder, 'minilm', or a cached hub name.",
                                        envvar="MRL_MODEL")]
@@ -24,7 +24,8 @@ def eval_command(
              "or repeated.")] = None,
     adaptor: Annotated[Path | None, typer.Option(
         help="Adaptor folder (mrl adapt fit): also score the adapted embeddings at every prefix.")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Write the results as JSON to this file ('-': to stdout, everything else to stderr).")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the results as a Markdown table.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write an nDCG@10-vs-dimension PNG.")] = None,
     select: Annotated[float | None, typer.Option(
@@ -44,6 +45,8 @@ def eval_command(
     from mrl.eval.report import plot_reports
     from mrl.losses.matryoshka import validate_dims
 
+    to_stdout = Path("-")
+    out = err_console if json_out == to_stdout else console  # stdout holds only the JSON then
     dim_list = parse_ints(dims, "--dims")
     if dim_list is not None:
         validate_dims(dim_list, None, None)
@@ -65,24 +68,26 @@ def eval_command(
     if fitted is not None and fitted.input_dim != embedding_dim(st_model):
         raise MrlError(f"--adaptor {adaptor} takes {fitted.input_dim}-dim vectors; {model} gives "
                        f"{embedding_dim(st_model)}")
-    console.print(f"[bold]{model}[/] on {ds.name}/{split}: {len(ds.queries)} queries, {len(ds.corpus)} documents")
+    out.print(f"[bold]{model}[/] on {ds.name}/{split}: {len(ds.queries)} queries, {len(ds.corpus)} documents")
     report = evaluate(st_model, ds, dim_list, [b for b in baselines if b != "adaptor"], batch_size, True, model,
                       adaptors=fitted)
-    console.print(results_table(f"{split}: quality per prefix dimension (kept = nDCG@10 / full dim's)",
+    out.print(results_table(f"{split}: quality per prefix dimension (kept = nDCG@10 / full dim's)",
                                 report.header(compact=True), report.rows(compact=True)))
-    if json_out:
+    if json_out == to_stdout:
+        print_json(report.to_dict())
+    elif json_out:
         report.write_json(json_out)
-        console.print(f"wrote {json_out}")
+        out.print(f"wrote {json_out}")
     if markdown:
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text(report.to_markdown())
-        console.print(f"wrote {markdown}")
+        out.print(f"wrote {markdown}")
     if plot:
         plot_reports({Path(model).name or model: report}, plot)
-        console.print(f"wrote {plot}")
+        out.print(f"wrote {plot}")
     if select is not None:
         chosen = report.select(select)
-        console.print(
+        out.print(
             f"smallest dim with nDCG@10 >= {select:.0%} of dim {report.full_dim}: [bold]{chosen}[/] "
             f"({report.retention(chosen):.1%})"
         )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 
-from mrl.cli.common import console, handle_errors, results_table
+from mrl.cli.common import console, err_console, handle_errors, print_json, results_table
 from mrl.errors import MrlError
 
 app = typer.Typer(help="Build, change, tune and inspect a persistent Matryoshka funnel index.",
@@ -23,6 +24,7 @@ VectorsOpt = Annotated[Path | None, typer.Option(help="Precomputed vectors, .npy
 IdsOpt = Annotated[Path | None, typer.Option(help="Ids, one per line (.txt) or .npy; default 0..n-1.")]
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (messages go to stderr).")]
 AdaptorOpt = Annotated[Path | None, typer.Option(
     help="Adaptor folder (mrl adapt fit): store adapted vectors and adapt every query and addition.")]
 
@@ -111,10 +113,18 @@ def build_command(
 
     fitted = _load_adaptor(adaptor)
     xb, id_values = _inputs(model, data, vectors, ids, batch_size)
+    stages = first_stage or [f"int8@{min(64, xb.shape[1])}"]
+    err_console.print(f"building {out}: {xb.shape[0]} vectors, first stage(s) {', '.join(stages)}")
+    clock = [time.perf_counter()]
+
+    def built(spec: Any) -> None:
+        now = time.perf_counter()
+        err_console.print(f"  built first stage {spec} in {now - clock[0]:.1f} s")
+        clock[0] = now
+
     index = MrlIndex.build(out, xb, id_values, model=_model_record(model), dtype=dtype, first_stages=first_stage,
                            default_cascade=cascade, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                           overwrite=overwrite, progress=lambda s: console.print(f"built first stage {s}"),
-                           adaptor=fitted)
+                           overwrite=overwrite, progress=built, adaptor=fitted)
     console.print(f"wrote {out}: {index.count} vectors of dim {index.dim} ({dtype}), "
                   f"cascade {index.manifest['default_cascade']}; run `mrl index tune {out}` to pick a faster one")
 
@@ -188,11 +198,15 @@ def compact_command(index_path: IndexArg) -> None:
 
 @app.command("stats")
 @handle_errors
-def stats_command(index_path: IndexArg) -> None:
-    """Print the manifest summary as JSON."""
+def stats_command(index_path: IndexArg, as_json: JsonOpt = False) -> None:
+    """Print the manifest summary (counts, first stages and their RAM, cascade, tuning) as JSON."""
     from mrl.index import MrlIndex
 
-    console.print_json(json.dumps(MrlIndex.open(index_path).stats()))
+    stats = MrlIndex.open(index_path).stats()
+    if as_json:
+        print_json(stats)
+    else:
+        console.print_json(json.dumps(stats))
 
 
 @app.command("verify")
@@ -225,6 +239,7 @@ def tune_command(
         help="Require the lower bound of this one-sided confidence interval of the sample recall to "
              "meet the target (0.5: the sample mean), so the pick holds on new queries.")] = 0.9,
     dry_run: Annotated[bool, typer.Option(help="Report only; keep the current default cascade.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Measure candidate cascades, store the cheapest that meets the target as the default."""
     from mrl.index import MrlIndex
@@ -232,15 +247,19 @@ def tune_command(
 
     index = MrlIndex.open(index_path)
     xq = np.asarray(load_vectors(queries), dtype=np.float32) if queries else None
+    say = err_console if as_json else console
     best, rows = tune(index, k, target_recall, xq, n_queries, noise, max_bytes_per_vector=max_bytes_per_vector,
-                      confidence=confidence)
+                      confidence=confidence, progress=True)
     report_dir = out or index_path / "tune"
     write_report(rows, best, target_recall, k, report_dir)
     table = [[r.cascade, f"{r.recall:.4f}", f"{r.recall_low:.4f}", f"{r.p50_ms:.3f}", f"{r.batch_ms_per_query:.4f}",
               f"{r.first_stage_bytes_per_vector:g}"] for r in sorted(rows, key=lambda r: r.p50_ms)]
-    console.print(results_table(f"cascades (recall@{k} vs exact full-dim; low: {confidence:g} lower bound)",
-                                ["cascade", "recall", "low", "p50 ms", "batch ms/q", "B/vec"], table))
-    console.print(f"wrote {report_dir}/tune.md, tune.json, tune.png")
+    if as_json:
+        print_json(json.loads((report_dir / "tune.json").read_text()) | {"stored": best is not None and not dry_run})
+    else:
+        console.print(results_table(f"cascades (recall@{k} vs exact full-dim; low: {confidence:g} lower bound)",
+                                    ["cascade", "recall", "low", "p50 ms", "batch ms/q", "B/vec"], table))
+    say.print(f"wrote {report_dir}/tune.md, tune.json, tune.png")
     if best is None:
         raise MrlError(f"no candidate cascade reached recall@{k} {target_recall}; the best was "
                        f"{max(r.recall for r in rows):.4f} (lower bound {max(r.recall_low for r in rows):.4f}; "
@@ -249,8 +268,8 @@ def tune_command(
         source = str(queries) if queries else f"{n_queries} corpus vectors + noise {noise}"
         n_used = len(xq) if xq is not None else min(n_queries, index.count)
         index.set_default_cascade(best.cascade, tuning_record(best, k, target_recall, n_used, source))
-    console.print(f"chosen: [bold]{best.cascade}[/] recall {best.recall:.4f}, p50 {best.p50_ms:.3f} ms"
-                  + (" (dry run: not stored)" if dry_run else " (stored as the index default)"))
+    say.print(f"chosen: [bold]{best.cascade}[/] recall {best.recall:.4f}, p50 {best.p50_ms:.3f} ms"
+              + (" (dry run: not stored)" if dry_run else " (stored as the index default)"))
 
 
 @handle_errors
@@ -264,6 +283,7 @@ def search_command(
     out: Annotated[Path | None, typer.Option(help="Write ids and scores to this .npz.")] = None,
     adaptor: Annotated[Path | None, typer.Option(
         help="Check that the index applies this adaptor (it always applies its own).")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Search an index with text (encoded by the index's model) or query vectors."""
     from mrl.index import MrlIndex
@@ -292,6 +312,12 @@ def search_command(
         console.print(f"wrote {out}: ids and scores of shape {ids.shape}")
         return
     keys = index.keys(ids)
+    if as_json:
+        print_json({"cascade": str(cascade or index.manifest["default_cascade"]), "k": k, "results": [
+            {"query": text[qi] if text else qi,
+             "hits": [{"id": key, "score": float(sc)} for key, sc in zip(keys[qi], scores[qi]) if key is not None]}
+            for qi in range(len(ids))]})
+        return
     for qi in range(len(ids)):
         label = text[qi] if text else f"query {qi}"
         rows = [[str(r + 1), keys[qi][r] or "-", f"{scores[qi, r]:.4f}"]

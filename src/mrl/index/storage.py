@@ -7,7 +7,7 @@
                              carries a checksum of its own content (an edit or damage is refused)
       segments/<name>/       immutable once committed: vectors.npy, ids.npy, [keys.npy], <kind>-<dim>.faiss
       dead/<name>.<gen>.npy  per-segment tombstones (bool); a change writes a new file, never edits one
-      .lock                  writers hold an exclusive flock
+      .lock                  writers hold an exclusive lock (filelock: flock on POSIX, msvcrt on Windows)
 
 A change writes new files under temporary names, fsyncs them, renames them into place, then
 replaces ``manifest.json`` the same way. Until that last rename, readers (and a restart after a
@@ -19,7 +19,6 @@ mrl writes are ever removed, so building into a folder never deletes a user's ow
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from mrl._fs import atomic_write_text, fsync_dir, sha256, write_npy
 from mrl.errors import MrlError
@@ -49,17 +49,17 @@ READS = (1, 2)
 
 @contextlib.contextmanager
 def writer_lock(root: Path) -> Iterator[None]:
-    """One writer at a time per index folder (readers never lock)."""
+    """One writer at a time per index folder (readers never lock); portable through filelock."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MrlError(f"{root}: another process is changing this index; try again when it is done") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    lock = FileLock(root / ".lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise MrlError(f"{root}: another process is changing this index; try again when it is done") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def new_segment_dir(root: Path) -> tuple[str, Path]:

@@ -124,13 +124,14 @@ def tune(
     seed: int = 0,
     max_bytes_per_vector: float | None = None,
     confidence: float = 0.9,
+    progress: bool = False,
 ) -> tuple[TuneRow | None, list[TuneRow]]:
     """Measure every candidate cascade; returns (cheapest meeting the target or None, all rows).
 
     A cascade meets the target when the lower ``confidence`` bound of its recall over the
     sample queries does (0.5: the sample mean itself). Latency is measured only for cascades on
     the recall/cost frontier of each first stage (the smallest shortlists and widths that reach
-    the target, and every cheaper one below it).
+    the target, and every cheaper one below it). ``progress``: a bar (stderr) over the candidates.
     """
     if not 0 < target_recall <= 1:
         raise MrlError(f"target recall must be in (0, 1], got {target_recall}")
@@ -147,7 +148,10 @@ def tune(
     stats = index.stats()["first_stages"]
     rows: list[TuneRow] = []
     reached: dict[str, list[tuple[int, int]]] = {}  # family -> (width, shortlist) that met the target
-    for cascade in candidate_cascades(index, k):
+    from tqdm.auto import tqdm
+
+    candidates = list(candidate_cascades(index, k))
+    for cascade in tqdm(candidates, desc="tune: measuring cascades", unit="cascade", disable=not progress):
         family = f"{cascade.kind}@{cascade.first[0]}/{len(cascade.stages)}"
         width, n1 = cascade.width or 0, cascade.first[1]
         if any(w <= width and n <= n1 for w, n in reached.get(family, [])):
