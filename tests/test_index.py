@@ -161,7 +161,7 @@ def test_bad_inputs_are_rejected_and_nothing_stored_changes(data, tmp_path):
     nan[1, 5] = np.nan
     cases = [
         (lambda: index.add(nan, [500, 501, 502]), "row 1 holds NaN"),
-        (lambda: index.add(xb[:2, :32], [500, 501]), "dimension 32 does not match the index's 64"),
+        (lambda: index.add(xb[:2, :32], [500, 501]), "dimension 32 does not match the index's dimension 64"),
         (lambda: index.add(xb[:2], [500, 500]), "appears 2 times"),
         (lambda: index.add(xb[:2], [500]), "1 ids for 2 vectors"),
         (lambda: index.delete([3, 99999]), "not in the index, e.g. 99999; nothing was deleted"),

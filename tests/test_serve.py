@@ -72,7 +72,7 @@ def test_embeddings_truncate_and_renormalise(client, served):
 @pytest.mark.parametrize("route,payload,status,message", [
     ("/search", {"query": "x", "vector": [0.0], "k": 3}, 422, "exactly one of"),
     ("/search", {"query": "x", "k": 0}, 422, "greater than or equal to 1"),
-    ("/search", {"vector": [0.1] * 10, "k": 3}, 400, "dimension 10 does not match the index's 64"),
+    ("/search", {"vector": [0.1] * 10, "k": 3}, 400, "dimension 10 does not match the index's dimension 64"),
     ("/search", {"vector": [0.1] * 64, "k": 3, "cascade": "64:10,32:5"}, 400, "dimensions must increase"),
     ("/search", {"vector": [0.1] * 64, "k": 10_000}, 422, "exceeds this service's limit"),
     ("/search", {"query": ["q"] * 9}, 413, "exceed this service's limit of 8"),

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mrl import vectors
 from mrl._fs import atomic_write_bytes, atomic_write_text, sha256
 from mrl.errors import MrlError
 
@@ -213,29 +214,13 @@ def _check_arrays(kind: str, dim: int, arrays: Mapping[str, np.ndarray], where: 
 
 
 def check_vectors(x: Any, dim: int | None, what: str) -> Any:
-    """The one check of an input matrix: 2-D, non-empty, numeric, ``dim`` columns (when given)."""
-    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
-    if arr.ndim != 2:
-        raise MrlError(f"{what}: expected a 2-D array (n, dim), got shape {arr.shape}")
-    if len(arr) == 0:
-        raise MrlError(f"{what}: no rows (shape {arr.shape})")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise MrlError(f"{what}: expected numbers, got dtype {arr.dtype}")
-    if dim is not None and arr.shape[1] != dim:
-        raise MrlError(f"{what}: dimension {arr.shape[1]} does not match the adaptor's input dimension {dim}")
-    return arr
+    """An input matrix for an adaptor (see :func:`mrl.vectors.check_vectors`)."""
+    return vectors.check_vectors(x, dim, what, owner="the adaptor's input")
 
 
 def normalize_input(block: np.ndarray, offset: int = 0) -> np.ndarray:
     """Unit rows; NaN/Inf and all-zero rows (no direction) are errors naming the row."""
-    bad = ~np.isfinite(block).all(axis=1)
-    if bad.any():
-        raise MrlError(f"vectors: row {offset + int(np.argmax(bad))} holds NaN or Inf")
-    norms = np.linalg.norm(block, axis=1, keepdims=True)  # (b, 1)
-    zero = norms[:, 0] == 0
-    if zero.any():
-        raise MrlError(f"vectors: row {offset + int(np.argmax(zero))} is all zeros (it has no direction)")
-    return block / norms
+    return block / vectors.check_rows(block, offset)[:, None]
 
 
 def fit_pca(x: Any, dims: tuple[int, ...] | None = None) -> Adaptor:

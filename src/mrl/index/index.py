@@ -23,6 +23,7 @@ from mrl.errors import MrlError
 from mrl.index import first_stage, storage
 from mrl.index.cascade import WIDTH_KINDS, Cascade, FirstStageSpec, parse_cascade, parse_first_stage
 from mrl.index.segment import BLOCK, Segment, normalize_rows, row_norms, specs_from, to_float32, write_segment
+from mrl.vectors import check_vectors
 
 DTYPES = ("float16", "float32")
 GATHER_ROWS = 2048  # candidate rows per gather: small buffers stay in cache and skip page faults
@@ -541,24 +542,7 @@ def _top(scores: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.n
 
 
 def _check_vectors(x: Any, dim: int | None, what: str) -> np.ndarray:
-    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
-    if arr.ndim != 2:
-        raise MrlError(f"{what}: expected a 2-D array (n, dim), got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
-        raise MrlError(f"{what}: expected numbers, got dtype {arr.dtype}")
-    if dim is not None and arr.shape[1] != dim:
-        raise MrlError(f"{what}: dimension {arr.shape[1]} does not match the index's {dim}")
-    if arr.shape[1] == 0:
-        raise MrlError(f"{what}: vectors have 0 dimensions")
-    for start in range(0, len(arr), BLOCK):
-        block = np.asarray(arr[start : start + BLOCK])
-        bad = ~np.isfinite(block).all(axis=1)
-        if bad.any():
-            raise MrlError(f"{what}: row {start + int(np.argmax(bad))} holds NaN or Inf")
-        zero = ~block.any(axis=1)
-        if zero.any():  # a zero vector has no direction: its cosine to anything is undefined
-            raise MrlError(f"{what}: row {start + int(np.argmax(zero))} is all zeros (it has no direction)")
-    return arr
+    return check_vectors(x, dim, what, owner="the index's", empty=True, scan=True)
 
 
 def _assign_ids(
