@@ -60,7 +60,7 @@ def wait_ready(base: str, timeout: float = 300.0) -> None:
     raise RuntimeError(f"{base} did not become healthy within {timeout:.0f} s")
 
 
-async def _client(http, base, queries, texts, deadline, rng, log) -> None:
+async def _client(http, base, queries, texts, dims, deadline, rng, log) -> None:
     while time.perf_counter() < deadline:
         r = rng.random()
         if r < 0.70:
@@ -70,7 +70,7 @@ async def _client(http, base, queries, texts, deadline, rng, log) -> None:
             route, url, body = "search_text", "/search", {"query": rng.choice(texts), "k": 10}
         else:
             route, url = "embeddings", "/v1/embeddings"
-            body = {"input": rng.sample(texts, rng.randint(1, 4)), "dimensions": rng.choice([64, 128, 384])}
+            body = {"input": rng.sample(texts, rng.randint(1, 4)), "dimensions": rng.choice(dims)}
         t0 = time.perf_counter()
         try:
             resp = await http.post(base + url, json=body)
@@ -83,13 +83,14 @@ async def _client(http, base, queries, texts, deadline, rng, log) -> None:
 async def load(base: str, queries: np.ndarray, texts: list[str], clients: int, duration: float,
                seed: int = 0) -> dict:
     """Run ``clients`` concurrent loops against ``base`` for ``duration`` seconds; the summary."""
+    dims = sorted({min(d, queries.shape[1]) for d in (64, 128, queries.shape[1])})  # embeddings' dimensions=
     import httpx
 
     log: list[tuple[str, float, object]] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     t0 = time.perf_counter()
     async with httpx.AsyncClient(limits=limits, timeout=120) as http:
-        await asyncio.gather(*(_client(http, base, queries, texts, t0 + duration, random.Random(seed + i), log)
+        await asyncio.gather(*(_client(http, base, queries, texts, dims, t0 + duration, random.Random(seed + i), log)
                                for i in range(clients)))
     wall = time.perf_counter() - t0
     out = {"clients": clients, "duration_s": round(wall, 1), "requests": len(log),

@@ -219,3 +219,49 @@ def test_concurrent_text_requests_get_the_serial_answers(client, served):
     assert [status for status, _ in results] == [200] * 96
     for i, (_, got) in zip([i % 23 for i in range(96)], results):
         np.testing.assert_allclose(got, want[i : i + 2], atol=1e-5)
+
+
+def test_a_short_loopback_load_with_a_committing_writer_has_no_errors(served, tmp_path):
+    """The fast part of benchmarks/serve_load.py: concurrent clients over real HTTP while adds commit."""
+    import asyncio
+    import importlib.util
+    from pathlib import Path
+
+    import uvicorn
+
+    spec = importlib.util.spec_from_file_location(
+        "serve_load", Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py")
+    serve_load = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(serve_load)
+    _, model, corpus = served
+    texts = list(corpus.values())[:40]
+    xb = encode(model, list(corpus.values()))
+    idx = MrlIndex.build(tmp_path / "i", xb, list(corpus), model=MrlIndex.open(served[0]).manifest["model"],
+                         first_stages=["int8@16"])
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ServeSettings(tmp_path / "i")), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    stop = threading.Event()
+
+    def writer() -> None:
+        step = 0
+        while not stop.wait(0.3):
+            MrlIndex.open(tmp_path / "i").add(xb[:5] + 0.01 * (step + 1), [f"w{step}-{i}" for i in range(5)])
+            step += 1
+
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        thread = threading.Thread(target=writer)
+        thread.start()
+        result = asyncio.run(serve_load.load(f"http://127.0.0.1:{port}", xb[:20], texts, clients=16, duration=4))
+        stop.set()
+        thread.join()
+    finally:
+        stop.set()
+        server.should_exit = True
+    assert result["requests"] > 50 and result["errors"] == 0, (result["error_examples"], result)
+    assert set(result["routes"]) == {"search_vector", "search_text", "embeddings"}
+    assert MrlIndex.open(tmp_path / "i").manifest["generation"] > idx.manifest["generation"] + 3

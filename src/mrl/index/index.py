@@ -451,7 +451,7 @@ class MrlIndex:
         plan = cascade if isinstance(cascade, Cascade) else parse_cascade(cascade, self.dim)
         self._first_spec(plan.kind, plan.first[0], plan.width)  # the first stage must exist and take the width
         with storage.writer_lock(self.root):
-            self._check_current()
+            self._check_current("set the default cascade of")
             manifest = self._next_manifest()
             manifest["default_cascade"] = str(plan)
             if tuning is not None:
