@@ -163,6 +163,10 @@ def test_index_cli_text_search_uses_the_recorded_model(tiny_model_dir, tiny_beir
 
 
 @pytest.mark.parametrize("args,message", [
+    (["index", "build", "--vectors", "{tmp}/oned.npy", "--out", "{tmp}/i"], "expected a 2-D array"),
+    (["index", "build", "--vectors", "{tmp}/ok.npy", "--ids", "{tmp}/big.txt", "--out", "{tmp}/i"],
+     "big.txt:1: id 1180591620717411303424 does not fit in 64 bits"),
+    (["index", "tune", "{tmp}/idx", "--queries", "{tmp}/empty.npy"], "queries: no rows"),
     (["index", "build", "--out", "{tmp}/i"], "give either --vectors"),
     (["index", "build", "--vectors", "{tmp}/missing.npy", "--out", "{tmp}/i"], "missing.npy: no such file"),
     (["index", "build", "--vectors", "{tmp}/bad.npy", "--out", "{tmp}/i"], "row 1 holds NaN or Inf"),
@@ -184,6 +188,12 @@ def test_index_cli_bad_input(args, message, tmp_path):
     np.save(tmp_path / "bad.npy", bad)
     (tmp_path / "dup.txt").write_text("a\nb\na\n")
     (tmp_path / "latin1.txt").write_bytes("a\ncaf\u00e9\nc\n".encode("latin-1"))
+    (tmp_path / "big.txt").write_text(f"{2**70}\n1\n2\n")
+    np.save(tmp_path / "oned.npy", np.ones(8, np.float32))
+    np.save(tmp_path / "empty.npy", np.zeros((0, 8), np.float32))
+    if "{tmp}/idx" in args:
+        np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32))
+        assert _run("index", "build", "--vectors", tmp_path / "x.npy", "--out", tmp_path / "idx")[0] == 0
     code, out = _run(*[a.format(tmp=tmp_path) for a in args])
     assert code == 2 and message in " ".join(out.split()), out
     assert "Traceback" not in " ".join(out.split())

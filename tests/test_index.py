@@ -300,3 +300,18 @@ def test_fast_scan_rabitq_from_earlier_versions_is_searched_in_lookup_table_bloc
     monkeypatch.setattr(first_stage, "LUT_BYTES_MAX", 5 * 4 * structure.M2 * 16)
     spec = parse_first_stage("rabitq@32")
     assert_same_ranking(*first_stage.search(spec, structure, batch, 20, width=4), *theirs, atol=1e-4)
+
+
+def test_huge_and_tiny_values_keep_their_direction(tmp_path):
+    """Squares of 1e38 overflow float32 and of 1e-42 underflow: such rows were stored as zeros."""
+    rng = np.random.default_rng(5)
+    xb = rng.standard_normal((50, 16)).astype(np.float32)
+    xb[3] *= 1e37  # values up to ~4e37
+    xb[7] *= 1e-41
+    index = MrlIndex.build(tmp_path / "i", xb, first_stages=["int8@8"], dtype="float32")
+    stored = index.segments[0].vectors
+    np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-3)
+    for row in (3, 7):
+        np.testing.assert_allclose(stored[row], xb[row].astype(np.float64) / np.linalg.norm(xb[row].astype(np.float64)),
+                                   atol=1e-3 if row == 7 else 1e-6)  # denormals carry few bits
+        assert index.search(xb[row : row + 1], 1, "int8@8:50,16:1")[1][0, 0] == row

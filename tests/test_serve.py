@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import socket
 import threading
 import time
@@ -81,9 +82,14 @@ def test_embeddings_truncate_and_renormalise(client, served):
     ("/v1/embeddings", {"input": "x", "dimensions": 65}, 400, "exceeds the model's dimension 64"),
     ("/v1/embeddings", {"input": "x", "dimensions": 0}, 422, "greater than or equal to 1"),
     ("/v1/embeddings", {"input": [1, 2, 3]}, 422, "input"),
+    ("/search", {"query": "a\ud800b"}, 422, "lone surrogate (U+D800) at position 1"),
+    ("/v1/embeddings", {"input": ["ok", "\udfff"]}, 422, "text 1 holds a lone surrogate (U+DFFF)"),
+    ("/search", {"query": "x", "k": True}, 422, "k: Input should be a valid integer"),
+    ("/search", {"query": "x", "k": "10"}, 422, "k: Input should be a valid integer"),
+    ("/search", {"vector": [1e39] * 64}, 400, "row 0 holds NaN or Inf"),  # beyond float32
 ])
 def test_bad_requests_get_clear_4xx(client, route, payload, status, message):
-    r = client.post(route, json=payload)
+    r = client.post(route, content=json.dumps(payload), headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
     assert message in r.json()["error"]["message"]  # every error has the README's shape
 

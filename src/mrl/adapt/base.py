@@ -220,7 +220,8 @@ def check_vectors(x: Any, dim: int | None, what: str) -> Any:
 
 def normalize_input(block: np.ndarray, offset: int = 0) -> np.ndarray:
     """Unit rows; NaN/Inf and all-zero rows (no direction) are errors naming the row."""
-    return block / vectors.check_rows(block, offset)[:, None]
+    vectors.check_rows(block, offset)
+    return vectors.unit_rows(block)
 
 
 def fit_pca(x: Any, dims: tuple[int, ...] | None = None) -> Adaptor:

@@ -60,9 +60,13 @@ def load_ids(path: Path) -> np.ndarray:
             raise MrlError(f"{path}:{i}: empty id")
     values = [line.strip() for line in lines]
     try:
-        return np.array([int(v) for v in values], dtype=np.int64)
+        numbers = [int(v) for v in values]
     except ValueError:
         return np.array(values, dtype=str)
+    too_big = [i for i, v in enumerate(numbers, 1) if not -(2**63) <= v < 2**63]
+    if too_big:
+        raise MrlError(f"{path}:{too_big[0]}: id {values[too_big[0] - 1]} does not fit in 64 bits")
+    return np.array(numbers, dtype=np.int64)
 
 
 def _encode_corpus(model: str, data: Path, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -113,8 +117,9 @@ def build_command(
 
     fitted = _load_adaptor(adaptor)
     xb, id_values = _inputs(model, data, vectors, ids, batch_size)
-    stages = first_stage or [f"int8@{min(64, xb.shape[1])}"]
-    err_console.print(f"building {out}: {xb.shape[0]} vectors, first stage(s) {', '.join(stages)}")
+    if xb.ndim == 2:  # (the build names any other shape as an error)
+        stages = first_stage or [f"int8@{min(64, xb.shape[1])}"]
+        err_console.print(f"building {out}: {xb.shape[0]} vectors, first stage(s) {', '.join(stages)}")
     clock = [time.perf_counter()]
 
     def built(spec: Any) -> None:

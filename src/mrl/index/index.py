@@ -22,8 +22,8 @@ from mrl.adapt.base import Adaptor
 from mrl.errors import MrlError
 from mrl.index import first_stage, storage
 from mrl.index.cascade import WIDTH_KINDS, Cascade, FirstStageSpec, parse_cascade, parse_first_stage
-from mrl.index.segment import BLOCK, Segment, normalize_rows, row_norms, specs_from, to_float32, write_segment
-from mrl.vectors import check_vectors
+from mrl.index.segment import BLOCK, Segment, normalize_rows, specs_from, to_float32, write_segment
+from mrl.vectors import check_vectors, row_norms
 
 DTYPES = ("float16", "float32")
 GATHER_ROWS = 2048  # candidate rows per gather: small buffers stay in cache and skip page faults

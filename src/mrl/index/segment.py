@@ -12,6 +12,7 @@ import numpy as np
 
 from mrl.index import first_stage, storage
 from mrl.index.cascade import FirstStageSpec, parse_first_stage
+from mrl.vectors import unit_rows
 
 BLOCK = 65_536  # rows per block when streaming vectors
 
@@ -29,14 +30,9 @@ def to_float32(x: np.ndarray) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def row_norms(x: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.einsum("nd,nd->n", x, x))  # (n,)
-
-
 def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Unit-normalise rows in float32 (a zero row stays zero)."""
-    x = to_float32(x)
-    return x / np.maximum(row_norms(x), 1e-12)[:, None]
+    """Unit-normalise rows in float32 (a zero row stays zero; huge and tiny values keep their direction)."""
+    return unit_rows(to_float32(x))
 
 
 @dataclass

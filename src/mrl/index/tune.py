@@ -15,6 +15,7 @@ from mrl.errors import MrlError
 from mrl.index.cascade import Cascade, FirstStageSpec
 from mrl.index.index import MrlIndex
 from mrl.index.segment import normalize_rows
+from mrl.vectors import check_vectors
 
 SHORTLIST_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 IVF_SHORTLIST_FACTORS = (2, 5, 10, 20, 50)  # an inverted file's recall is set by its width (lists scanned)
@@ -138,10 +139,10 @@ def tune(
     if not 0 < confidence < 1:
         raise MrlError(f"confidence must be in (0, 1), got {confidence}")
     if queries is not None:
-        xq = np.asarray(queries, dtype=np.float32)
-        if xq.ndim != 2 or xq.shape[1] != index.dim:
-            raise MrlError(f"queries: expected shape (n, {index.dim}), got {xq.shape}")
-        xq = index.prepare_queries(xq)  # through the index's adaptor, once
+        xq = check_vectors(queries, index.dim, "queries", owner="the index's", scan=True)
+        if len(xq) < 2:
+            raise MrlError(f"queries: {len(xq)} query vector(s); tuning needs at least 2")
+        xq = index.prepare_queries(np.asarray(xq, dtype=np.float32))  # through the index's adaptor, once
     else:
         xq = sample_queries(index, n_queries, noise, seed)  # already in the stored space
     _, truth = index.exact_search(xq, k, adapted=True)

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def _valid_text(value: str | list[str] | None) -> str | list[str] | None:
+    """Text must be valid Unicode: JSON's escapes can carry a lone surrogate (\\ud800) no encoder takes."""
+    for i, text in enumerate([value] if isinstance(value, str) else value or []):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            where = f"text {i}" if isinstance(value, list) else "the text"
+            raise ValueError(f"{where} holds a lone surrogate (U+{ord(text[e.start]):04X}) at position {e.start}; "
+                             "it is not valid Unicode") from None
+    return value
 
 
 class SearchRequest(BaseModel):
@@ -12,8 +24,10 @@ class SearchRequest(BaseModel):
 
     query: str | list[str] | None = Field(None, description="Text query or queries (needs a model).")
     vector: list[float] | list[list[float]] | None = Field(None, description="Query vector(s) of the index's dim.")
-    k: int = Field(10, ge=1, description="Results per query.")
+    k: int = Field(10, ge=1, strict=True, description="Results per query.")
     cascade: str | None = Field(None, description="Override the default cascade, e.g. int8@64:1000,384:10.")
+
+    _text = field_validator("query")(_valid_text)
 
 
 class Hit(BaseModel):
@@ -32,9 +46,11 @@ class EmbeddingRequest(BaseModel):
 
     input: str | list[str]
     model: str | None = None
-    dimensions: int | None = Field(None, ge=1)
+    dimensions: int | None = Field(None, ge=1, strict=True)
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
+
+    _text = field_validator("input")(_valid_text)
 
 
 class Embedding(BaseModel):
