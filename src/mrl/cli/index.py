@@ -152,16 +152,16 @@ def add_command(
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.", min=1)] = 64,
 ) -> None:
     """Upsert vectors: new ids are added, existing ids replaced."""
-    from mrl.index import MrlIndex
+    from mrl.index import open_index
 
-    index = MrlIndex.open(index_path)
-    xb, id_values = _inputs(model or (index.manifest["model"] if data else None), data, vectors, ids, batch_size)
+    index = open_index(index_path)
+    xb, id_values = _inputs(model or (index.model if data else None), data, vectors, ids, batch_size)
     if id_values is None:
         raise MrlError("--ids is required when adding vectors (which ids do they get or replace?)")
     before = index.count
     index = index.add(xb, id_values)
     console.print(f"{index_path}: {len(xb)} vectors upserted, {before} -> {index.count} live, "
-                  f"{len(index.segments)} segment(s)")
+                  f"{index.stats()['segments']} segment(s)")
 
 
 @app.command("delete")
@@ -172,11 +172,11 @@ def delete_command(
     ids: IdsOpt = None,
 ) -> None:
     """Delete by id; if any id is unknown nothing is deleted."""
-    from mrl.index import MrlIndex
+    from mrl.index import open_index
 
     values = list(id_list or []) + ([str(v) for v in load_ids(ids)] if ids else [])
-    index = MrlIndex.open(index_path)
-    if index.manifest["id_kind"] == "int":
+    index = open_index(index_path)
+    if index.stats()["id_kind"] == "int":
         try:
             parsed: list[Any] = [int(v) for v in values]
         except ValueError:
@@ -193,21 +193,22 @@ def delete_command(
 @handle_errors
 def compact_command(index_path: IndexArg) -> None:
     """Rewrite the live vectors as one segment and drop deleted rows."""
-    from mrl.index import MrlIndex
+    from mrl.index import open_index
 
-    index = MrlIndex.open(index_path)
-    before = len(index.segments), int(index._dead.sum())
+    index = open_index(index_path)
+    before = index.stats()
     index = index.compact()
-    console.print(f"{index_path}: {before[0]} segment(s), {before[1]} dead rows -> 1 segment, {index.count} live")
+    console.print(f"{index_path}: {before['segments']} segment(s), {before['deleted_rows']} dead rows -> 1 segment, "
+                  f"{index.count} live")
 
 
 @app.command("stats")
 @handle_errors
 def stats_command(index_path: IndexArg, as_json: JsonOpt = False) -> None:
     """Print the manifest summary (counts, first stages and their RAM, cascade, tuning) as JSON."""
-    from mrl.index import MrlIndex
+    from mrl.index import open_index
 
-    stats = MrlIndex.open(index_path).stats()
+    stats = open_index(index_path).stats()
     if as_json:
         print_json(stats)
     else:
@@ -247,10 +248,10 @@ def tune_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Measure candidate cascades, store the cheapest that meets the target as the default."""
-    from mrl.index import MrlIndex
+    from mrl.index import open_index
     from mrl.index.tune import tune, tuning_record, write_report
 
-    index = MrlIndex.open(index_path)
+    index = open_index(index_path)
     xq = np.asarray(load_vectors(queries), dtype=np.float32) if queries else None
     say = err_console if as_json else console
     best, rows = tune(index, k, target_recall, xq, n_queries, noise, max_bytes_per_vector=max_bytes_per_vector,
@@ -291,16 +292,16 @@ def search_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Search an index with text (encoded by the index's model) or query vectors."""
-    from mrl.index import MrlIndex
+    from mrl.index import open_index
 
-    index = MrlIndex.open(index_path)
+    index = open_index(index_path)
     index.check_adaptor(_load_adaptor(adaptor))
     if bool(text) == (vectors is not None):
         raise MrlError("give text queries or --vectors Q.npy (one of them)")
     if text:
         from mrl.encoders.model import encode, load_model
 
-        name = model or index.manifest["model"]
+        name = model or index.model
         if name is None:
             raise MrlError(f"{index_path} records no model (built from vectors); pass --model to encode text")
         xq = encode(load_model(name), text)
@@ -311,14 +312,14 @@ def search_command(
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         extra = {}
-        if index.manifest["id_kind"] == "str":
+        if index.stats()["id_kind"] == "str":
             extra["keys"] = np.array([[key or "" for key in row] for row in index.keys(ids)], dtype=str)
         np.savez(out, ids=ids, scores=scores, **extra)
         console.print(f"wrote {out}: ids and scores of shape {ids.shape}")
         return
     keys = index.keys(ids)
     if as_json:
-        print_json({"cascade": str(cascade or index.manifest["default_cascade"]), "k": k, "results": [
+        print_json({"cascade": str(cascade or index.default_cascade), "k": k, "results": [
             {"query": text[qi] if text else qi,
              "hits": [{"id": key, "score": float(sc)} for key, sc in zip(keys[qi], scores[qi]) if key is not None]}
             for qi in range(len(ids))]})

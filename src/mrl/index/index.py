@@ -21,6 +21,7 @@ import numpy as np
 from mrl.adapt.base import Adaptor
 from mrl.errors import MrlError
 from mrl.index import first_stage, storage
+from mrl.index.base import SearchResult
 from mrl.index.cascade import WIDTH_KINDS, Cascade, FirstStageSpec, parse_cascade, parse_first_stage
 from mrl.index.segment import BLOCK, Segment, normalize_rows, specs_from, to_float32, write_segment
 from mrl.vectors import check_vectors, row_norms
@@ -32,7 +33,7 @@ SCAN_BUDGET = 1 << 25  # scores held at once by an exact scan (x 12 bytes with t
 
 
 class MrlIndex:
-    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+    def __init__(self, root: Path, manifest: dict[str, Any], stamp: tuple[int, int] | None = None) -> None:
         self.root = Path(root)
         self.manifest = manifest
         self.dim: int = manifest["dim"]
@@ -43,6 +44,8 @@ class MrlIndex:
         self._dead = np.concatenate([s.dead for s in self.segments]) if self.segments else np.zeros(0, bool)
         self._by_id: tuple[np.ndarray, np.ndarray] | None = None
         self._all_keys: np.ndarray | None = None
+        # which manifest file this snapshot came from (for refresh); open() takes it before reading
+        self._stamp = stamp if stamp is not None else _stamp(self.root)
         entry = manifest.get("adaptor")
         #: The adaptor every incoming vector goes through (``None``: vectors are stored as given).
         self.adaptor: Adaptor | None = Adaptor.load(self.root / entry["path"]) if entry else None
@@ -57,6 +60,7 @@ class MrlIndex:
         """
         root = Path(path)
         for _ in range(5):  # a writer may commit (and collect the old files) between reading and pinning
+            stamp = _stamp(root)
             manifest = storage.read_manifest(root)
             missing = [f"segments/{seg['name']}/{f}" for seg in manifest["segments"] for f in seg["files"]
                        if not (root / "segments" / seg["name"] / f).is_file()]
@@ -68,7 +72,7 @@ class MrlIndex:
                     missing.append(f"{adaptor['path']}/{f} (missing or altered)")
             if not missing:
                 try:
-                    return cls(root, manifest)
+                    return cls(root, manifest, stamp)
                 except FileNotFoundError as e:
                     missing = [str(e.filename)]
             if _generation(root) == manifest["generation"]:
@@ -157,6 +161,33 @@ class MrlIndex:
     def default_cascade(self) -> Cascade:
         return parse_cascade(self.manifest["default_cascade"], self.dim)
 
+    @property
+    def generation(self) -> int:
+        return int(self.manifest["generation"])
+
+    @property
+    def model(self) -> str | None:
+        return self.manifest.get("model")
+
+    @property
+    def first_stages(self) -> list[FirstStageSpec]:
+        return list(self.specs)
+
+    def max_width(self, spec: FirstStageSpec) -> int:
+        """The largest inverted-file list count among the segments' ``spec`` structures (0: none)."""
+        return max((getattr(seg.structure(spec), "nlist", 0) for seg in self.segments if seg.n), default=0)
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``min(n, count)`` stored vectors of distinct random live rows (sorted by row), float32."""
+        rng = np.random.default_rng(seed)
+        live = np.flatnonzero(~self._dead)
+        rows = np.sort(rng.choice(live, size=min(n, len(live)), replace=False))
+        return self._gather(rows, self.dim)
+
+    def refresh(self) -> MrlIndex:
+        """The newest committed snapshot: ``self`` while the manifest file is the one opened."""
+        return self if _stamp(self.root) == self._stamp else MrlIndex.open(self.root)
+
     def __len__(self) -> int:
         return self.count
 
@@ -167,15 +198,15 @@ class MrlIndex:
     # ------------------------------------------------------------------ search
     def search(
         self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None, *, adapted: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> SearchResult:
         """Search with a cascade (the index's default when ``None``).
 
         Queries are vectors of the model the index was built from; an index with an adaptor applies
         it to them first (``adapted=True``: they already went through it, e.g. stored vectors).
 
         Returns:
-            ``(scores, ids)``, float32 and int64, shape ``(nq, k)``; id -1 (score -inf) where the
-            cascade found fewer than ``k`` hits. Scores are cosine similarities at the last
+            :class:`SearchResult` ``(scores, ids)``, float32 and int64, shape ``(nq, k)``; id -1
+            (score -inf) where the cascade found fewer than ``k`` hits. Scores are cosine similarities at the last
             stage's prefix (for a one-stage binary cascade, ``d - 2 * hamming``).
         """
         xq = self.prepare_queries(xq, adapted)  # (nq, D)
@@ -186,7 +217,7 @@ class MrlIndex:
         parts = [self._search_block(xq[a : a + step], k, plan) for a in range(0, len(xq), step)]
         scores = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k), np.float32)
         rows = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k), np.int64)
-        return scores, self._row_ids(rows)
+        return SearchResult(scores, self._row_ids(rows))
 
     def plan(self, cascade: str | Cascade | None = None, k: int = 10) -> Cascade:
         """The cascade a search with ``k`` runs: checked, with shortlists (and width) clamped to the live count."""
@@ -214,14 +245,14 @@ class MrlIndex:
 
     def exact_search(
         self, xq: np.ndarray, k: int = 10, dim: int | None = None, *, adapted: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> SearchResult:
         """Exact cosine search on the stored vectors' ``dim``-prefix (default: all dims), streamed in blocks."""
         xq = self.prepare_queries(xq, adapted)  # (nq, D)
         self._check_k(k)
         if dim is not None and not 1 <= dim <= self.dim:
             raise MrlError(f"dim={dim}: expected 1..{self.dim}")
         scores, rows = self._exact_scan(xq, dim or self.dim, k)
-        return scores, self._row_ids(rows)
+        return SearchResult(scores, self._row_ids(rows))
 
     def prepare_queries(self, xq: Any, adapted: bool = False) -> np.ndarray:
         """Checked float queries ``(nq, D)`` in the stored space (through the adaptor unless ``adapted``)."""
@@ -573,6 +604,15 @@ def _assign_ids(
     if (values == "").any():
         raise MrlError("ids: an id is the empty string")
     return np.arange(next_id, next_id + n, dtype=np.int64), values, "str", next_id + n
+
+
+def _stamp(root: Path) -> tuple[int, int] | None:
+    """Identity of the manifest file now in place: every commit renames a new one in."""
+    try:
+        st = (root / storage.MANIFEST).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _generation(root: Path) -> int | None:

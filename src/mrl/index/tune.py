@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from mrl.errors import MrlError
-from mrl.index.cascade import Cascade, FirstStageSpec
-from mrl.index.index import MrlIndex
+from mrl.index.base import Searcher
+from mrl.index.cascade import Cascade
 from mrl.index.segment import normalize_rows
 from mrl.vectors import check_vectors
 
@@ -33,30 +33,26 @@ class TuneRow:
     first_stage_bytes_per_vector: float
 
 
-def sample_queries(index: MrlIndex, n: int, noise: float, seed: int = 0) -> np.ndarray:
+def sample_queries(index: Searcher, n: int, noise: float, seed: int = 0) -> np.ndarray:
     """Corpus vectors plus Gaussian noise of relative norm ``noise``: queries near, not on, the data."""
+    x = index.sample(n, seed)  # (m, D): rows drawn by default_rng(seed).choice over the live rows
     rng = np.random.default_rng(seed)
-    live = np.flatnonzero(~index._dead)
-    rows = np.sort(rng.choice(live, size=min(n, len(live)), replace=False))
-    x = np.empty((len(rows), index.dim), np.float32)
-    for seg, off in zip(index.segments, index._offsets[:-1]):
-        sel = np.flatnonzero((rows >= off) & (rows < off + seg.n))
-        x[sel] = seg.vectors[rows[sel] - off]
+    rng.choice(index.count, size=len(x), replace=False)  # the same draw, so the noise below continues that stream
     g = normalize_rows(rng.standard_normal(x.shape).astype(np.float32))
     return normalize_rows(x) + noise * g
 
 
-def candidate_cascades(index: MrlIndex, k: int) -> list[Cascade]:
+def candidate_cascades(index: Searcher, k: int) -> list[Cascade]:
     """First stage x shortlist, with and without a middle rerank at twice the first prefix, then
     a rerank at the full dimension (also after an approximate first stage on all dims);
     inverted-file first stages also try every width (lists scanned) up to their list count."""
     out: list[Cascade] = []
     d_full, count = index.dim, index.count
-    for spec in index.specs:
+    for spec in index.first_stages:
         if spec.kind == "exact" and spec.dim >= d_full:  # exact already: a rerank would change nothing
             out.append(Cascade(spec.kind, ((spec.dim, k),)))
             continue  # (approximate stages at the full dim are rescored exactly on the same dims)
-        nlist = _max_lists(index, spec)
+        nlist = index.max_width(spec)
         if nlist:
             for width in [w for w in IVF_WIDTHS if w < nlist] + ([nlist] if nlist <= IVF_WIDTHS[-1] else []):
                 for f in IVF_SHORTLIST_FACTORS:
@@ -71,11 +67,6 @@ def candidate_cascades(index: MrlIndex, k: int) -> list[Cascade]:
             if n1 == count:
                 break
     return list(dict.fromkeys(out))
-
-
-def _max_lists(index: MrlIndex, spec: FirstStageSpec) -> int:
-    """The largest inverted-file list count among the segments' ``spec`` structures (0: none)."""
-    return max((getattr(seg.structure(spec), "nlist", 0) for seg in index.segments if seg.n), default=0)
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
@@ -101,7 +92,7 @@ def lower_bound(recalls: np.ndarray, confidence: float) -> float:
     return float(recalls.mean() - z * recalls.std(ddof=1) / np.sqrt(len(recalls)))
 
 
-def _latency(index: MrlIndex, xq: np.ndarray, k: int, cascade: Cascade, n_single: int) -> tuple[float, float, float]:
+def _latency(index: Searcher, xq: np.ndarray, k: int, cascade: Cascade, n_single: int) -> tuple[float, float, float]:
     index.search(xq[:1], k, cascade, adapted=True)  # warm: first-stage structures load on first use
     times = []
     for q in xq[:n_single]:
@@ -115,7 +106,7 @@ def _latency(index: MrlIndex, xq: np.ndarray, k: int, cascade: Cascade, n_single
 
 
 def tune(
-    index: MrlIndex,
+    index: Searcher,
     k: int = 10,
     target_recall: float = 0.99,
     queries: np.ndarray | None = None,

@@ -1,4 +1,4 @@
-"""``create_app(settings)``: the FastAPI application over one index.
+"""``create_app(settings, searcher=None)``: the FastAPI application over one searcher (an index).
 
 Routes: ``POST /search``, ``POST /v1/embeddings`` (OpenAI-compatible, with ``dimensions``; through
 the index's adaptor when it has one),
@@ -12,7 +12,6 @@ import base64
 import secrets
 import threading
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mrl.encoders.model import embedding_dim
 from mrl.errors import MrlError
-from mrl.index import MrlIndex
+from mrl.index.base import Searcher, open_index
 from mrl.index.segment import normalize_rows
 from mrl.serve.schemas import (
     Embedding,
@@ -74,51 +73,38 @@ class _BodyLimit:
 
 
 class _State:
-    """The open index (re-opened when its manifest changes) and the lazily loaded model.
+    """The searcher (refreshed when another process commits) and the lazily loaded model.
 
-    When a newer manifest cannot be opened (damaged, edited, files missing), the service keeps
-    serving the last snapshot that opened and reports why in ``/healthz`` and ``/stats``.
+    When a newer snapshot cannot be opened (damaged, edited, files missing), the service keeps
+    serving the last one that opened and reports why in ``/healthz`` and ``/stats``.
     """
 
-    def __init__(self, settings: ServeSettings) -> None:
+    def __init__(self, settings: ServeSettings, searcher: Searcher | None = None) -> None:
         self.settings = settings
         self._lock = threading.Lock()
         self._model_lock = threading.Lock()  # one encode at a time (torch already uses every core)
-        self._index = MrlIndex.open(settings.index)
-        self._stamp = self._tried = self._manifest_stamp()
-        self.problem: str | None = None  # why the newest manifest is not being served
+        self._index: Searcher = searcher if searcher is not None else open_index(settings.index)
+        self.problem: str | None = None  # why the newest snapshot is not being served
         self._model: Any = None
         self.started = time.time()
         self.requests: dict[str, int] = {}
 
-    def _manifest_stamp(self) -> tuple[int, int] | None:
-        try:
-            st = (Path(self.settings.index) / "manifest.json").stat()
-        except OSError:
-            return None
-        return st.st_ino, st.st_mtime_ns  # every commit renames a new file into place
-
     @property
-    def index(self) -> MrlIndex:
-        stamp = self._manifest_stamp()
-        if stamp != self._tried:  # each manifest file is tried once: a broken one is not re-read per request
-            with self._lock:
-                if stamp != self._tried:
-                    self._tried = stamp
-                    try:
-                        self._index, self._stamp, self.problem = MrlIndex.open(self.settings.index), stamp, None
-                    except (MrlError, OSError) as e:
-                        self.problem = f"serving generation {self._index.manifest['generation']}: {e}"
+    def index(self) -> Searcher:
+        with self._lock:
+            try:
+                self._index, self.problem = self._index.refresh(), None
+            except (MrlError, OSError) as e:
+                self.problem = f"serving generation {self._index.generation}: {e}"
         return self._index
 
     def snapshot(self) -> dict[str, Any]:
         index = self.index
-        return {"generation": index.manifest["generation"], "stale": self.problem is not None,
-                "problem": self.problem}
+        return {"generation": index.generation, "stale": self.problem is not None, "problem": self.problem}
 
     @property
     def model_name(self) -> str | None:
-        return self.settings.model or self._index.manifest.get("model")
+        return self.settings.model or self._index.model
 
     def model(self) -> Any:
         if self._model is None:
@@ -134,10 +120,11 @@ class _State:
         return self._model
 
     def warm(self) -> None:
-        """Read every first-stage structure and load the model (when there is one) now."""
-        for seg in self._index.segments:
-            for spec in self._index.specs:
-                seg.structure(spec)
+        """Read every first-stage structure (a search through each) and load the model (when there is one) now."""
+        index = self._index
+        probe = index.sample(1)
+        for spec in index.first_stages:
+            index.search(probe, 1, f"{spec}:1", adapted=True)
         if self.model_name is not None:
             self.encode(["warm-up"])
 
@@ -157,9 +144,11 @@ class _State:
         self.requests[route] = self.requests.get(route, 0) + 1
 
 
-def create_app(settings: ServeSettings) -> FastAPI:
-    """Build the app; the index is opened now (a bad path fails here, not on the first request)."""
-    state = _State(settings)
+def create_app(settings: ServeSettings, searcher: Searcher | None = None) -> FastAPI:
+    """Build the app over ``searcher`` (default: ``open_index(settings.index)``, opened now, so a
+    bad path fails here, not on the first request). Routes reach it through a FastAPI dependency
+    (``app.dependency_overrides[current_searcher]`` swaps it in tests)."""
+    state = _State(settings, searcher)
     if settings.preload:
         state.warm()
     app = FastAPI(title="mrl", summary="Matryoshka funnel search and embeddings")
@@ -199,24 +188,23 @@ def create_app(settings: ServeSettings) -> FastAPI:
     Auth = Depends(require_key)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
+    def healthz(index: SearcherDep) -> dict[str, Any]:
         snapshot = state.snapshot()  # "degraded": the newest manifest is unreadable, the last good one serves
-        return {"status": "degraded" if snapshot["stale"] else "ok", "count": state.index.count,
+        return {"status": "degraded" if snapshot["stale"] else "ok", "count": index.count,
                 "generation": snapshot["generation"], "problem": snapshot["problem"]}
 
     @app.get("/stats", dependencies=[Auth])
-    def stats() -> dict[str, Any]:
+    def stats(index: SearcherDep) -> dict[str, Any]:
         state.count("stats")
-        return {"index": state.index.stats(), "snapshot": state.snapshot(), "model": state.model_name,
+        return {"index": index.stats(), "snapshot": state.snapshot(), "model": state.model_name,
                 "uptime_s": round(time.time() - state.started, 1), "requests": dict(state.requests),
                 "limits": {"max_body_bytes": settings.max_body_bytes, "max_batch": settings.max_batch,
                            "max_k": settings.max_k, "max_candidates": settings.max_candidates}}
 
     @app.post("/search", dependencies=[Auth])
-    def search(req: SearchRequest) -> SearchResponse:
+    def search(req: SearchRequest, index: SearcherDep) -> SearchResponse:
         state.count("search")
         t0 = time.perf_counter()
-        index = state.index
         if (req.query is None) == (req.vector is None):
             raise ApiError(422, "give exactly one of 'query' (text) or 'vector'")
         if req.k > settings.max_k:
@@ -242,16 +230,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
         keys = index.keys(ids)
         results = [[Hit(id=key, score=float(s)) for key, s in zip(krow, srow) if key is not None]
                    for krow, srow in zip(keys, scores)]
-        cascade = req.cascade or index.manifest["default_cascade"]
+        cascade = req.cascade or str(index.default_cascade)
         return SearchResponse(results=results, cascade=cascade, took_ms=round((time.perf_counter() - t0) * 1e3, 3))
 
     @app.post("/v1/embeddings", dependencies=[Auth])
-    def embeddings(req: EmbeddingRequest) -> EmbeddingResponse:
+    def embeddings(req: EmbeddingRequest, index: SearcherDep) -> EmbeddingResponse:
         state.count("embeddings")
         texts = [req.input] if isinstance(req.input, str) else req.input
         _check_batch(len(texts), settings.max_batch)
         model = state.model()
-        adaptor = state.index.adaptor  # with one, dimensions=64 means the adaptor's 64-prefix
+        adaptor = index.adaptor  # with one, dimensions=64 means the adaptor's 64-prefix
         full = adaptor.output_dim if adaptor is not None else embedding_dim(model)
         dim = req.dimensions or full
         if dim > full:
@@ -267,6 +255,14 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     return app
+
+
+def current_searcher(request: Request) -> Searcher:
+    """The FastAPI dependency every route gets its searcher from (the newest snapshot that opens)."""
+    return request.app.state.mrl.index
+
+
+SearcherDep = Annotated[Any, Depends(current_searcher)]  # a Searcher (Any: FastAPI would validate a Protocol)
 
 
 def _check_batch(n: int, limit: int) -> None:
