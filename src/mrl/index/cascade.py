@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from mrl.errors import MrlError
 
 FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw", "ivfpq", "rabitq")
@@ -116,6 +118,31 @@ def parse_cascade(text: str, full_dim: int | None = None) -> Cascade:
     if kind == "binary" and stages[0][0] % 8:
         raise MrlError(f"cascade {text!r}: binary codes need a dimension divisible by 8")
     return Cascade(kind, tuple(stages), width)
+
+
+def check_k(k: object, count: int) -> None:
+    """``k`` is a positive integer no larger than the number of live vectors."""
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise MrlError(f"k must be a positive integer, got {k!r}")
+    if k > count:
+        raise MrlError(f"k={k} exceeds the number of vectors in the index ({count})")
+
+
+def resolve_plan(cascade: str | Cascade | None, k: int, default: Cascade, dim: int, count: int) -> Cascade:
+    """The cascade a search with ``k`` runs on ``count`` live ``dim``-dim vectors: checked, the
+    default's shortlists raised to ``k``, and every shortlist (and width) clamped to ``count``,
+    so the work of a search is bounded by the index, not by the request."""
+    check_k(k, count)
+    if cascade is None:
+        plan = Cascade(default.kind, tuple((d, max(n, k)) for d, n in default.stages), default.width)
+    else:
+        plan = cascade if isinstance(cascade, Cascade) else parse_cascade(cascade, dim)
+        if any(d > dim for d, _ in plan.stages):
+            raise MrlError(f"cascade {plan}: a dimension exceeds the vectors' dimension {dim}")
+        if k > plan.stages[-1][1]:
+            raise MrlError(f"k={k} exceeds the last shortlist of cascade {plan} ({plan.stages[-1][1]})")
+    width = min(plan.width, count) if plan.width is not None else None
+    return Cascade(plan.kind, tuple((d, min(n, count)) for d, n in plan.stages), width)
 
 
 def _positive_int(text: str, what: str) -> int:

@@ -22,7 +22,15 @@ from mrl.adapt.base import Adaptor
 from mrl.errors import MrlError
 from mrl.index import first_stage, storage
 from mrl.index.base import SearchResult
-from mrl.index.cascade import WIDTH_KINDS, Cascade, FirstStageSpec, parse_cascade, parse_first_stage
+from mrl.index.cascade import (
+    WIDTH_KINDS,
+    Cascade,
+    FirstStageSpec,
+    check_k,
+    parse_cascade,
+    parse_first_stage,
+    resolve_plan,
+)
 from mrl.index.segment import BLOCK, Segment, normalize_rows, specs_from, to_float32, write_segment
 from mrl.vectors import check_vectors, row_norms
 
@@ -221,19 +229,7 @@ class MrlIndex:
 
     def plan(self, cascade: str | Cascade | None = None, k: int = 10) -> Cascade:
         """The cascade a search with ``k`` runs: checked, with shortlists (and width) clamped to the live count."""
-        self._check_k(k)
-        if cascade is None:
-            plan = self.default_cascade
-            plan = Cascade(plan.kind, tuple((d, max(n, k)) for d, n in plan.stages), plan.width)
-        else:
-            plan = cascade if isinstance(cascade, Cascade) else parse_cascade(cascade, self.dim)
-            if any(d > self.dim for d, _ in plan.stages):
-                raise MrlError(f"cascade {plan}: a dimension exceeds the vectors' dimension {self.dim}")
-            if k > plan.stages[-1][1]:
-                raise MrlError(f"k={k} exceeds the last shortlist of cascade {plan} ({plan.stages[-1][1]})")
-        # a shortlist longer than the live corpus holds nothing more
-        width = min(plan.width, self.count) if plan.width is not None else None
-        return Cascade(plan.kind, tuple((d, min(n, self.count)) for d, n in plan.stages), width)
+        return resolve_plan(cascade, k, self.default_cascade, self.dim, self.count)
 
     def _search_block(self, xq: np.ndarray, k: int, plan: Cascade) -> tuple[np.ndarray, np.ndarray]:
         d1, n1 = plan.first
@@ -274,10 +270,7 @@ class MrlIndex:
                            f"{adaptor.fingerprint[:12]}); the index applies its own: drop --adaptor")
 
     def _check_k(self, k: int) -> None:
-        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-            raise MrlError(f"k must be a positive integer, got {k!r}")
-        if k > self.count:
-            raise MrlError(f"k={k} exceeds the number of vectors in the index ({self.count})")
+        check_k(k, self.count)
 
     def _spec_for(self, kind: str | None, d: int) -> FirstStageSpec | None:
         """The structure a first stage uses; ``None`` means an exact scan of the stored vectors."""
