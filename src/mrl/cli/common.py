@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from mrl.errors import MrlError
@@ -36,7 +37,8 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except MrlError as e:
-            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            # escaped: a message naming "mrl[qdrant]" or a path with brackets is text, not rich markup
+            err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]

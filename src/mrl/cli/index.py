@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from rich.markup import escape
 
-from mrl.cli.common import console, err_console, handle_errors, print_json, results_table
+from mrl.cli.common import console, err_console, handle_errors, parse_ints, print_json, results_table
 from mrl.errors import MrlError
 
 app = typer.Typer(help="Build, change, tune and inspect a persistent Matryoshka funnel index.",
@@ -111,10 +112,21 @@ def build_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index (atomically).")] = False,
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.", min=1)] = 64,
     adaptor: AdaptorOpt = None,
+    backend: Annotated[str, typer.Option(
+        help="mrl (faiss first stages over memory-mapped vectors) or qdrant-edge (the Qdrant engine in-process; "
+             "pip install 'mrl[qdrant]').")] = "mrl",
+    rescore_dims: Annotated[str | None, typer.Option(
+        help="qdrant-edge: prefixes later stages rescore on (default: 2x each first stage's dim, and all).")] = None,
 ) -> None:
     """Build an index from a BEIR corpus (encoded with --model) or from precomputed vectors."""
     from mrl.index import MrlIndex
 
+    if backend not in ("mrl", "qdrant-edge"):
+        raise MrlError(f"--backend {backend!r}: expected mrl or qdrant-edge")
+    if backend == "qdrant-edge":
+        from mrl.index.qdrant_edge import require
+
+        require()  # the install hint now, before any encoding
     fitted = _load_adaptor(adaptor)
     xb, id_values = _inputs(model, data, vectors, ids, batch_size)
     if xb.ndim == 2:  # (the build names any other shape as an error)
@@ -127,11 +139,21 @@ def build_command(
         err_console.print(f"  built first stage {spec} in {now - clock[0]:.1f} s")
         clock[0] = now
 
-    index = MrlIndex.build(out, xb, id_values, model=_model_record(model), dtype=dtype, first_stages=first_stage,
-                           default_cascade=cascade, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                           overwrite=overwrite, progress=built, adaptor=fitted)
-    console.print(f"wrote {out}: {index.count} vectors of dim {index.dim} ({dtype}), "
-                  f"cascade {index.manifest['default_cascade']}; run `mrl index tune {out}` to pick a faster one")
+    if backend == "qdrant-edge":
+        from mrl.index.qdrant_edge import QdrantEdgeIndex
+
+        if fitted is not None:
+            raise MrlError("--adaptor: the qdrant-edge backend does not support adaptors yet (use --backend mrl)")
+        index: Any = QdrantEdgeIndex.build(out, xb, id_values, model=_model_record(model), first_stages=first_stage,
+                                           default_cascade=cascade, rescore_dims=parse_ints(rescore_dims,
+                                                                                            "--rescore-dims"),
+                                           hnsw_m=hnsw_m, ef_construction=ef_construction, overwrite=overwrite)
+    else:
+        index = MrlIndex.build(out, xb, id_values, model=_model_record(model), dtype=dtype, first_stages=first_stage,
+                               default_cascade=cascade, hnsw_m=hnsw_m, ef_construction=ef_construction,
+                               overwrite=overwrite, progress=built, adaptor=fitted)
+    console.print(f"wrote {out}: {index.count} vectors of dim {index.dim} ({backend}), "
+                  f"cascade {index.default_cascade}; run `mrl index tune {out}` to pick a faster one")
 
 
 def _model_record(model: str | None) -> str | None:
@@ -219,14 +241,17 @@ def stats_command(index_path: IndexArg, as_json: JsonOpt = False) -> None:
 @handle_errors
 def verify_command(index_path: IndexArg) -> None:
     """Recompute every file checksum the manifest records; report every problem (exit 1 if any)."""
+    from mrl.index.qdrant_edge import QdrantEdgeIndex, is_qdrant_edge
     from mrl.index.storage import verify_folder
 
-    problems = verify_folder(index_path)
+    qdrant = is_qdrant_edge(index_path)
+    problems = QdrantEdgeIndex.open(index_path).verify() if qdrant else verify_folder(index_path)
     if problems:
         for p in problems:
-            console.print(f"[bold red]damaged:[/] {p}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]damaged:[/] {escape(p)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
-    console.print(f"{index_path}: all checksums match")
+    console.print(escape(f"{index_path}: the shard opens (Qdrant checks its own WAL and segments; mrl keeps no "
+                         "checksums of them)" if qdrant else f"{index_path}: all checksums match"))
 
 
 @app.command("tune")

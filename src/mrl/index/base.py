@@ -92,11 +92,18 @@ class Searcher(Protocol):
 
 
 def open_index(uri: str | Path) -> Searcher:
-    """The searcher at ``uri``: a folder (or ``file://`` path) is an :class:`~mrl.index.MrlIndex`."""
+    """The searcher at ``uri``: a folder (or ``file://PATH``) holding an mrl index, or a qdrant-edge
+    index (``qdrant-edge://PATH``, or a folder that ``mrl index build --backend qdrant-edge`` wrote)."""
     text = str(uri)
-    if "://" in text and not text.startswith("file://"):
-        scheme = text.split("://", 1)[0]
-        raise MrlError(f"{text}: index backend {scheme!r} is not supported (supported: a folder or file://PATH)")
+    scheme, sep, rest = text.partition("://")
+    if sep and scheme not in ("file", "qdrant-edge"):
+        raise MrlError(f"{text}: index backend {scheme!r} is not supported "
+                       "(supported: a folder, file://PATH, qdrant-edge://PATH)")
+    path = Path(rest if sep else text)
+    from mrl.index import qdrant_edge
+
+    if scheme == "qdrant-edge" or qdrant_edge.is_qdrant_edge(path):
+        return qdrant_edge.QdrantEdgeIndex.open(path)
     from mrl.index.index import MrlIndex
 
-    return MrlIndex.open(text.removeprefix("file://"))
+    return MrlIndex.open(path)

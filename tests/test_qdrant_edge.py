@@ -1,0 +1,160 @@
+"""The qdrant-edge backend: the same cascade contract as MrlIndex, run by the Qdrant engine in-process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from mrl.errors import MrlError
+from mrl.index import MrlIndex, Searcher, open_index
+from mrl.index.tune import tune
+from mrl.serve import ServeSettings, create_app
+
+pytest.importorskip("qdrant_edge")
+from mrl.index.qdrant_edge import QdrantEdgeIndex  # noqa: E402
+
+D = 32
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    scale = (np.arange(D) + 1.0) ** -0.5
+    xb = (rng.standard_normal((1500, D)) * scale).astype(np.float32)
+    xq = (xb[:20] + 0.3 * rng.standard_normal((20, D)) * scale).astype(np.float32)
+    return xb, xq
+
+
+@pytest.fixture(scope="module")
+def built(data, tmp_path_factory):
+    xb, _ = data
+    root = tmp_path_factory.mktemp("qe") / "idx"
+    keys = [f"d{i}" for i in range(len(xb))]
+    index = QdrantEdgeIndex.build(root, xb, keys, first_stages=["int8@8", "hnsw@8", "binary@16", "exact@8"])
+    reference = MrlIndex.build(root.parent / "ref", xb, keys, first_stages=["int8@8"], dtype="float32")
+    return index, reference
+
+
+def _recall(a, b):
+    return np.mean([len(set(x) & set(y)) / len(y) for x, y in zip(a, b)])
+
+
+@pytest.mark.parametrize("stage", ["int8@8", "hnsw@8", "binary@16", "exact@8"])
+def test_a_whole_corpus_shortlist_is_exact_search(built, data, stage):
+    index, reference = built
+    xb, xq = data
+    want = reference.exact_search(xq, 10)
+    got = index.search(xq, 10, f"{stage}:{len(xb)},{D}:10")
+    assert got.ids.shape == (len(xq), 10) and got.ids.dtype == np.int64 and got.scores.dtype == np.float32
+    assert index.keys(got.ids) == reference.keys(want.ids)
+    np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
+    huge = index.search(xq, 10, f"{stage}:{10**9},{D}:10")  # clamped to the corpus, like MrlIndex
+    np.testing.assert_array_equal(huge.ids, got.ids)
+
+
+def test_the_same_cascade_reaches_the_recall_of_mrls_own_index(built, data):
+    index, reference = built
+    _, xq = data
+    truth = reference.exact_search(xq, 10).ids
+    for cascade in ("int8@8:200,16:50,32:10", "int8@8:100,32:10"):
+        ours = _recall(reference.keys(reference.search(xq, 10, cascade).ids), reference.keys(truth))
+        theirs = _recall(index.keys(index.search(xq, 10, cascade).ids), reference.keys(truth))
+        assert theirs >= ours - 0.02, (cascade, theirs, ours)
+
+
+def test_upserts_deletes_and_string_ids(data, tmp_path):
+    xb, _ = data
+    index = QdrantEdgeIndex.build(tmp_path / "i", xb[:100], [f"d{i}" for i in range(100)], first_stages=["int8@8"])
+    assert isinstance(index, Searcher) and isinstance(open_index(tmp_path / "i"), QdrantEdgeIndex)
+    index = index.add(-xb[:3], ["d0", "d1", "new"])  # two replaced, one new
+    assert index.count == 101 and index.generation == 2
+    assert index.keys(index.search(-xb[:1], 1, f"int8@8:101,{D}:1").ids) == [["d0"]]
+    with pytest.raises(MrlError, match="not in the index, e.g. 'nope'; nothing was deleted"):
+        index.delete(["d5", "nope"])
+    index = index.delete(["d5", "new"])
+    assert index.count == 99
+    assert "d5" not in index.keys(index.search(xb[5:6], 5, f"int8@8:99,{D}:5").ids)[0]
+    assert open_index(f"qdrant-edge://{tmp_path / 'i'}").count == 99  # the same live shard
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda p, x: QdrantEdgeIndex.build(p, x, first_stages=["rabitq@16"]), "builds exact, int8, binary, hnsw"),
+    (lambda p, x: QdrantEdgeIndex.build(p, x, first_stages=["int8@8"], default_cascade="int8@8:50,24:10"),
+     "rescores on [16, 32] dims, not 24"),
+    (lambda p, x: QdrantEdgeIndex.build(p, x, ["a"] * len(x)), "'a' appears"),
+    (lambda p, x: QdrantEdgeIndex.build(p, np.zeros((3, D), np.float32)), "row 0 is all zeros"),
+])
+def test_bad_builds_are_named_and_write_nothing(data, tmp_path, call, message):
+    with pytest.raises(MrlError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        call(tmp_path / "bad", data[0][:50])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_another_process_gets_a_clear_error_while_one_holds_the_index(data, tmp_path):
+    QdrantEdgeIndex.build(tmp_path / "i", data[0][:50], first_stages=["int8@8"])  # held open by this process
+    code = f"from mrl.index import open_index; open_index({str(tmp_path / 'i')!r})"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "another process has this qdrant-edge index open" in r.stderr, r.stderr[-500:]
+
+
+def test_service_and_tune_run_on_qdrant_edge_unchanged(built, data):
+    index, reference = built
+    xb, xq = data
+    client = TestClient(create_app(ServeSettings(index.root), searcher=index))
+    r = client.post("/search", json={"vector": xq[0].tolist(), "k": 5, "cascade": f"int8@8:{len(xb)},{D}:5"})
+    assert r.status_code == 200, r.text
+    assert [h["id"] for h in r.json()["results"][0]] == reference.keys(reference.exact_search(xq[:1], 5).ids)[0]
+    assert client.get("/healthz").json()["status"] == "ok"
+    best, rows = tune(index, k=10, target_recall=0.9, queries=xq, n_single=2)
+    assert best is not None and best.recall_low >= 0.9 and rows
+
+
+def test_the_cli_drives_a_qdrant_edge_index(data, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mrl.cli.main import app
+
+    runner = CliRunner()
+    xb, xq = data
+    np.save(tmp_path / "x.npy", xb[:300])
+    np.save(tmp_path / "q.npy", xq[:4])
+    (tmp_path / "ids.txt").write_text("".join(f"doc{i}\n" for i in range(300)))
+    idx = tmp_path / "idx"
+
+    def run(*args):
+        result = runner.invoke(app, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result
+
+    run("index", "build", "--backend", "qdrant-edge", "--vectors", tmp_path / "x.npy", "--ids", tmp_path / "ids.txt",
+        "--out", idx, "--first-stage", "int8@8")
+    found = json.loads(run("search", idx, "--vectors", tmp_path / "q.npy", "-k", "3", "--json").stdout)
+    assert [r["hits"][0]["id"] for r in found["results"]] == ["doc0", "doc1", "doc2", "doc3"]
+    np.save(tmp_path / "y.npy", -xb[:1])
+    (tmp_path / "y.txt").write_text("fresh\n")
+    run("index", "add", idx, "--vectors", tmp_path / "y.npy", "--ids", tmp_path / "y.txt")
+    run("index", "delete", idx, "doc7")
+    tuned = json.loads(run("index", "tune", idx, "--target-recall", "0.9", "--n-queries", "20", "--json").stdout)
+    stats = json.loads(run("index", "stats", idx, "--json").stdout)
+    assert stats["backend"] == "qdrant-edge" and stats["count"] == 300 and stats["default_cascade"] == tuned["best"][
+        "cascade"]
+    assert "the shard opens" in run("index", "verify", idx).output
+
+
+def test_a_missing_extra_gets_the_install_hint(data, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mrl.cli.main import app
+
+    monkeypatch.setitem(sys.modules, "qdrant_edge", None)  # import qdrant_edge now raises ImportError
+    np.save(tmp_path / "x.npy", data[0][:20])
+    result = CliRunner().invoke(app, ["index", "build", "--backend", "qdrant-edge", "--vectors",
+                                      str(tmp_path / "x.npy"), "--out", str(tmp_path / "i")])
+    assert result.exit_code == 2 and "pip install 'mrl[qdrant]'" in result.output
+    assert not (tmp_path / "i").exists()
