@@ -158,3 +158,42 @@ def test_a_missing_extra_gets_the_install_hint(data, tmp_path, monkeypatch):
                                       str(tmp_path / "x.npy"), "--out", str(tmp_path / "i")])
     assert result.exit_code == 2 and "pip install 'mrl[qdrant]'" in result.output
     assert not (tmp_path / "i").exists()
+
+
+_ADD = """
+import sys, numpy as np
+from mrl.index import qdrant_edge
+qdrant_edge.BATCH = 64  # many WAL entries, so the kill lands between them
+x = np.random.default_rng(int(sys.argv[2])).standard_normal((20_000, 32)).astype(np.float32)
+index = qdrant_edge.QdrantEdgeIndex.open(sys.argv[1])
+print("open", flush=True)
+index.add(x, [f"k{i}" for i in range(20_000)])
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGKILL"), reason="POSIX only")
+def test_an_add_killed_half_way_leaves_every_written_point_findable(data, tmp_path):
+    import os
+    import signal
+    import time
+
+    xb, _ = data
+    QdrantEdgeIndex.build(tmp_path / "i", xb[:200], [f"d{i}" for i in range(200)], first_stages=["int8@8"])
+    from mrl.index import qdrant_edge
+
+    qdrant_edge._close((tmp_path / "i").resolve())  # let the child process open it
+    proc = subprocess.Popen([sys.executable, "-c", _ADD, str(tmp_path / "i"), "7"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "open"
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    index = QdrantEdgeIndex.open(tmp_path / "i")
+    assert 200 <= index.count <= 20_200
+    x = np.random.default_rng(7).standard_normal((20_000, 32)).astype(np.float32)
+    written = index.count - 200
+    assert written % 64 == 0  # whole WAL entries only
+    if written:  # the points the WAL holds are whole and searchable by their own vectors
+        probe = np.linspace(0, written - 1, min(written, 20)).astype(int)
+        got = index.keys(index.search(x[probe], 1, f"int8@8:{index.count},{D}:1").ids)
+        assert [g[0] for g in got] == [f"k{i}" for i in probe]
+    assert index.keys(index.search(xb[:3], 1, f"int8@8:{index.count},{D}:1").ids) == [["d0"], ["d1"], ["d2"]]

@@ -324,7 +324,11 @@ class QdrantEdgeIndex:
             prefixes = {name: normalize_rows(x[:, :d]).tolist() for name, d in names}
             points = [qe.Point(point_ids[start + i], {name: prefixes[name][i] for name, _ in names},
                                payloads[start + i]) for i in range(len(x))]
-            self.shard.update(qe.UpdateOperation.upsert_points(points))
+            try:  # each batch is one WAL entry: applied whole or not at all, also across a kill
+                self.shard.update(qe.UpdateOperation.upsert_points(points))
+            except Exception as e:
+                raise MrlError(f"{self.root}: the upsert stopped after {start} of {n} points were written (those "
+                               f"are searchable; re-run the add for the rest): {e}") from None
         self.shard.optimize()  # builds the quantised codes and graphs the first stages search
         self.shard.flush()
 

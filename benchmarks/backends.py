@@ -1,0 +1,98 @@
+"""mrl's own index vs the qdrant-edge backend on the same vectors and cascades.
+
+    python benchmarks/backends.py runs/embeddings/base-minilm --out runs/backends --queries 1000
+
+Reads ``corpus.npy`` (+ ``corpus_ids.txt``) and ``queries-test.npy`` from an embeddings folder
+(``benchmarks/embed_corpus.py``), builds both backends with the same first stages, and for every
+cascade reports recall@10 against exact full-dimension search (computed once, in numpy),
+single-query p50 latency, batched time per query, plus build time and resident bytes per vector
+of each backend's first stages. Prints the ratio qdrant-edge / mrl for each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(a[a >= 0].tolist()) & set(b.tolist())) / len(b) for a, b in zip(found, truth)]))
+
+
+def timed(index, xq, cascade, k, n_single):
+    index.search(xq[:1], k, cascade)  # warm
+    single = []
+    for q in xq[:n_single]:
+        t = time.perf_counter()
+        index.search(q[None], k, cascade)
+        single.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    result = index.search(xq, k, cascade)
+    batch = (time.perf_counter() - t) / len(xq)
+    return result, float(np.percentile(single, 50) * 1e3), batch * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("embeddings", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("runs/backends"))
+    ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--single", type=int, default=200, help="queries timed one at a time")
+    ap.add_argument("--first-stages", default="int8@64,hnsw@64,binary@128")
+    ap.add_argument("--cascades", default="int8@64:200,128:50,384:10;int8@64:1000,384:10;hnsw@64:200,384:10;"
+                                          "binary@128:1000,384:10;int8@64:50001,384:10")
+    args = ap.parse_args()
+
+    from mrl.data.io import read_lines
+    from mrl.index import MrlIndex
+    from mrl.index.qdrant_edge import QdrantEdgeIndex
+
+    xb = np.load(args.embeddings / "corpus.npy", mmap_mode="r")
+    ids = read_lines(args.embeddings / "corpus_ids.txt")
+    xq = np.load(args.embeddings / "queries-test.npy")[: args.queries].astype(np.float32)
+    k = 10
+    xn = np.asarray(xb, np.float32) / np.linalg.norm(xb, axis=1, keepdims=True)
+    qn = xq / np.linalg.norm(xq, axis=1, keepdims=True)
+    truth = np.argsort(-(qn @ xn.T), axis=1)[:, :k]  # exact full-dimension cosine, in numpy
+    stages = args.first_stages.split(",")
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"n": len(ids), "dim": int(xb.shape[1]), "queries": len(xq), "backends": {}}
+    for name in ("mrl", "qdrant-edge"):
+        path = args.out / name
+        shutil.rmtree(path, ignore_errors=True)
+        t = time.perf_counter()
+        if name == "mrl":
+            index = MrlIndex.build(path, xb, ids, first_stages=stages)
+        else:
+            index = QdrantEdgeIndex.build(path, xb, ids, first_stages=stages)
+        build = time.perf_counter() - t
+        row_of = {key: i for i, key in enumerate(ids)}
+        entry = {"build_s": round(build, 1), "first_stages": index.stats()["first_stages"], "cascades": {}}
+        for cascade in args.cascades.split(";"):
+            result, p50, batch = timed(index, xq, cascade, k, args.single)
+            found = np.array([[row_of.get(key, -1) if key else -1 for key in row] for row in index.keys(result.ids)])
+            entry["cascades"][cascade] = {"recall@10": round(recall(found, truth), 4), "p50_ms": round(p50, 3),
+                                          "batch_ms_per_query": round(batch, 4)}
+            print(f"{name:12s} {cascade:28s} recall {entry['cascades'][cascade]['recall@10']:.4f}  "
+                  f"p50 {p50:7.3f} ms  batch {batch:7.4f} ms/q", flush=True)
+        report["backends"][name] = entry
+        print(f"{name}: built in {build:.1f} s", flush=True)
+        del index
+    mrl, qe = report["backends"]["mrl"], report["backends"]["qdrant-edge"]
+    print("\ncascade | recall mrl | recall qdrant-edge | p50 ratio (qdrant/mrl) | batch ratio")
+    for cascade in mrl["cascades"]:
+        a, b = mrl["cascades"][cascade], qe["cascades"][cascade]
+        print(f"{cascade} | {a['recall@10']:.4f} | {b['recall@10']:.4f} | {b['p50_ms'] / a['p50_ms']:.1f}x | "
+              f"{b['batch_ms_per_query'] / a['batch_ms_per_query']:.1f}x")
+    print(f"build: mrl {mrl['build_s']} s, qdrant-edge {qe['build_s']} s")
+    (args.out / "backends.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out / 'backends.json'}")
+
+
+if __name__ == "__main__":
+    main()
