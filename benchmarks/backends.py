@@ -1,4 +1,4 @@
-"""mrl's own index vs the qdrant-edge backend on the same vectors and cascades.
+"""mrl's own index vs the Qdrant backends (qdrant-edge; qdrant-client local mode) on the same vectors and cascades.
 
     python benchmarks/backends.py runs/embeddings/base-minilm --out runs/backends --queries 1000
 
@@ -44,13 +44,15 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--single", type=int, default=200, help="queries timed one at a time")
     ap.add_argument("--first-stages", default="int8@64,hnsw@64,binary@128")
+    ap.add_argument("--backends", default="mrl,qdrant-edge,qdrant-local",
+                    help="qdrant-local: qdrant-client's local mode (pure Python; what a server answers, slowly)")
     ap.add_argument("--cascades", default="int8@64:200,128:50,384:10;int8@64:1000,384:10;hnsw@64:200,384:10;"
                                           "binary@128:1000,384:10;int8@64:50001,384:10")
     args = ap.parse_args()
 
     from mrl.data.io import read_lines
     from mrl.index import MrlIndex
-    from mrl.index.qdrant_edge import QdrantEdgeIndex
+    from mrl.index.qdrant import build_qdrant
 
     xb = np.load(args.embeddings / "corpus.npy", mmap_mode="r")
     ids = read_lines(args.embeddings / "corpus_ids.txt")
@@ -62,14 +64,16 @@ def main() -> None:
     stages = args.first_stages.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"n": len(ids), "dim": int(xb.shape[1]), "queries": len(xq), "backends": {}}
-    for name in ("mrl", "qdrant-edge"):
+    for name in args.backends.split(","):
         path = args.out / name
         shutil.rmtree(path, ignore_errors=True)
         t = time.perf_counter()
         if name == "mrl":
             index = MrlIndex.build(path, xb, ids, first_stages=stages)
+        elif name == "qdrant-edge":
+            index = build_qdrant(f"qdrant-edge://{path}", xb, ids, first_stages=stages)
         else:
-            index = QdrantEdgeIndex.build(path, xb, ids, first_stages=stages)
+            index = build_qdrant(f"qdrant-local://{path}/bench", xb, ids, first_stages=stages)
         build = time.perf_counter() - t
         row_of = {key: i for i, key in enumerate(ids)}
         entry = {"build_s": round(build, 1), "first_stages": index.stats()["first_stages"], "cascades": {}}
@@ -83,13 +87,15 @@ def main() -> None:
         report["backends"][name] = entry
         print(f"{name}: built in {build:.1f} s", flush=True)
         del index
-    mrl, qe = report["backends"]["mrl"], report["backends"]["qdrant-edge"]
-    print("\ncascade | recall mrl | recall qdrant-edge | p50 ratio (qdrant/mrl) | batch ratio")
-    for cascade in mrl["cascades"]:
-        a, b = mrl["cascades"][cascade], qe["cascades"][cascade]
-        print(f"{cascade} | {a['recall@10']:.4f} | {b['recall@10']:.4f} | {b['p50_ms'] / a['p50_ms']:.1f}x | "
-              f"{b['batch_ms_per_query'] / a['batch_ms_per_query']:.1f}x")
-    print(f"build: mrl {mrl['build_s']} s, qdrant-edge {qe['build_s']} s")
+    mrl = report["backends"]["mrl"]
+    for other in [b for b in report["backends"] if b != "mrl"]:
+        qe = report["backends"][other]
+        print(f"\ncascade | recall mrl | recall {other} | p50 ratio ({other}/mrl) | batch ratio")
+        for cascade in mrl["cascades"]:
+            a, b = mrl["cascades"][cascade], qe["cascades"][cascade]
+            print(f"{cascade} | {a['recall@10']:.4f} | {b['recall@10']:.4f} | {b['p50_ms'] / a['p50_ms']:.1f}x | "
+                  f"{b['batch_ms_per_query'] / a['batch_ms_per_query']:.1f}x")
+        print(f"build: mrl {mrl['build_s']} s, {other} {qe['build_s']} s")
     (args.out / "backends.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out / 'backends.json'}")
 

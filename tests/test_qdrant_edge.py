@@ -15,7 +15,20 @@ from mrl.index.tune import tune
 from mrl.serve import ServeSettings, create_app
 
 pytest.importorskip("qdrant_edge")
-from mrl.index.qdrant_edge import QdrantEdgeIndex  # noqa: E402
+pytest.importorskip("qdrant_client")
+from mrl.index.qdrant import QdrantIndex, build_qdrant, close_edge, open_qdrant  # noqa: E402
+
+
+class QdrantEdgeIndex:
+    """The tests' shorthand for the in-process engine over a folder."""
+
+    @staticmethod
+    def build(path, vectors, ids=None, **options):
+        return build_qdrant(f"qdrant-edge://{path}", vectors, ids, **options)
+
+    @staticmethod
+    def open(path):
+        return open_qdrant(f"qdrant-edge://{path}")
 
 D = 32
 
@@ -69,7 +82,7 @@ def test_the_same_cascade_reaches_the_recall_of_mrls_own_index(built, data):
 def test_upserts_deletes_and_string_ids(data, tmp_path):
     xb, _ = data
     index = QdrantEdgeIndex.build(tmp_path / "i", xb[:100], [f"d{i}" for i in range(100)], first_stages=["int8@8"])
-    assert isinstance(index, Searcher) and isinstance(open_index(tmp_path / "i"), QdrantEdgeIndex)
+    assert isinstance(index, Searcher) and isinstance(open_index(tmp_path / "i"), QdrantIndex)
     index = index.add(-xb[:3], ["d0", "d1", "new"])  # two replaced, one new
     assert index.count == 101 and index.generation == 2
     assert index.keys(index.search(-xb[:1], 1, f"int8@8:101,{D}:1").ids) == [["d0"]]
@@ -82,9 +95,10 @@ def test_upserts_deletes_and_string_ids(data, tmp_path):
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda p, x: QdrantEdgeIndex.build(p, x, first_stages=["rabitq@16"]), "builds exact, int8, binary, hnsw"),
+    (lambda p, x: QdrantEdgeIndex.build(p, x, first_stages=["rabitq@16"]), "build exact, int8, binary, hnsw"),
     (lambda p, x: QdrantEdgeIndex.build(p, x, first_stages=["int8@8"], default_cascade="int8@8:50,24:10"),
      "rescores on [16, 32] dims, not 24"),
+    (lambda p, x: build_qdrant(f"qdrant-edge://{p}", x, shards=2), "a qdrant-edge index is one local shard"),
     (lambda p, x: QdrantEdgeIndex.build(p, x, ["a"] * len(x)), "'a' appears"),
     (lambda p, x: QdrantEdgeIndex.build(p, np.zeros((3, D), np.float32)), "row 0 is all zeros"),
 ])
@@ -104,7 +118,7 @@ def test_another_process_gets_a_clear_error_while_one_holds_the_index(data, tmp_
 def test_service_and_tune_run_on_qdrant_edge_unchanged(built, data):
     index, reference = built
     xb, xq = data
-    client = TestClient(create_app(ServeSettings(index.root), searcher=index))
+    client = TestClient(create_app(ServeSettings(index.engine.where()), searcher=index))
     r = client.post("/search", json={"vector": xq[0].tolist(), "k": 5, "cascade": f"int8@8:{len(xb)},{D}:5"})
     assert r.status_code == 200, r.text
     assert [h["id"] for h in r.json()["results"][0]] == reference.keys(reference.exact_search(xq[:1], 5).ids)[0]
@@ -144,7 +158,7 @@ def test_the_cli_drives_a_qdrant_edge_index(data, tmp_path):
     stats = json.loads(run("index", "stats", idx, "--json").stdout)
     assert stats["backend"] == "qdrant-edge" and stats["count"] == 300 and stats["default_cascade"] == tuned["best"][
         "cascade"]
-    assert "the shard opens" in run("index", "verify", idx).output
+    assert "the index opens and counts" in run("index", "verify", idx).output
 
 
 def test_a_missing_extra_gets_the_install_hint(data, tmp_path, monkeypatch):
@@ -162,10 +176,10 @@ def test_a_missing_extra_gets_the_install_hint(data, tmp_path, monkeypatch):
 
 _ADD = """
 import sys, numpy as np
-from mrl.index import qdrant_edge
-qdrant_edge.BATCH = 64  # many WAL entries, so the kill lands between them
+from mrl.index.qdrant import funnel, open_qdrant
+funnel.BATCH = 64  # many WAL entries, so the kill lands between them
 x = np.random.default_rng(int(sys.argv[2])).standard_normal((20_000, 32)).astype(np.float32)
-index = qdrant_edge.QdrantEdgeIndex.open(sys.argv[1])
+index = open_qdrant("qdrant-edge://" + sys.argv[1])
 print("open", flush=True)
 index.add(x, [f"k{i}" for i in range(20_000)])
 """
@@ -179,9 +193,7 @@ def test_an_add_killed_half_way_leaves_every_written_point_findable(data, tmp_pa
 
     xb, _ = data
     QdrantEdgeIndex.build(tmp_path / "i", xb[:200], [f"d{i}" for i in range(200)], first_stages=["int8@8"])
-    from mrl.index import qdrant_edge
-
-    qdrant_edge._close((tmp_path / "i").resolve())  # let the child process open it
+    close_edge(tmp_path / "i")  # let the child process open it
     proc = subprocess.Popen([sys.executable, "-c", _ADD, str(tmp_path / "i"), "7"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "open"
     time.sleep(0.3)
@@ -197,3 +209,28 @@ def test_an_add_killed_half_way_leaves_every_written_point_findable(data, tmp_pa
         got = index.keys(index.search(x[probe], 1, f"int8@8:{index.count},{D}:1").ids)
         assert [g[0] for g in got] == [f"k{i}" for i in probe]
     assert index.keys(index.search(xb[:3], 1, f"int8@8:{index.count},{D}:1").ids) == [["d0"], ["d1"], ["d2"]]
+
+
+def test_qdrant_client_local_mode_runs_the_same_funnel(built, data, tmp_path):
+    """qdrant-client (what talks to a server or cluster), here in its local mode: the same layout and queries."""
+    _, reference = built
+    xb, xq = data
+    keys = [f"d{i}" for i in range(len(xb))]
+    uri = f"qdrant-local://{tmp_path / 'q'}/docs"
+    index = build_qdrant(uri, xb, keys, first_stages=["int8@8", "binary@16"])
+    assert open_index(uri).count == len(xb) and index.stats()["backend"] == "qdrant"
+    want = reference.exact_search(xq, 10)
+    for stage in ("int8@8", "binary@16"):
+        got = index.search(xq, 10, f"{stage}:{len(xb)},{D}:10")
+        assert index.keys(got.ids) == reference.keys(want.ids)
+    index = index.add(-xb[:2], ["d0", "fresh"]).delete(["d1"])
+    assert index.count == len(xb) and index.generation == 3
+    with pytest.raises(MrlError, match="collection 'docs' already exists"):
+        build_qdrant(uri, xb, keys)
+    with pytest.raises(MrlError, match="collection 'nope' does not exist"):
+        open_index(f"qdrant-local://{tmp_path / 'q'}/nope")
+
+
+def test_an_unreachable_server_is_named(data):
+    with pytest.raises(MrlError, match=r"qdrant://127.0.0.1:9/docs: qdrant .* failed .*(refused|connect)"):
+        build_qdrant("qdrant://127.0.0.1:9/docs", data[0][:10])

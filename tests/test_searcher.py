@@ -100,8 +100,8 @@ def test_mrl_index_is_a_searcher_and_results_unpack_like_the_tuple(vectors, tmp_
     scores, ids = result
     assert isinstance(result, SearchResult) and result.ids is ids and result.scores is scores
     assert ids.shape == (3, 5) and ids.dtype == np.int64 and scores.dtype == np.float32
-    with pytest.raises(MrlError, match="index backend 'qdrant' is not supported"):
-        open_index("qdrant://localhost:6333/docs")
+    with pytest.raises(MrlError, match="index backend 'milvus' is not supported"):
+        open_index("milvus://localhost:19530/docs")
 
 
 def test_the_service_serves_any_searcher(vectors, tmp_path):

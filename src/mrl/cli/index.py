@@ -17,7 +17,8 @@ from mrl.errors import MrlError
 app = typer.Typer(help="Build, change, tune and inspect a persistent Matryoshka funnel index.",
                   no_args_is_help=True)
 
-IndexArg = Annotated[Path, typer.Argument(help="Index folder.")]
+IndexArg = Annotated[str, typer.Argument(
+    help="Index folder, or qdrant-edge://PATH, qdrant://HOST:PORT/COLLECTION (key: $MRL_QDRANT_API_KEY).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model folder or 'minilm' (encodes texts).",
                                               envvar="MRL_MODEL")]
 DataOpt = Annotated[Path | None, typer.Option(help="BEIR folder whose corpus.jsonl[.gz] is encoded.")]
@@ -98,7 +99,7 @@ def _inputs(model: str | None, data: Path | None, vectors: Path | None, ids: Pat
 @app.command("build")
 @handle_errors
 def build_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Index folder to create.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Index folder to create (mrl, qdrant-edge).")] = None,
     model: ModelOpt = None,
     data: DataOpt = None,
     vectors: VectorsOpt = None,
@@ -113,20 +114,21 @@ def build_command(
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.", min=1)] = 64,
     adaptor: AdaptorOpt = None,
     backend: Annotated[str, typer.Option(
-        help="mrl (faiss first stages over memory-mapped vectors) or qdrant-edge (the Qdrant engine in-process; "
-             "pip install 'mrl[qdrant]').")] = "mrl",
+        help="mrl (faiss first stages over memory-mapped vectors), qdrant-edge (the Qdrant engine in-process) or "
+             "qdrant (a Qdrant server or cluster, --url); the qdrant ones need pip install 'mrl[qdrant]'.")] = "mrl",
     rescore_dims: Annotated[str | None, typer.Option(
-        help="qdrant-edge: prefixes later stages rescore on (default: 2x each first stage's dim, and all).")] = None,
+        help="qdrant: prefixes later stages rescore on (default: 2x each first stage's dim, and all).")] = None,
+    url: Annotated[str | None, typer.Option(help="qdrant: the server, e.g. http://localhost:6333.")] = None,
+    collection: Annotated[str | None, typer.Option(help="qdrant: the collection to create.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="qdrant: the server's API key.",
+                                                envvar="MRL_QDRANT_API_KEY")] = None,
+    shards: Annotated[int | None, typer.Option(help="qdrant: shards of the collection.", min=1)] = None,
+    replicas: Annotated[int | None, typer.Option(help="qdrant: replicas of each shard.", min=1)] = None,
 ) -> None:
     """Build an index from a BEIR corpus (encoded with --model) or from precomputed vectors."""
     from mrl.index import MrlIndex
 
-    if backend not in ("mrl", "qdrant-edge"):
-        raise MrlError(f"--backend {backend!r}: expected mrl or qdrant-edge")
-    if backend == "qdrant-edge":
-        from mrl.index.qdrant_edge import require
-
-        require()  # the install hint now, before any encoding
+    target = _build_target(backend, out, url, collection)  # every option checked before any encoding
     fitted = _load_adaptor(adaptor)
     xb, id_values = _inputs(model, data, vectors, ids, batch_size)
     if xb.ndim == 2:  # (the build names any other shape as an error)
@@ -139,21 +141,47 @@ def build_command(
         err_console.print(f"  built first stage {spec} in {now - clock[0]:.1f} s")
         clock[0] = now
 
-    if backend == "qdrant-edge":
-        from mrl.index.qdrant_edge import QdrantEdgeIndex
+    if backend != "mrl":
+        from mrl.index.qdrant import build_qdrant
 
         if fitted is not None:
-            raise MrlError("--adaptor: the qdrant-edge backend does not support adaptors yet (use --backend mrl)")
-        index: Any = QdrantEdgeIndex.build(out, xb, id_values, model=_model_record(model), first_stages=first_stage,
-                                           default_cascade=cascade, rescore_dims=parse_ints(rescore_dims,
-                                                                                            "--rescore-dims"),
-                                           hnsw_m=hnsw_m, ef_construction=ef_construction, overwrite=overwrite)
+            raise MrlError(f"--adaptor: the {backend} backend does not support adaptors yet (use --backend mrl)")
+        index: Any = build_qdrant(target, xb, id_values, api_key=api_key, overwrite=overwrite, shards=shards,
+                                  replicas=replicas, model=_model_record(model), first_stages=first_stage,
+                                  default_cascade=cascade, rescore_dims=parse_ints(rescore_dims, "--rescore-dims"),
+                                  hnsw_m=hnsw_m, ef_construction=ef_construction)
     else:
-        index = MrlIndex.build(out, xb, id_values, model=_model_record(model), dtype=dtype, first_stages=first_stage,
+        index = MrlIndex.build(target, xb, id_values, model=_model_record(model), dtype=dtype, first_stages=first_stage,
                                default_cascade=cascade, hnsw_m=hnsw_m, ef_construction=ef_construction,
                                overwrite=overwrite, progress=built, adaptor=fitted)
-    console.print(f"wrote {out}: {index.count} vectors of dim {index.dim} ({backend}), "
-                  f"cascade {index.default_cascade}; run `mrl index tune {out}` to pick a faster one")
+    console.print(f"wrote {target}: {index.count} vectors of dim {index.dim} ({backend}), "
+                  f"cascade {index.default_cascade}; run `mrl index tune {target}` to pick a faster one")
+
+
+def _build_target(backend: str, out: Path | None, url: str | None, collection: str | None) -> str:
+    """Where a build writes, as the URI the other commands take; the extra's install hint comes now."""
+    if backend not in ("mrl", "qdrant-edge", "qdrant"):
+        raise MrlError(f"--backend {backend!r}: expected mrl, qdrant-edge or qdrant")
+    if backend == "qdrant":
+        from mrl.index.qdrant import require_client
+
+        if not url or not collection or out is not None:
+            raise MrlError("--backend qdrant takes --url URL --collection NAME (and no --out)")
+        scheme, sep, host = url.partition("://")
+        if not sep or scheme not in ("http", "https"):
+            raise MrlError(f"--url {url!r}: expected http://HOST:PORT or https://HOST:PORT")
+        require_client()
+        return f"{'qdrants' if scheme == 'https' else 'qdrant'}://{host.rstrip('/')}/{collection}"
+    if out is None:
+        raise MrlError(f"--backend {backend} needs --out FOLDER")
+    if url or collection:
+        raise MrlError("--url and --collection go with --backend qdrant")
+    if backend == "qdrant-edge":
+        from mrl.index.qdrant import require_edge
+
+        require_edge()
+        return f"qdrant-edge://{out}"
+    return str(out)
 
 
 def _model_record(model: str | None) -> str | None:
@@ -241,17 +269,18 @@ def stats_command(index_path: IndexArg, as_json: JsonOpt = False) -> None:
 @handle_errors
 def verify_command(index_path: IndexArg) -> None:
     """Recompute every file checksum the manifest records; report every problem (exit 1 if any)."""
-    from mrl.index.qdrant_edge import QdrantEdgeIndex, is_qdrant_edge
+    from mrl.index import open_index
+    from mrl.index.qdrant import is_qdrant_edge, is_qdrant_uri
     from mrl.index.storage import verify_folder
 
-    qdrant = is_qdrant_edge(index_path)
-    problems = QdrantEdgeIndex.open(index_path).verify() if qdrant else verify_folder(index_path)
+    qdrant = is_qdrant_uri(index_path) or is_qdrant_edge(index_path)
+    problems = open_index(index_path).verify() if qdrant else verify_folder(Path(index_path))
     if problems:
         for p in problems:
             console.print(f"[bold red]damaged:[/] {escape(p)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
-    console.print(escape(f"{index_path}: the shard opens (Qdrant checks its own WAL and segments; mrl keeps no "
-                         "checksums of them)" if qdrant else f"{index_path}: all checksums match"))
+    console.print(escape(f"{index_path}: the index opens and counts (Qdrant checks its own WAL and segments; mrl "
+                         "keeps no checksums of them)" if qdrant else f"{index_path}: all checksums match"))
 
 
 @app.command("tune")
@@ -281,7 +310,7 @@ def tune_command(
     say = err_console if as_json else console
     best, rows = tune(index, k, target_recall, xq, n_queries, noise, max_bytes_per_vector=max_bytes_per_vector,
                       confidence=confidence, progress=True)
-    report_dir = out or index_path / "tune"
+    report_dir = out or (Path(index_path) / "tune" if Path(index_path).is_dir() else Path("tune-report"))
     write_report(rows, best, target_recall, k, report_dir)
     table = [[r.cascade, f"{r.recall:.4f}", f"{r.recall_low:.4f}", f"{r.p50_ms:.3f}", f"{r.batch_ms_per_query:.4f}",
               f"{r.first_stage_bytes_per_vector:g}"] for r in sorted(rows, key=lambda r: r.p50_ms)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -15,7 +14,8 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 @handle_errors
 def serve_command(
-    index_path: Annotated[Path, typer.Argument(help="Index folder.")],
+    index_path: Annotated[str, typer.Argument(
+        help="Index folder, qdrant-edge://PATH or qdrant://HOST:PORT/COLLECTION.")],
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model for text (default: the index's).",
                                               envvar="MRL_MODEL")] = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",

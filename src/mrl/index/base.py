@@ -11,6 +11,7 @@ backend (a Qdrant collection, say) implements :class:`Searcher` and is reached t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
@@ -91,19 +92,22 @@ class Searcher(Protocol):
         """The newest committed snapshot (``self`` when nothing changed); raises when it cannot be opened."""
 
 
-def open_index(uri: str | Path) -> Searcher:
-    """The searcher at ``uri``: a folder (or ``file://PATH``) holding an mrl index, or a qdrant-edge
-    index (``qdrant-edge://PATH``, or a folder that ``mrl index build --backend qdrant-edge`` wrote)."""
+def open_index(uri: str | Path, api_key: str | None = None) -> Searcher:
+    """The searcher at ``uri``: a folder (or ``file://PATH``) holding an mrl index; a folder that
+    ``--backend qdrant-edge`` wrote, or ``qdrant-edge://PATH``; a Qdrant server's collection,
+    ``qdrant://HOST:PORT/COLLECTION`` (``qdrants://`` for https, ``api_key`` for its key)."""
     text = str(uri)
     scheme, sep, rest = text.partition("://")
-    if sep and scheme not in ("file", "qdrant-edge"):
-        raise MrlError(f"{text}: index backend {scheme!r} is not supported "
-                       "(supported: a folder, file://PATH, qdrant-edge://PATH)")
-    path = Path(rest if sep else text)
-    from mrl.index import qdrant_edge
+    from mrl.index import qdrant
 
-    if scheme == "qdrant-edge" or qdrant_edge.is_qdrant_edge(path):
-        return qdrant_edge.QdrantEdgeIndex.open(path)
+    if sep and scheme in qdrant.SCHEMES:
+        return qdrant.open_qdrant(text, api_key or os.environ.get("MRL_QDRANT_API_KEY"))
+    if sep and scheme != "file":
+        raise MrlError(f"{text}: index backend {scheme!r} is not supported (supported: a folder, file://PATH, "
+                       f"{', '.join(s + '://' for s in qdrant.SCHEMES)})")
+    path = Path(rest if sep else text)
+    if qdrant.is_qdrant_edge(path):
+        return qdrant.open_qdrant(f"qdrant-edge://{path}")
     from mrl.index.index import MrlIndex
 
     return MrlIndex.open(path)

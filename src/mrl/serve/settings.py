@@ -9,7 +9,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class ServeSettings:
-    index: Path
+    index: str | Path  # a folder or an index URI (see mrl.index.open_index)
     model: str | None = None  # default: the model the index manifest records
     api_key: str | None = None  # when set, every route but /healthz needs it
     max_body_bytes: int = 4 << 20  # larger requests get 413
@@ -24,7 +24,7 @@ class ServeSettings:
         ``MRL_MAX_CANDIDATES``."""
         env = os.environ
         values: dict[str, object] = {
-            "index": Path(env["MRL_INDEX"]) if "MRL_INDEX" in env else None,
+            "index": env.get("MRL_INDEX"),
             "model": env.get("MRL_MODEL"),
             "api_key": env.get("MRL_API_KEY"),
         }

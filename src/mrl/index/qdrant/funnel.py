@@ -1,0 +1,344 @@
+"""``QdrantIndex``: the funnel on the Qdrant engine, as a :class:`Searcher`.
+
+Two engines (:mod:`mrl.index.qdrant.engines`): qdrant-edge in-process over a folder
+(``IDX/shard`` plus ``IDX/mrl-qdrant.json``; its WAL allows one process at a time), or a Qdrant
+server or cluster through qdrant-client (mrl's description in the collection's metadata).
+
+Every point carries named vectors: one per first stage (``int8-64``: the renormalised 64-prefix
+with Qdrant's int8 scalar quantisation and no graph; ``binary-256``: binary quantisation;
+``hnsw-64``: an HNSW graph over int8 codes; ``exact-64``: plain floats, scanned), and a float
+prefix per rescoring dimension (``f-128``, ``f-384``: on disk, no graph), used only to rescore.
+A cascade ``int8@64:1000,128:100,384:10`` becomes one nested prefetch query that Qdrant runs:
+the innermost prefetch searches ``int8-64`` for 1,000 candidates (quantised scores, no rescore),
+the next rescores them with ``f-128`` and keeps 100, the query rescores those with ``f-384``.
+
+String ids become 63-bit hashes (blake2b) so an upsert needs no lookup; the string rides in the
+payload. Unlike :class:`~mrl.index.MrlIndex`, an open index is live, not a snapshot: changes are
+visible to every searcher over the same data at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mrl.errors import MrlError
+from mrl.index.base import SearchResult
+from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
+from mrl.index.qdrant.engines import Stage, VectorSpec
+from mrl.index.segment import normalize_rows
+from mrl.vectors import check_vectors
+
+FORMAT = "mrl-qdrant"
+VERSION = 1
+KINDS = ("exact", "int8", "binary", "hnsw")  # inverted files (ivfpq, rabitq) are faiss structures
+BATCH = 512  # points per upsert (one WAL entry / one request)
+REFRESH_S = 1.0  # a server's description is re-read at most this often
+
+
+def _vector_name(spec: FirstStageSpec) -> str:
+    return f"{spec.kind}-{spec.dim}"
+
+
+def _bytes_per_vector(spec: FirstStageSpec, hnsw_m: int) -> float:
+    return {"exact": 4.0 * spec.dim, "int8": float(spec.dim), "binary": spec.dim / 8,
+            "hnsw": spec.dim + 8.0 * hnsw_m}[spec.kind]
+
+
+def _hash_id(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big") >> 1
+
+
+def layout(specs: list[FirstStageSpec], rescore_dims: list[int]) -> list[VectorSpec]:
+    """The named vectors of every point: one per first stage, one float prefix per rescoring dim."""
+    out = [VectorSpec(_vector_name(s), s.dim, quant={"int8": "int8", "hnsw": "int8", "binary": "binary"}.get(s.kind),
+                      graph=s.kind == "hnsw") for s in specs]
+    return out + [VectorSpec(f"f-{d}", d, on_disk=True) for d in rescore_dims]
+
+
+class QdrantIndex:
+    def __init__(self, engine: Any, meta: dict[str, Any]) -> None:
+        self.engine, self.meta = engine, meta
+        self.dim: int = meta["dim"]
+        self.specs = [parse_first_stage(s) for s in meta["first_stages"]]
+        self.rescore_dims: list[int] = meta["rescore_dims"]
+        self.adaptor = None
+        self._read_at = time.monotonic()
+
+    # ------------------------------------------------------------------ open / build
+    @classmethod
+    def open(cls, engine: Any) -> QdrantIndex:
+        meta = engine.read_meta()
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+            raise MrlError(f"{engine.where()}: not an mrl qdrant index description (format {FORMAT} v{VERSION})")
+        return cls(engine, meta)
+
+    @classmethod
+    def build(
+        cls,
+        create: Any,
+        vectors: np.ndarray,
+        ids: Sequence[int] | Sequence[str] | np.ndarray | None = None,
+        *,
+        model: str | None = None,
+        first_stages: Sequence[str] | None = None,
+        default_cascade: str | None = None,
+        rescore_dims: Sequence[int] | None = None,
+        hnsw_m: int = 16,
+        ef_construction: int = 100,
+    ) -> QdrantIndex:
+        """A new index from ``vectors`` (any float ``(n, D)`` array, may be a memmap); ``create(layout)``
+        makes the engine (a collection or shard) once every input is checked.
+
+        ``rescore_dims``: the prefixes later cascade stages rescore on (default: twice each first
+        stage's dimension, and the full dimension).
+        """
+        vectors = check_vectors(vectors, None, "vectors", scan=True)
+        n, dim = vectors.shape
+        specs = [parse_first_stage(s, dim) for s in (first_stages or [f"int8@{min(64, dim)}"])]
+        bad = [str(s) for s in specs if s.kind not in KINDS]
+        if bad:
+            raise MrlError(f"first stage {bad[0]}: the qdrant backends build {', '.join(KINDS)} first stages")
+        if len(set(specs)) != len(specs):
+            raise MrlError(f"first stages {[str(s) for s in specs]}: listed twice")
+        dims = sorted({int(d) for d in rescore_dims} if rescore_dims else
+                      {2 * s.dim for s in specs if 2 * s.dim < dim} | {dim})
+        if dims[-1] != dim or dims[0] < 1:
+            raise MrlError(f"rescore dims {dims}: must lie in 1..{dim} and include the full dimension {dim}")
+        cascade = default_cascade or (f"{specs[0]}:100,{dim}:10" if specs[0].dim < dim else f"{specs[0]}:10")
+        keys = _keys(ids, n)
+        meta = {"format": FORMAT, "version": VERSION, "generation": 1, "model": model, "dim": dim,
+                "first_stages": [str(s) for s in specs], "rescore_dims": dims, "hnsw_m": hnsw_m,
+                "ef_construction": ef_construction, "id_kind": "str" if keys is not None else "int",
+                "default_cascade": cascade}
+        cls(None, meta)._check_cascade(parse_cascade(cascade, dim))  # before anything is written
+        index = cls(create(layout(specs, dims)), meta)
+        index._upsert(vectors, keys if keys is not None else np.asarray(ids if ids is not None else np.arange(n)), n)
+        index.engine.write_meta(meta)  # the commit point: without it the data is not an index
+        return index
+
+    # ------------------------------------------------------------------ the Searcher protocol
+    @property
+    def count(self) -> int:
+        return self.engine.count()
+
+    @property
+    def generation(self) -> int:
+        return int(self.meta["generation"])
+
+    @property
+    def model(self) -> str | None:
+        return self.meta.get("model")
+
+    @property
+    def default_cascade(self) -> Cascade:
+        return parse_cascade(self.meta["default_cascade"], self.dim)
+
+    @property
+    def first_stages(self) -> list[FirstStageSpec]:
+        return list(self.specs)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __repr__(self) -> str:
+        return (f"QdrantIndex({self.engine.kind}: {self.engine.where()!r}, dim={self.dim}, "
+                f"first_stages={self.meta['first_stages']})")
+
+    def plan(self, cascade: str | Cascade | None = None, k: int = 10) -> Cascade:
+        return self._check_cascade(resolve_plan(cascade, k, self.default_cascade, self.dim, self.count))
+
+    def prepare_queries(self, xq: Any, adapted: bool = False) -> np.ndarray:
+        xq = np.atleast_2d(xq) if np.ndim(xq) == 1 else xq
+        return np.asarray(check_vectors(xq, self.dim, "queries", owner="the index's", empty=True, scan=True),
+                          np.float32)
+
+    def search(self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None, *,
+               adapted: bool = False) -> SearchResult:
+        """One nested prefetch query per query vector, sent as one batch."""
+        xq = self.prepare_queries(xq)
+        plan = self.plan(cascade, k)
+        spec = self._spec(plan.kind, plan.first[0])
+        queries = []
+        for q in xq:
+            d1, n1 = plan.first
+            stages = [Stage(_vector_name(spec), _prefix(q, d1), n1, exact=spec.kind == "exact",
+                            hnsw_ef=plan.width, quantized=spec.kind != "exact")]
+            stages += [Stage(f"f-{d}", _prefix(q, d), n) for d, n in plan.stages[1:]]
+            queries.append(stages)
+        return self._results(self.engine.query(queries, k), len(xq), k)
+
+    def exact_search(self, xq: np.ndarray, k: int = 10, dim: int | None = None, *,
+                     adapted: bool = False) -> SearchResult:
+        xq = self.prepare_queries(xq)
+        dim = dim or self.dim
+        if dim not in self.rescore_dims:
+            raise MrlError(f"dim={dim}: this qdrant index stores float prefixes of {self.rescore_dims} dims")
+        resolve_plan(f"{dim}:{k}", k, self.default_cascade, self.dim, self.count)  # checks k
+        queries = [[Stage(f"f-{dim}", _prefix(q, dim), k, exact=True)] for q in xq]
+        return self._results(self.engine.query(queries, k), len(xq), k)
+
+    def keys(self, ids: np.ndarray) -> list[list[str | None]]:
+        ids = np.atleast_2d(np.asarray(ids, dtype=np.int64))
+        if self.meta["id_kind"] == "int":
+            return [[str(i) if i >= 0 else None for i in row] for row in ids.tolist()]
+        wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
+        found = {i: payload["key"] for i, payload, _ in self.engine.retrieve(wanted, True, None)} if wanted else {}
+        return [[found.get(i) if i >= 0 else None for i in row] for row in ids.tolist()]
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        all_ids = np.asarray(self.engine.ids(), np.int64)
+        chosen = np.sort(np.random.default_rng(seed).choice(all_ids, size=min(n, len(all_ids)), replace=False))
+        name = f"f-{self.dim}"
+        found = {i: vec[name] for i, _, vec in self.engine.retrieve(chosen.tolist(), False, [name])}
+        return np.asarray([found[int(i)] for i in chosen], np.float32).reshape(len(chosen), self.dim)
+
+    def max_width(self, spec: FirstStageSpec) -> int:
+        return 0  # no inverted files here; an hnsw stage's width (ef) follows from the shortlist
+
+    def stats(self) -> dict[str, Any]:
+        m = self.meta
+        stages = {str(s): {"bytes_per_vector": _bytes_per_vector(s, m["hnsw_m"])} for s in self.specs}
+        return {"path": self.engine.where(), "backend": self.engine.kind, "model": m["model"], "count": self.count,
+                "dim": self.dim, "id_kind": m["id_kind"], "generation": m["generation"],
+                "default_cascade": m["default_cascade"], "first_stages": stages, "rescore_dims": self.rescore_dims,
+                "segments": self.engine.segments(), "deleted_rows": 0, "disk_bytes": self.engine.disk_bytes(),
+                "tuning": m.get("tuning"), "adaptor": None}
+
+    def set_default_cascade(self, cascade: str | Cascade, tuning: dict[str, Any] | None = None) -> QdrantIndex:
+        plan = self._check_cascade(cascade if isinstance(cascade, Cascade) else parse_cascade(cascade, self.dim))
+        meta = {**self.meta, "default_cascade": str(plan), "generation": self.generation + 1}
+        if tuning is not None:
+            meta["tuning"] = tuning
+        self.engine.write_meta(meta)
+        return QdrantIndex(self.engine, meta)
+
+    def refresh(self) -> QdrantIndex:
+        if time.monotonic() - self._read_at < REFRESH_S and self.engine.kind == "qdrant":
+            return self  # a server round trip per request is too much; a second of staleness is not
+        fresh = QdrantIndex.open(self.engine)
+        if fresh.generation == self.generation:
+            self._read_at = fresh._read_at
+            return self
+        return fresh
+
+    def check_adaptor(self, adaptor: Any) -> None:
+        if adaptor is not None:
+            raise MrlError(f"{self.engine.where()} is a {self.engine.kind} index, built without an adaptor "
+                           "(adaptors are not supported by this backend yet); query it without --adaptor")
+
+    # ------------------------------------------------------------------ changes
+    def add(self, vectors: np.ndarray, ids: Sequence[int] | Sequence[str] | np.ndarray) -> QdrantIndex:
+        """Upsert: new ids are added, existing ones replaced."""
+        vectors = check_vectors(vectors, self.dim, "vectors", owner="the index's", scan=True)
+        keys = _keys(ids, len(vectors))
+        if (keys is not None) != (self.meta["id_kind"] == "str"):
+            raise MrlError(f"this index uses {'string' if self.meta['id_kind'] == 'str' else 'integer'} ids")
+        self._upsert(vectors, keys if keys is not None else np.asarray(ids), len(vectors))
+        return self._committed()
+
+    def delete(self, ids: Sequence[int] | Sequence[str] | np.ndarray) -> QdrantIndex:
+        """Delete by id; every id must exist (nothing changes otherwise)."""
+        values = list(ids)
+        if not values:
+            raise MrlError("delete: no ids given")
+        point_ids = [_hash_id(str(v)) for v in values] if self.meta["id_kind"] == "str" else [int(v) for v in values]
+        present = {i for i, _, _ in self.engine.retrieve(point_ids, False, None)}
+        missing = [v for v, p in zip(values, point_ids) if p not in present]
+        if missing:
+            raise MrlError(f"delete: {len(missing)} id(s) not in the index, e.g. {missing[0]!r}; nothing was deleted")
+        if len(set(point_ids)) >= self.count:
+            raise MrlError(f"delete: removing all {self.count} vectors would leave an empty index; build a new one")
+        self.engine.delete(point_ids)
+        return self._committed()
+
+    def compact(self) -> QdrantIndex:
+        """Let Qdrant's optimisers merge segments and vacuum deleted points."""
+        self.engine.finish()
+        return self._committed()
+
+    def verify(self) -> list[str]:
+        try:
+            self.engine.count()
+        except Exception as e:
+            return [f"{self.engine.where()}: {e}"]
+        return []
+
+    # ------------------------------------------------------------------ internals
+    def _committed(self) -> QdrantIndex:
+        meta = {**self.meta, "generation": self.generation + 1}
+        self.engine.write_meta(meta)
+        return QdrantIndex(self.engine, meta)
+
+    def _upsert(self, vectors: Any, ids: np.ndarray, n: int) -> None:
+        if ids.dtype.kind == "U":
+            point_ids, payloads = [_hash_id(k) for k in ids.tolist()], [{"key": k} for k in ids.tolist()]
+        else:
+            point_ids, payloads = [int(i) for i in ids.tolist()], [None] * n
+        names = [(v.name, v.size) for v in layout(self.specs, self.rescore_dims)]
+        for start in range(0, n, BATCH):
+            x = np.asarray(vectors[start : start + BATCH], np.float32)
+            prefixes = {name: normalize_rows(x[:, :d]).tolist() for name, d in names}
+            points = [(point_ids[start + i], {name: prefixes[name][i] for name, _ in names}, payloads[start + i])
+                      for i in range(len(x))]
+            try:  # each batch is one WAL entry / request: applied whole or not at all, also across a kill
+                self.engine.upsert(points)
+            except Exception as e:
+                raise MrlError(f"{self.engine.where()}: the upsert stopped after {start} of {n} points were written "
+                               f"(those are searchable; re-run the add for the rest): {e}") from None
+        self.engine.finish()
+
+    def _spec(self, kind: str | None, d: int) -> FirstStageSpec:
+        for spec in self.specs:
+            if spec.dim == d and (kind is None or spec.kind == kind):
+                return spec
+        have = ", ".join(map(str, self.specs))
+        raise MrlError(f"the index has no {kind or 'first stage'}@{d} (it has: {have}); rebuild with it")
+
+    def _check_cascade(self, plan: Cascade) -> Cascade:
+        spec = self._spec(plan.kind, plan.first[0])
+        if plan.width is not None and spec.kind != "hnsw":
+            raise MrlError(f"a search width applies to hnsw first stages here, not to {spec}")
+        for d, _ in plan.stages[1:]:
+            if d not in self.rescore_dims:
+                raise MrlError(f"cascade {plan}: this qdrant index rescores on {self.rescore_dims} dims, "
+                               f"not {d} (rebuild with --rescore-dims)")
+        return plan
+
+    @staticmethod
+    def _results(hits: list[list[tuple[int, float]]], nq: int, k: int) -> SearchResult:
+        scores = np.full((nq, k), -np.inf, np.float32)
+        ids = np.full((nq, k), -1, np.int64)
+        for i, row in enumerate(hits):
+            for j, (point, score) in enumerate(row[:k]):
+                scores[i, j], ids[i, j] = score, point
+        return SearchResult(scores, ids)
+
+
+def _prefix(q: np.ndarray, d: int) -> list[float]:
+    return normalize_rows(q[None, :d])[0].tolist()
+
+
+def _keys(ids: Any, n: int) -> np.ndarray | None:
+    """String keys (``None`` for integer ids), checked: one per vector, unique, non-negative ints."""
+    if ids is None:
+        return None
+    values = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
+    if values.ndim != 1 or len(values) != n:
+        raise MrlError(f"ids: {len(values) if values.ndim == 1 else values.shape} ids for {n} vectors")
+    uniq, counts = np.unique(values, return_counts=True)
+    if (counts > 1).any():
+        raise MrlError(f"ids: {uniq[np.argmax(counts > 1)].item()!r} appears {counts.max()} times; ids must be unique")
+    if values.dtype.kind == "U":
+        if (values == "").any():
+            raise MrlError("ids: an id is the empty string")
+        return values
+    if not np.issubdtype(values.dtype, np.integer):
+        raise MrlError(f"ids: expected integers or strings, got dtype {values.dtype}")
+    if (values < 0).any():
+        raise MrlError(f"ids: {values[values < 0][0].item()} is negative; ids must be >= 0")
+    return None
