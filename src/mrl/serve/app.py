@@ -219,7 +219,8 @@ def create_app(settings: ServeSettings, searcher: Searcher | None = None) -> Fas
             _check_batch(len(rows), settings.max_batch)
             if len({len(r) for r in rows}) > 1:
                 raise ApiError(400, f"vectors have different lengths ({sorted({len(r) for r in rows})})")
-            xq = np.asarray(rows, dtype=np.float32)
+            with np.errstate(over="ignore"):  # beyond float32 becomes inf, which the index names as an error
+                xq = np.asarray(rows, dtype=np.float32)
         plan = index.plan(req.cascade, req.k)  # shortlists clamped to the index
         if len(xq) * plan.first[1] > settings.max_candidates:
             raise ApiError(422, f"{len(xq)} queries x a first-stage shortlist of {plan.first[1]} = "

@@ -210,7 +210,10 @@ class ClientEngine:
     def connect(url: str | None = None, path: str | None = None, api_key: str | None = None) -> Any:
         qc = require_client()
         try:
-            return qc.QdrantClient(path=path) if path else qc.QdrantClient(url=url, api_key=api_key, timeout=30)
+            if path:
+                return qc.QdrantClient(path=path)
+            # the version check would warn, not fail, on an unreachable server; the first call names that
+            return qc.QdrantClient(url=url, api_key=api_key, timeout=30, check_compatibility=False)
         except Exception as e:
             raise MrlError(f"qdrant {url or path}: cannot connect ({e})") from None
 
