@@ -22,7 +22,8 @@ IndexArg = Annotated[str, typer.Argument(
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model folder or 'minilm' (encodes texts).",
                                               envvar="MRL_MODEL")]
 DataOpt = Annotated[Path | None, typer.Option(help="BEIR folder whose corpus.jsonl[.gz] is encoded.")]
-VectorsOpt = Annotated[Path | None, typer.Option(help="Precomputed vectors, .npy of shape (n, D).")]
+VectorsOpt = Annotated[Path | None, typer.Option(
+    help="Precomputed vectors: .npy of shape (n, D), or a folder of shards from `mrl encode` (with its ids).")]
 IdsOpt = Annotated[Path | None, typer.Option(help="Ids, one per line (.txt) or .npy; default 0..n-1.")]
 
 
@@ -93,6 +94,12 @@ def _inputs(model: str | None, data: Path | None, vectors: Path | None, ids: Pat
             raise MrlError("--ids goes with --vectors; with --data the corpus ids are used")
         return _encode_corpus(model, data, batch_size)
     assert vectors is not None
+    if vectors.is_dir():  # a folder of shards from `mrl encode`: its ids come with it
+        from mrl.data.vectors import load_folder
+
+        if ids is not None:
+            raise MrlError(f"--ids: {vectors} is an embeddings folder and carries its own ids")
+        return load_folder(vectors)
     return load_vectors(vectors), (load_ids(ids) if ids is not None else None)
 
 

@@ -6,6 +6,7 @@ import typer
 
 from mrl.cli.adapt import app as adapt_app
 from mrl.cli.demo import demo
+from mrl.cli.encode import encode_command
 from mrl.cli.evaluate import eval_command
 from mrl.cli.index import app as index_app
 from mrl.cli.index import search_command
@@ -22,6 +23,7 @@ app = typer.Typer(
 app.command("train")(train_command)
 app.command("eval")(eval_command)
 app.command("demo")(demo)
+app.command("encode")(encode_command)
 app.add_typer(adapt_app, name="adapt")
 app.add_typer(index_app, name="index")
 app.command("search")(search_command)

@@ -1,0 +1,67 @@
+"""Encode a corpus into a folder of shards (:mod:`mrl.data.vectors`): resumable, and one share of
+the shards per process under ``torchrun`` (rank ``r`` of ``w`` encodes shards ``r, r + w, ...``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from mrl.data import vectors as shards
+from mrl.errors import MrlError
+
+logger = logging.getLogger(__name__)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes, from torchrun's environment (else 0 of 1)."""
+    try:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise MrlError("RANK / WORLD_SIZE must be integers (as torchrun sets them)") from None
+    if not 0 <= rank < world:
+        raise MrlError(f"RANK={rank} is outside 0..WORLD_SIZE-1 ({world})")
+    return rank, world
+
+
+def encode_shards(
+    model_name: str,
+    texts: list[str],
+    ids: list[str],
+    out: str | Path,
+    source: str,
+    shard_size: int = 10_000,
+    batch_size: int = 64,
+    device: str | None = None,
+    say: Callable[[str], None] | None = None,
+) -> tuple[int, int, bool]:
+    """Encode this process's missing shards; returns ``(written, skipped, complete)``.
+
+    ``complete`` is true once every shard of the folder is done (all ranks finished).
+    """
+    from mrl.encoders.model import encode, load_model
+
+    if shard_size < 1:
+        raise MrlError(f"--shard-size must be >= 1, got {shard_size}")
+    if len(texts) != len(ids):
+        raise MrlError(f"{len(texts)} texts for {len(ids)} ids")
+    rank, world = rank_and_world()
+    if device is None and world > 1 and "LOCAL_RANK" in os.environ:
+        import torch
+
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}" if torch.cuda.is_available() else "cpu"
+    plan = shards.start(Path(out), model_name, source, len(texts), shard_size)
+    mine = [i for i in range(plan.count) if i % world == rank]
+    todo = [i for i in mine if not shards.is_done(plan, i)]
+    if say is not None:
+        say(f"rank {rank}/{world}: {len(mine)} of {plan.count} shards are this process's, {len(mine) - len(todo)} "
+            f"already written" + (" (resuming)" if len(todo) < len(mine) else ""))
+    if todo:
+        model = load_model(model_name, device)
+        for n, i in enumerate(todo, 1):
+            rows = plan.rows(i)
+            shards.write_shard(plan, i, encode(model, texts[rows], batch_size), ids[rows])
+            if say is not None:
+                say(f"rank {rank}: shard {i} ({rows.stop - rows.start} texts) written, {n}/{len(todo)}")
+    return len(todo), len(mine) - len(todo), shards.finish(plan)
