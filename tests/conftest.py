@@ -26,7 +26,7 @@ def synthetic_texts(n: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choices(WORDS, k=rng.randint(4, 30))) for _ in range(n)]
 
 
-def build_tiny_model(folder: Path, hidden: int = 64, corpus: list[str] | None = None) -> Path:
+def build_tiny_model(folder: Path, hidden: int = 64, corpus: list[str] | None = None, dropout: float = 0.1) -> Path:
     """A 2-layer BERT with a WordPiece tokenizer trained here, saved in Sentence-Transformers format."""
     import torch
     from sentence_transformers import SentenceTransformer
@@ -48,7 +48,8 @@ def build_tiny_model(folder: Path, hidden: int = 64, corpus: list[str] | None = 
                                      sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=160)
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=160,
+                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     raw = folder / "raw"
     BertModel(config).save_pretrained(raw)
     hf_tok.save_pretrained(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -84,6 +85,8 @@ def train_command(
         device=device,
     )
     summary = train(cfg)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun, rank 0 reports
     console.print(f"trained {summary['steps']} steps in {summary['train_time_s']:.0f}s "
                   f"({summary['pairs_per_s']:.1f} pairs/s); dims {summary['matryoshka_dims']}")
     if summary["final_dev_ndcg@10"]:

@@ -29,6 +29,7 @@ from mrl.training.checkpoint import (
     set_rng_state,
 )
 from mrl.training.config import TrainConfig
+from mrl.training.distributed import Distributed
 
 logger = logging.getLogger(__name__)
 
@@ -110,17 +111,31 @@ def _check_same_run(saved: dict[str, Any], cfg: TrainConfig) -> None:
 def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` with the Matryoshka InfoNCE loss and save it in Sentence-Transformers format.
 
+    Under ``torchrun --nproc-per-node N -m mrl train ...`` the run is data-parallel (see
+    :mod:`mrl.training.distributed`); ``--batch-size`` is the global batch.
+
     Returns:
         The run summary also written to ``<output>/mrl.json``.
     """
+    dist = Distributed.from_env()
+    try:
+        return _train(cfg, progress and dist.is_main, dist)
+    finally:
+        dist.close()
+
+
+def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any]:
     from transformers import get_linear_schedule_with_warmup
 
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     _seed_everything(cfg.seed)
     pairs = load_training_data(cfg.data, cfg.split)
-    dev = _dev_set(cfg)
-    model = load_model(cfg.model, cfg.device, cfg.max_seq_length)
+    dist.check_same("options", cfg.to_dict())
+    dist.check_same("training data", [len(pairs), pairs.anchors[:50], pairs.positives[-50:]])
+    dist.share(list(range(cfg.batch_size)))  # the batch must split over the processes
+    dev = _dev_set(cfg) if dist.is_main else None  # the dev evaluation runs once
+    model = load_model(cfg.model, dist.device(cfg.device), cfg.max_seq_length)
     head_params: list[torch.nn.Parameter] = []
     if cfg.head in ("linear", "orthogonal"):
         model, head_params = add_linear_head(model, orthogonal=cfg.head == "orthogonal")
@@ -152,8 +167,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         else:
             _say(progress, f"--resume: no checkpoint in {out}/checkpoints yet; starting from step 0")
     # The log restarts from the checkpoint's history: lines the killed run wrote after it go.
-    log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    if dist.is_main:
+        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
 
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
@@ -168,24 +184,29 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter() - elapsed
     n_tokens = 0
     for step in range(start_step, plan.total):
-        idx = plan.batch(step)
+        idx = dist.share(plan.batch(step))  # the whole global batch when single-process
         features = []
         for col in columns:
             feats = preprocess(model, [col[i] for i in idx], device)
             n_tokens += int(feats["input_ids"].numel())
             features.append(feats)
         with autocast:
-            loss = loss_fn(features)
+            if dist.enabled:  # in-batch negatives over the global batch: gather every rank's share
+                embeddings = [dist.gather(model(f)["sentence_embedding"]) for f in features]
+                loss = loss_fn.compute_loss_from_embeddings(embeddings)
+            else:
+                loss = loss_fn(features)
         if not torch.isfinite(loss.detach()):
             raise MrlError(f"step {step + 1}: the training loss is {float(loss.detach())} (not finite); the run "
                            "stopped before the update, the last checkpoint is kept (lower --lr, check the data)")
         loss.backward()
+        dist.average_gradients(model.parameters())  # = the single-process gradient of the global batch
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
-        if done % cfg.log_every == 0 or done == plan.total:
+        if dist.is_main and (done % cfg.log_every == 0 or done == plan.total):
             entry = {"kind": "train", "step": done, "loss": float(loss.detach()),
                      "lr": scheduler.get_last_lr()[0],
                      "dim_loss": {str(d): round(v, 6) for d, v in loss_fn.last_losses.items()}}
@@ -204,17 +225,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
                 f.write(json.dumps(entry) + "\n")
             logger.info("step %d dev nDCG@10 %s", done, scores)
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < plan.total:
-            state = {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history,
-                     "elapsed": time.perf_counter() - t0, "config": cfg.to_dict()}
-            save_checkpoint(out, done, state, cfg.keep_checkpoints)
+            if dist.is_main:  # one writer; every rank resumes from its file
+                state = {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history,
+                         "elapsed": time.perf_counter() - t0, "config": cfg.to_dict()}
+                save_checkpoint(out, done, state, cfg.keep_checkpoints)
+            dist.barrier()
     if pbar is not None:
         pbar.close()
     train_time = time.perf_counter() - t0
     model.eval()
     final_scores = _dev_scores(model, dev, dims) if dev is not None else None
     fix_head(model)
-    model.save(str(out))
     summary = {
         "matryoshka_dims": dims,
         "matryoshka_weights": loss_fn.weights,
@@ -229,7 +251,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         "final_train_loss": history[-1]["dim_loss"] if history else None,
         "config": cfg.to_dict(),
     }
-    (out / MRL_META).write_text(json.dumps(summary, indent=2) + "\n")
-    if cfg.remove_checkpoints:
-        remove_checkpoints(out)
+    if dist.is_main:
+        model.save(str(out))
+        (out / MRL_META).write_text(json.dumps(summary, indent=2) + "\n")
+        if cfg.remove_checkpoints:
+            remove_checkpoints(out)
+    dist.barrier()
     return summary
