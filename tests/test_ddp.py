@@ -87,3 +87,32 @@ def test_a_resumed_ddp_run_ends_where_an_uninterrupted_one_ends(plain_model, tin
 def test_a_batch_that_does_not_split_is_a_clear_error(plain_model, tiny_beir, tmp_path):
     r = _torchrun(_args(plain_model, tiny_beir, tmp_path / "o", "--batch-size", "9"))
     assert r.returncode != 0 and "--batch-size 9 does not split over 2 processes" in r.stderr, r.stderr[-2000:]
+
+
+_DISAGREE = """
+import os, sys
+from mrl.errors import MrlError
+from mrl.training.distributed import Distributed
+dist = Distributed.from_env()
+try:
+    dist.check_same("training data", {"pairs": 96 + dist.rank})  # rank 1 read other data
+except MrlError as e:
+    print("refused:", e, flush=True)
+    sys.exit(3)
+finally:
+    dist.close()
+"""
+
+
+def test_ranks_that_disagree_stop_with_a_clear_error_instead_of_hanging(tmp_path):
+    script = tmp_path / "disagree.py"
+    script.write_text(_DISAGREE)
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                        str(port), str(script)], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode != 0 and "rank 1 has other training data than rank 0" in r.stdout, r.stdout + r.stderr[-999:]
