@@ -31,6 +31,7 @@ from mrl.index.cascade import (
     parse_first_stage,
     resolve_plan,
 )
+from mrl.index.ids import check_ids
 from mrl.index.segment import BLOCK, Segment, normalize_rows, specs_from, to_float32, write_segment
 from mrl.vectors import check_vectors, row_norms
 
@@ -577,25 +578,13 @@ def _assign_ids(
         if id_kind == "str":
             raise MrlError("this index uses string ids; pass ids")
         return np.arange(next_id, next_id + n, dtype=np.int64), None, "int", next_id + n
-    values = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
-    if values.ndim != 1 or len(values) != n:
-        raise MrlError(f"ids: {len(values) if values.ndim == 1 else values.shape} ids for {n} vectors")
-    uniq, counts = np.unique(values, return_counts=True)
-    if (counts > 1).any():
-        raise MrlError(f"ids: {uniq[np.argmax(counts > 1)].item()!r} appears {counts.max()} times; ids must be unique")
-    if np.issubdtype(values.dtype, np.integer):
+    values = check_ids(ids, n)
+    if values.dtype.kind != "U":
         if id_kind == "str":
             raise MrlError("this index uses string ids; pass strings, not integers")
-        if (values < 0).any():
-            raise MrlError(f"ids: {values[values < 0][0].item()} is negative; ids must be >= 0")
-        values = values.astype(np.int64)
         return values, None, "int", max(next_id, int(values.max()) + 1)
-    if values.dtype.kind != "U":
-        raise MrlError(f"ids: expected integers or strings, got dtype {values.dtype}")
     if id_kind == "int":
         raise MrlError(f"this index uses integer ids; {values[0].item()!r} is a string")
-    if (values == "").any():
-        raise MrlError("ids: an id is the empty string")
     return np.arange(next_id, next_id + n, dtype=np.int64), values, "str", next_id + n
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
+from mrl.index.ids import check_ids
 from mrl.index.qdrant.engines import Stage, VectorSpec
 from mrl.index.segment import normalize_rows
 from mrl.vectors import check_vectors
@@ -324,21 +325,8 @@ def _prefix(q: np.ndarray, d: int) -> list[float]:
 
 
 def _keys(ids: Any, n: int) -> np.ndarray | None:
-    """String keys (``None`` for integer ids), checked: one per vector, unique, non-negative ints."""
+    """String keys (``None`` for integer ids, or none given), checked by :func:`check_ids`."""
     if ids is None:
         return None
-    values = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
-    if values.ndim != 1 or len(values) != n:
-        raise MrlError(f"ids: {len(values) if values.ndim == 1 else values.shape} ids for {n} vectors")
-    uniq, counts = np.unique(values, return_counts=True)
-    if (counts > 1).any():
-        raise MrlError(f"ids: {uniq[np.argmax(counts > 1)].item()!r} appears {counts.max()} times; ids must be unique")
-    if values.dtype.kind == "U":
-        if (values == "").any():
-            raise MrlError("ids: an id is the empty string")
-        return values
-    if not np.issubdtype(values.dtype, np.integer):
-        raise MrlError(f"ids: expected integers or strings, got dtype {values.dtype}")
-    if (values < 0).any():
-        raise MrlError(f"ids: {values[values < 0][0].item()} is negative; ids must be >= 0")
-    return None
+    values = check_ids(ids, n)
+    return values if values.dtype.kind == "U" else None
