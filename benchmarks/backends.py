@@ -47,7 +47,7 @@ def main() -> None:
     ap.add_argument("--backends", default="mrl,qdrant-edge,qdrant-local",
                     help="qdrant-local: qdrant-client's local mode (pure Python; what a server answers, slowly)")
     ap.add_argument("--cascades", default="int8@64:200,128:50,384:10;int8@64:1000,384:10;hnsw@64:200,384:10;"
-                                          "binary@128:1000,384:10;int8@64:50001,384:10")
+                                          "binary@128:1000,384:10")  # (whole-corpus shortlists: tested exact)
     args = ap.parse_args()
 
     from mrl.data.io import read_lines
