@@ -20,6 +20,26 @@ from pathlib import Path
 import numpy as np
 
 
+def synthetic(n: int, d: int, n_queries: int, clusters: int = 10_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Clustered vectors whose per-dimension spread decays (Matryoshka-like), and noisy copies as queries."""
+    rng = np.random.default_rng(seed)
+    scale = ((np.arange(d) + 1.0) ** -0.5).astype(np.float32)
+    centres = rng.standard_normal((clusters, d), dtype=np.float32) * scale
+    xb = np.empty((n, d), np.float32)
+    for a in range(0, n, 100_000):
+        m = min(100_000, n - a)
+        xb[a : a + m] = centres[rng.integers(clusters, size=m)] + rng.standard_normal((m, d), dtype=np.float32) * scale
+    picks = rng.integers(n, size=n_queries)
+    xq = xb[picks] + 0.5 * rng.standard_normal((n_queries, d), dtype=np.float32) * scale
+    return xb, xq
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1)
+    return np.take_along_axis(part, order, 1)
+
+
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a[a >= 0].tolist()) & set(b.tolist())) / len(b) for a, b in zip(found, truth)]))
 
@@ -39,7 +59,8 @@ def timed(index, xq, cascade, k, n_single):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("embeddings", type=Path)
+    ap.add_argument("embeddings", type=Path, nargs="?", help="embeddings folder (or --synthetic)")
+    ap.add_argument("--synthetic", help="N,D: clustered vectors with a decaying spectrum instead of real ones")
     ap.add_argument("--out", type=Path, default=Path("runs/backends"))
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--single", type=int, default=200, help="queries timed one at a time")
@@ -54,13 +75,18 @@ def main() -> None:
     from mrl.index import MrlIndex
     from mrl.index.qdrant import build_qdrant
 
-    xb = np.load(args.embeddings / "corpus.npy", mmap_mode="r")
-    ids = read_lines(args.embeddings / "corpus_ids.txt")
-    xq = np.load(args.embeddings / "queries-test.npy")[: args.queries].astype(np.float32)
+    if args.synthetic:
+        n, d = (int(v) for v in args.synthetic.split(","))
+        xb, xq = synthetic(n, d, args.queries)
+        ids = [f"v{i}" for i in range(n)]
+    else:
+        xb = np.load(args.embeddings / "corpus.npy", mmap_mode="r")
+        ids = read_lines(args.embeddings / "corpus_ids.txt")
+        xq = np.load(args.embeddings / "queries-test.npy")[: args.queries].astype(np.float32)
     k = 10
     xn = np.asarray(xb, np.float32) / np.linalg.norm(xb, axis=1, keepdims=True)
     qn = xq / np.linalg.norm(xq, axis=1, keepdims=True)
-    truth = np.argsort(-(qn @ xn.T), axis=1)[:, :k]  # exact full-dimension cosine, in numpy
+    truth = np.concatenate([_top(qn[a : a + 100] @ xn.T, k) for a in range(0, len(qn), 100)])  # exact cosine
     stages = args.first_stages.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"n": len(ids), "dim": int(xb.shape[1]), "queries": len(xq), "backends": {}}
