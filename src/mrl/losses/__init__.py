@@ -1,7 +1,10 @@
-"""Contrastive losses computed from embeddings, and the Matryoshka wrapper."""
+"""Losses computed from embeddings: inner losses per prefix, and the Matryoshka wrapper around them."""
 
 from __future__ import annotations
 
-from mrl.losses.matryoshka import MatryoshkaInfoNCELoss, default_dims, validate_dims
+from mrl.losses.distill import DistillKL, DistillMSE
+from mrl.losses.infonce import InfoNCE
+from mrl.losses.matryoshka import MatryoshkaInfoNCELoss, MatryoshkaLoss, Term, default_dims, validate_dims
 
-__all__ = ["MatryoshkaInfoNCELoss", "default_dims", "validate_dims"]
+__all__ = ["DistillKL", "DistillMSE", "InfoNCE", "MatryoshkaInfoNCELoss", "MatryoshkaLoss", "Term", "default_dims",
+           "validate_dims"]

@@ -1,16 +1,19 @@
-"""Matryoshka InfoNCE: one encoder pass per batch, a contrastive loss at every nested prefix.
+"""The Matryoshka wrapper: cut every prefix once, apply inner losses per prefix, weight and sum.
 
-The encoder runs once per input column; every prefix is cut from those embeddings
-(:func:`mrl.truncate`), so no model method is patched and the cost of extra dims is a few
-small matrix products. Optionally each prefix is also distilled towards the full
-dimension's in-batch score distribution (self-distillation), which keeps the short
-prefixes ranking like the full vector.
+:class:`MatryoshkaLoss` works on embeddings, not on a model: it cuts each column's prefix with
+:func:`mrl.truncate` (renormalised), cuts the teacher's side the same way, and calls each
+:class:`Term`'s inner loss (:class:`~mrl.losses.InfoNCE`, :class:`~mrl.losses.DistillMSE`,
+:class:`~mrl.losses.DistillKL`, or any module with that call signature) at every dim.
+:class:`MatryoshkaInfoNCELoss` is the convenience that encodes the columns with a model first;
+it equals sentence-transformers' ``MatryoshkaLoss(MultipleNegativesRankingLoss)`` and never
+patches the model.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +21,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from mrl.errors import MrlError
+from mrl.losses.distill import DistillKL
+from mrl.losses.infonce import InfoNCE
 from mrl.prefix import truncate
 
 
@@ -66,6 +71,116 @@ def validate_dims(
     return [dims[i] for i in order], [weights[i] for i in order]
 
 
+@dataclass
+class Term:
+    """One inner loss of a :class:`MatryoshkaLoss`.
+
+    Attributes:
+        name: the label of its logs and components (``infonce``, ``mse``, ``kl`` ...).
+        loss: a module called as ``loss(student_columns, teacher_columns, dim)`` with unit vectors.
+        weight: multiplies the term at every dim.
+        dim_weights: the term's own ``{dim: weight}``; its keys are the dims it applies to. ``None``:
+            the wrapper's dims and weights.
+        teacher: ``"given"`` (the teacher embeddings passed to the call), ``"self"`` (the student's
+            own full-dimension embeddings, detached: self-distillation) or ``"none"``.
+        teacher_view: ``"prefix"`` compares with the teacher's prefix of the same width,
+            renormalised (a Matryoshka teacher, or the starting model); ``"full"`` with the
+            teacher's whole embedding, renormalised (any teacher, of any width).
+    """
+
+    name: str
+    loss: nn.Module
+    weight: float = 1.0
+    dim_weights: Mapping[int, float] | None = None
+    teacher: str = "none"
+    teacher_view: str = "prefix"
+
+    def __post_init__(self) -> None:
+        if self.teacher not in ("given", "self", "none"):
+            raise MrlError(f"term {self.name}: teacher must be 'given', 'self' or 'none', got {self.teacher!r}")
+        if self.teacher_view not in ("prefix", "full"):
+            raise MrlError(f"term {self.name}: teacher_view must be 'prefix' or 'full', got {self.teacher_view!r}")
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise MrlError(f"term {self.name}: weight must be a finite number >= 0, got {self.weight}")
+
+
+class MatryoshkaLoss(nn.Module):
+    """Weighted sum over Matryoshka dims and terms of ``term.loss`` on renormalised prefixes.
+
+    ``loss = sum_term term.weight * sum_d w_term(d) * term.loss(student[:d], teacher_view(d), d)``
+
+    Args:
+        terms: the inner losses.
+        dims: Matryoshka dimensions (ascending after validation).
+        weights: one weight per dim for terms without their own ``dim_weights`` (default 1 each).
+        full_dim: the student's width, checked against ``dims`` when known.
+
+    After each call, :attr:`last_terms` holds the unweighted value of every term at every dim.
+    """
+
+    def __init__(self, terms: Sequence[Term], dims: Sequence[int], weights: Sequence[float] | None = None,
+                 full_dim: int | None = None) -> None:
+        super().__init__()
+        if not terms:
+            raise MrlError("a Matryoshka loss needs at least one term")
+        names = [t.name for t in terms]
+        if len(set(names)) != len(names):
+            raise MrlError(f"term names must differ, got {names}")
+        self.dims, self.weights = validate_dims(dims, weights, full_dim)
+        self.terms = list(terms)
+        self.inner = nn.ModuleList(t.loss for t in terms)  # registers learned parts (projections)
+        self.plan: list[tuple[Term, dict[int, float]]] = []
+        for t in terms:
+            own = dict(zip(self.dims, self.weights)) if t.dim_weights is None else dict(t.dim_weights)
+            unknown = sorted(set(own) - set(self.dims))
+            if unknown:
+                raise MrlError(f"term {t.name}: dims {unknown} are not among the Matryoshka dims {self.dims}")
+            self.plan.append((t, own))
+        #: Unweighted value of every term at every dim, from the last call: ``{name: {dim: value}}``.
+        self.last_terms: dict[str, dict[int, float]] = {}
+
+    @property
+    def needs_teacher(self) -> bool:
+        return any(t.teacher == "given" for t in self.terms)
+
+    def components(self, student: list[Tensor], teacher: list[Tensor] | None = None) -> dict[str, Tensor]:
+        """Every weighted term, ``{f"{name}_{dim}": value}``; the loss is their sum."""
+        if not student:
+            raise MrlError("the Matryoshka loss got no embeddings")
+        if self.needs_teacher and teacher is None:
+            raise MrlError("this Matryoshka loss distils from a teacher, but no teacher embeddings were given")
+        cut = {d: [truncate(c, d) for c in student] for d in self.dims}
+        sources = {"given": teacher, "self": [c.detach() for c in student], "none": None}
+        views: dict[tuple[str, str, int], list[Tensor] | None] = {}
+        out: dict[str, Tensor] = {}
+        self.last_terms = {}
+        for term, dim_weights in self.plan:
+            values = self.last_terms.setdefault(term.name, {})
+            for d, w in dim_weights.items():
+                key = (term.teacher, term.teacher_view, d if term.teacher_view == "prefix" else 0)
+                if key not in views:
+                    views[key] = _teacher_view(sources[term.teacher], term.teacher_view, d)
+                value = term.loss(cut[d], views[key], d)
+                values[d] = float(value.detach())
+                out[f"{term.name}_{d}"] = term.weight * w * value
+        return out
+
+    def forward(self, student: list[Tensor], teacher: list[Tensor] | None = None) -> Tensor:
+        return torch.stack(list(self.components(student, teacher).values())).sum()
+
+
+def _teacher_view(columns: list[Tensor] | None, view: str, dim: int) -> list[Tensor] | None:
+    if columns is None:
+        return None
+    if view == "full":
+        return [F.normalize(c, dim=-1) for c in columns]
+    width = columns[0].shape[-1]
+    if dim > width:
+        raise MrlError(f"the teacher is {width}-dimensional, so it has no {dim}-dim prefix to distil into "
+                       f"the student's; compare with its full embedding instead (teacher_view='full')")
+    return [truncate(c, dim) for c in columns]
+
+
 class MatryoshkaInfoNCELoss(nn.Module):
     """InfoNCE with in-batch (and hard) negatives at every Matryoshka dimension, weighted and summed.
 
@@ -103,21 +218,28 @@ class MatryoshkaInfoNCELoss(nn.Module):
             if full is None:
                 raise MrlError("dims must be given when the model dimension is unknown")
             dims = default_dims(full)
-        self.dims, self.weights = validate_dims(dims, weights, full)
-        if not scale > 0:
-            raise MrlError(f"scale must be positive, got {scale}")
+        dims, weights = validate_dims(dims, weights, full)
         if distill_weight < 0 or not distill_temperature > 0:
             raise MrlError(
                 f"distill_weight must be >= 0 and distill_temperature > 0, "
                 f"got {distill_weight} and {distill_temperature}"
             )
+        terms = [Term("infonce", InfoNCE(scale))]
+        if distill_weight > 0 and len(dims) > 1:  # the full dim would distil into itself: left out
+            terms.append(Term("distill", DistillKL(scale, distill_temperature), distill_weight,
+                              dim_weights=dict.fromkeys(dims[:-1], 1.0), teacher="self", teacher_view="full"))
         self.model = model
+        self.matryoshka = MatryoshkaLoss(terms, dims, weights, full)
+        self.dims, self.weights = self.matryoshka.dims, self.matryoshka.weights
         self.scale = float(scale)
         self.distill_weight = float(distill_weight)
         self.distill_temperature = float(distill_temperature)
         self.return_components = return_components
-        #: Detached per-dim InfoNCE values of the last call, for logging: {dim: value}.
-        self.last_losses: dict[int, float] = {}
+
+    @property
+    def last_losses(self) -> dict[int, float]:
+        """Unweighted per-dim InfoNCE values of the last call, for logging: ``{dim: value}``."""
+        return dict(self.matryoshka.last_terms.get("infonce", {}))
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Any:
         # One encoder pass per column; every prefix below is cut from these embeddings.
@@ -128,26 +250,7 @@ class MatryoshkaInfoNCELoss(nn.Module):
         """The loss from full-dimension embeddings: ``[anchors (B, D), positives (B, D), negatives (B, D)...]``."""
         if len(embeddings) < 2:
             raise MrlError("the Matryoshka InfoNCE loss needs at least (anchor, positive) columns")
-        anchors = embeddings[0]  # (B, D)
-        candidates = torch.cat(embeddings[1:], dim=0)  # (B * (1 + n_neg), D)
-        target = torch.arange(anchors.shape[0], device=anchors.device)
-        logits = {
-            d: self.scale * truncate(anchors, d) @ truncate(candidates, d).T  # (B, B * (1 + n_neg))
-            for d in self.dims
-        }
-        terms: dict[str, Tensor] = {}
-        for d, w in zip(self.dims, self.weights):
-            terms[f"infonce_{d}"] = w * F.cross_entropy(logits[d], target)
-        if self.distill_weight > 0 and len(self.dims) > 1:
-            t = self.distill_temperature
-            teacher = F.softmax(logits[self.dims[-1]].detach() / t, dim=-1)
-            for d in self.dims[:-1]:
-                student = F.log_softmax(logits[d] / t, dim=-1)
-                kl = F.kl_div(student, teacher, reduction="batchmean") * t * t
-                terms[f"distill_{d}"] = self.distill_weight * kl
-        self.last_losses = {
-            d: float(terms[f"infonce_{d}"].detach()) / w if w else 0.0 for d, w in zip(self.dims, self.weights)
-        }
+        terms = self.matryoshka.components(embeddings)
         if self.return_components:
             return terms
         return torch.stack(list(terms.values())).sum()
