@@ -63,10 +63,17 @@ def _weights(path):
     return load_file(str(path / "model.safetensors"))
 
 
-def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tiny_model_dir, tiny_beir, tmp_path):
+@pytest.mark.parametrize("objective", ["infonce", "distilled"])
+def test_resume_after_sigkill_ends_where_an_uninterrupted_run_ends(tiny_model_dir, tiny_beir, tmp_path, objective):
     args = ["--model", str(tiny_model_dir), "--data", str(tiny_beir), "--dims", "16,32,64", "--batch-size", "8",
             "--lr", "1e-3", "--max-steps", "24", "--max-seq-length", "48", "--checkpoint-every", "2",
             "--device", "cpu", "--seed", "3"]
+    if objective == "distilled":  # a teacher of another width: learned projections, a cached teacher
+        from conftest import build_tiny_model
+
+        teacher = build_tiny_model(tmp_path / "teacher", hidden=48, dropout=0.0)
+        args += ["--teacher", str(teacher), "--distill", "mse", "--distill-weight", "0.5",
+                 "--teacher-cache", str(tmp_path / "cache")]
     cmd = [sys.executable, "-m", "mrl.cli.main", "train"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole = tmp_path / "whole"
@@ -162,17 +169,17 @@ def test_linear_head_trains_and_loads_as_plain_sentence_transformers(tiny_model_
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_model_dir, tiny_beir, tmp_path,
                                                                         monkeypatch):
     from mrl.errors import MrlError
-    from mrl.losses.matryoshka import MatryoshkaInfoNCELoss
+    from mrl.training.objective import Objective
 
-    real = MatryoshkaInfoNCELoss.forward
+    real = Objective.__call__
     calls = {"n": 0}
 
-    def poisoned(self, features, labels=None):
+    def poisoned(self, *args):
         calls["n"] += 1
-        loss = real(self, features, labels)
+        loss = real(self, *args)
         return loss * float("nan") if calls["n"] == 5 else loss
 
-    monkeypatch.setattr(MatryoshkaInfoNCELoss, "forward", poisoned)
+    monkeypatch.setattr(Objective, "__call__", poisoned)
     out = tmp_path / "run"
     with pytest.raises(MrlError, match="step 5: the training loss is nan"):
         train(_cfg(tiny_model_dir, tiny_beir, out, checkpoint_every=2), progress=False)

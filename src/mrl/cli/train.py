@@ -1,4 +1,4 @@
-"""``mrl train``: fine-tune an encoder with the Matryoshka InfoNCE loss."""
+"""``mrl train``: fine-tune an encoder with a Matryoshka objective (InfoNCE, distillation, parallel data)."""
 
 from __future__ import annotations
 
@@ -13,19 +13,37 @@ from mrl.cli.common import console, handle_errors, parse_floats, parse_ints
 
 @handle_errors
 def train_command(
-    data: Annotated[Path, typer.Option(help="BEIR folder (pairs from --split) or a pairs/triplets file "
-                                            "(.jsonl[.gz]/.csv/.parquet: anchor, positive[, negative...]).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where the trained model goes.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Base model: folder, 'minilm', or cached hub name.",
                                        envvar="MRL_MODEL")] = "minilm",
+    data: Annotated[Path | None, typer.Option(help="BEIR folder (pairs from --split) or a pairs/triplets file "
+                                                   "(.jsonl[.gz]/.csv/.parquet: anchor, positive[, negative...]).")
+                    ] = None,
     split: Annotated[str, typer.Option(help="Training split of a BEIR folder.")] = "train",
     dims: Annotated[str | None, typer.Option(help="Matryoshka dims, e.g. 32,64,128,256,384 "
                                                   "(default: powers of two from 32 plus the full dim).")] = None,
     weights: Annotated[str | None, typer.Option(help="One loss weight per dim, e.g. 2,1.5,1,1,1.")] = None,
     scale: Annotated[float, typer.Option(help="InfoNCE logit scale = 1/temperature.")] = 20.0,
     temperature: Annotated[float | None, typer.Option(help="Alternative to --scale.")] = None,
-    distill_weight: Annotated[float, typer.Option(help="Self-distillation from the full dim to each prefix.")] = 0.0,
+    teacher: Annotated[str | None, typer.Option(help="Distil into every prefix from this Sentence-Transformers model, "
+                                                     "or from `mrl encode` folder[,folder] of precomputed teacher "
+                                                     "vectors keyed by the data's ids.")] = None,
+    distill: Annotated[str | None, typer.Option(help="kl (in-batch similarity distributions) or mse (unit "
+                                                     "vectors); default mse with --parallel, else kl.")] = None,
+    distill_weight: Annotated[float | None, typer.Option(
+        help="Weight of the distillation term (default 1 with --teacher/--parallel, else 0). Without a teacher: "
+             "self-distillation from the full dim to each prefix.")] = None,
     distill_temperature: Annotated[float, typer.Option(help="Temperature of the distillation softmax.")] = 1.0,
+    teacher_view: Annotated[str | None, typer.Option(
+        help="prefix: each student prefix matches the teacher's prefix of the same width; full: the teacher's "
+             "whole embedding (a teacher of another width; mse then learns a projection per dim).")] = None,
+    teacher_cache: Annotated[Path | None, typer.Option(help="Cache of a teacher model's embeddings "
+                                                            "(default: OUTPUT/teacher-cache).")] = None,
+    parallel: Annotated[str | None, typer.Option(
+        help="Parallel .jsonl[.gz] file[,file...] ('en'/'text' or 'source'/'target'): the student's embeddings of "
+             "source and translation both learn the teacher's of the source (default teacher: --model).")] = None,
+    parallel_limit: Annotated[int | None, typer.Option(help="At most this many records per parallel file "
+                                                            "(a seeded sample).", min=1)] = None,
     head: Annotated[str, typer.Option(help="'linear': add an identity-initialised linear layer after pooling; "
                                                "'orthogonal': the same layer kept a rotation.")
                     ] = "none",
@@ -67,14 +85,25 @@ def train_command(
         if not temperature > 0:
             raise MrlError(f"--temperature must be positive, got {temperature}")
         scale = 1.0 / temperature
-    if not data.exists():
+    if data is None and parallel is None:
+        raise MrlError("give --data (training pairs) and/or --parallel (translations)")
+    if data is not None and not data.exists():
         raise MrlError(f"training data not found: {data}")
+    parallel_files = tuple(p for p in parallel.split(",") if p) if parallel is not None else None
+    for p in parallel_files or ():
+        if not Path(p).is_file():
+            raise MrlError(f"--parallel: file not found: {p}")
+    if teacher is not None and "," not in teacher and not Path(teacher).exists() and (
+            teacher.startswith((".", "/", "~")) or teacher.count("/") > 1):
+        raise MrlError(f"--teacher: folder does not exist: {teacher}")
     if dev_data is not None and not dev_data.is_dir():
         raise MrlError(f"--dev-data must be a BEIR folder: {dev_data}")
     cfg = TrainConfig(
-        model=model, data=str(data), output=str(output), split=split,
+        model=model, data=str(data) if data is not None else None, output=str(output), split=split,
         dims=tuple(dim_list) if dim_list else None, weights=tuple(weight_list) if weight_list else None,
-        scale=scale, distill_weight=distill_weight, distill_temperature=distill_temperature, head=head,
+        scale=scale, distill_weight=distill_weight, distill_temperature=distill_temperature, distill=distill,
+        teacher=teacher, teacher_view=teacher_view, teacher_cache=str(teacher_cache) if teacher_cache else None,
+        parallel=parallel_files, parallel_limit=parallel_limit, head=head,
         head_lr=head_lr,
         batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, weight_decay=weight_decay, epochs=epochs,
         max_steps=max_steps,

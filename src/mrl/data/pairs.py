@@ -25,12 +25,16 @@ class Pairs:
         negatives: hard-negative columns, each of length n (empty tuple when none).
         positive_keys: an id per positive, used to keep duplicates out of a batch
             (two anchors with the same positive would be each other's false negatives).
+        column_ids: an id per text of every column (anchor, positive, negatives), where the data
+            names them (a BEIR split's query and document ids, a file's ``anchor_id`` /
+            ``positive_id`` / ``negative_id...`` columns); a precomputed teacher is looked up by them.
     """
 
     anchors: list[str]
     positives: list[str]
     negatives: tuple[list[str], ...] = ()
     positive_keys: list[str] | None = None
+    column_ids: tuple[list[str], ...] | None = None
 
     def __len__(self) -> int:
         return len(self.anchors)
@@ -41,7 +45,8 @@ class Pairs:
 
 
 def _negative_columns(columns: list[str]) -> list[str]:
-    return sorted((c for c in columns if c == "negative" or c.startswith("negative_")), key=lambda c: (len(c), c))
+    names = (c for c in columns if c == "negative" or (c.startswith("negative_") and not c.startswith("negative_id")))
+    return sorted(names, key=lambda c: (len(c), c))
 
 
 def _from_rows(path: Path, rows: list[tuple[int, dict]]) -> Pairs:
@@ -52,14 +57,20 @@ def _from_rows(path: Path, rows: list[tuple[int, dict]]) -> Pairs:
         if needed not in columns:
             raise MrlError(f"{path}: missing column {needed!r} (found: {', '.join(columns)})")
     neg_cols = _negative_columns(columns)
-    out: dict[str, list[str]] = {c: [] for c in ["anchor", "positive", *neg_cols]}
+    text_cols = ["anchor", "positive", *neg_cols]
+    id_cols = [c.replace("negative", "negative_id", 1) if c.startswith("negative") else f"{c}_id" for c in text_cols]
+    with_ids = all(c in columns for c in id_cols)
+    out: dict[str, list[str]] = {c: [] for c in text_cols + (id_cols if with_ids else [])}
     for lineno, row in rows:
         for c in out:
             value = row.get(c)
+            if c in id_cols and isinstance(value, int) and not isinstance(value, bool):
+                value = str(value)
             if not isinstance(value, str) or not value.strip():
                 raise MrlError(f"{path}:{lineno}: column {c!r} must be a non-empty string, got {value!r}")
             out[c].append(value)
-    return Pairs(out["anchor"], out["positive"], tuple(out[c] for c in neg_cols))
+    ids = tuple(out[c] for c in id_cols) if with_ids else None
+    return Pairs(out["anchor"], out["positive"], tuple(out[c] for c in neg_cols), column_ids=ids)
 
 
 def load_pairs(path: str | Path) -> Pairs:
@@ -90,14 +101,15 @@ def load_pairs(path: str | Path) -> Pairs:
 def pairs_from_beir(path: str | Path, split: str = "train") -> Pairs:
     """Every (query, relevant document) of a BEIR split as a training pair."""
     ds = load_beir(path, split)
-    anchors, positives, keys = [], [], []
+    anchors, positives, keys, qids = [], [], [], []
     for qid, judged in ds.qrels.items():
         for doc_id, rel in judged.items():
             if rel > 0:
                 anchors.append(ds.queries[qid])
                 positives.append(ds.corpus[doc_id])
                 keys.append(doc_id)
-    return Pairs(anchors, positives, (), keys)
+                qids.append(qid)
+    return Pairs(anchors, positives, (), keys, (qids, keys))
 
 
 def load_training_data(path: str | Path, split: str = "train") -> Pairs:

@@ -14,13 +14,24 @@ class TrainConfig:
 
     Attributes:
         model: base encoder (folder, ``minilm``, or a cached hub name).
-        data: BEIR folder (its ``split`` gives the pairs) or a pairs/triplets file.
+        data: BEIR folder (its ``split`` gives the pairs) or a pairs/triplets file; may be ``None``
+            when ``parallel`` is given.
         output: folder for the trained model, logs and checkpoints.
         dims: Matryoshka dims; ``None`` means powers of two from 32 plus the full dim.
         weights: one weight per dim; ``None`` means 1 each.
         scale: InfoNCE logit scale (1 / temperature).
-        distill_weight: self-distillation weight (full dim -> prefixes); 0 disables.
-        distill_temperature: temperature multiplier of the distillation softmax.
+        distill_weight: weight of the distillation term: from ``teacher`` (or, with ``parallel``, the
+            starting model) when given, else self-distillation (full dim -> prefixes). ``None``:
+            1 with a teacher or parallel data, else 0 (off).
+        distill_temperature: temperature multiplier of the distillation softmax (``kl``).
+        distill: ``"kl"`` (in-batch similarity distributions) or ``"mse"`` (unit vectors);
+            ``None``: ``mse`` with parallel data, else ``kl``.
+        teacher: a Sentence-Transformers model, or ``mrl encode`` folder[,folder] of precomputed
+            teacher vectors keyed by the data's ids (see :mod:`mrl.training.teacher`).
+        teacher_view: ``"prefix"`` or ``"full"`` (see :mod:`mrl.training.objective`); ``None`` picks.
+        teacher_cache: where a teacher model's embeddings are cached (default ``output/teacher-cache``).
+        parallel: ``.jsonl[.gz]`` files of source texts and translations (multilingual distillation).
+        parallel_limit: keep a seeded random sample of at most this many records per parallel file.
         head: ``"linear"`` adds an identity-initialised linear layer after pooling,
             ``"orthogonal"`` the same layer kept a rotation (see :mod:`mrl.encoders.head`);
             ``"none"`` trains the encoder as it is.
@@ -47,14 +58,20 @@ class TrainConfig:
     """
 
     model: str
-    data: str
+    data: str | None
     output: str
     split: str = "train"
     dims: tuple[int, ...] | None = None
     weights: tuple[float, ...] | None = None
     scale: float = 20.0
-    distill_weight: float = 0.0
+    distill_weight: float | None = None
     distill_temperature: float = 1.0
+    distill: str | None = None
+    teacher: str | None = None
+    teacher_view: str | None = None
+    teacher_cache: str | None = None
+    parallel: tuple[str, ...] | None = None
+    parallel_limit: int | None = None
     head: str = "none"
     head_lr: float = 1e-3
     batch_size: int = 32
@@ -93,18 +110,31 @@ class TrainConfig:
             "scale": self.scale > 0,
             "head": self.head in ("none", "linear", "orthogonal"),
             "head_lr": self.head_lr > 0,
+            "distill_weight": self.distill_weight is None or self.distill_weight >= 0,
+            "distill_temperature": self.distill_temperature > 0,
+            "distill": self.distill in (None, "kl", "mse"),
+            "teacher_view": self.teacher_view in (None, "prefix", "full"),
+            "parallel_limit": self.parallel_limit is None or self.parallel_limit >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             name = bad[0]
             raise MrlError(f"invalid training option {name}={getattr(self, name)!r}")
+        if self.data is None and not self.parallel:
+            raise MrlError("training needs data: --data (pairs) and/or --parallel (translations)")
         if self.device:
             from mrl.encoders.model import pick_device
 
             pick_device(self.device)  # names a missing GPU before anything loads
 
+    @property
+    def resolved_distill_weight(self) -> float:
+        if self.distill_weight is not None:
+            return float(self.distill_weight)
+        return 1.0 if self.teacher or self.parallel else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["dims"] = list(self.dims) if self.dims else None
-        d["weights"] = list(self.weights) if self.weights else None
+        for name in ("dims", "weights", "parallel"):
+            d[name] = list(d[name]) if d[name] else None
         return d

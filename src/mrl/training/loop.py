@@ -1,4 +1,4 @@
-"""The training loop: one encoder pass per column, Matryoshka InfoNCE, checkpoints, per-dim logs."""
+"""The training loop: one encoder pass per column, the objective of the config, checkpoints, per-term logs."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from mrl.data.beir import BeirDataset, load_beir
-from mrl.data.pairs import Pairs, load_training_data
+from mrl.data.pairs import load_training_data
+from mrl.data.parallel import load_parallel
 from mrl.encoders.head import add_linear_head, fix_head
 from mrl.encoders.model import embedding_dim, load_model, preprocess
 from mrl.errors import MrlError
 from mrl.eval.evaluate import evaluate, subsample
-from mrl.losses.matryoshka import MatryoshkaInfoNCELoss
 from mrl.training.batching import plan_epoch
 from mrl.training.checkpoint import (
     load_latest,
@@ -30,6 +30,7 @@ from mrl.training.checkpoint import (
 )
 from mrl.training.config import TrainConfig
 from mrl.training.distributed import Distributed
+from mrl.training.objective import build_objective, distill_kind
 
 logger = logging.getLogger(__name__)
 
@@ -52,20 +53,24 @@ def _token_lengths(model: Any, texts: list[str], max_len: int) -> list[int]:
 
 
 class _Plan:
-    """The batch of every step, derived from the seed alone so that a resumed run replays it."""
+    """The batch of every step, derived from the seed alone so that a resumed run replays it.
 
-    def __init__(self, pairs: Pairs, lengths: list[int], cfg: TrainConfig) -> None:
-        self.pairs, self.lengths, self.cfg = pairs, lengths, cfg
+    ``keys`` keep duplicates out of a batch (the positives' ids; the parallel sources);
+    ``offset`` gives the parallel data a shuffle of its own.
+    """
+
+    def __init__(self, keys: list[str], lengths: list[int], cfg: TrainConfig, what: str, offset: int = 0) -> None:
+        self.keys, self.lengths, self.cfg, self.offset = keys, lengths, cfg, offset
         self._epochs: dict[int, list[list[int]]] = {}
         self.per_epoch = len(self.epoch(0))
         if self.per_epoch == 0:
-            raise MrlError(f"{cfg.data}: {len(pairs)} pairs make no full batch of {cfg.batch_size}")
+            raise MrlError(f"{what}: {len(keys)} examples make no full batch of {cfg.batch_size}")
         self.total = cfg.max_steps if cfg.max_steps else cfg.epochs * self.per_epoch
 
     def epoch(self, e: int) -> list[list[int]]:
         if e not in self._epochs:
-            self._epochs = {e: plan_epoch(self.lengths, self.pairs.keys, self.cfg.batch_size,
-                                          self.cfg.seed + e, self.cfg.group_by_length)}
+            self._epochs = {e: plan_epoch(self.lengths, self.keys, self.cfg.batch_size,
+                                          self.cfg.seed + self.offset + e, self.cfg.group_by_length)}
         return self._epochs[e]
 
     def batch(self, step: int) -> list[int]:
@@ -99,7 +104,7 @@ def _say(progress: bool, message: str) -> None:
 def _check_same_run(saved: dict[str, Any], cfg: TrainConfig) -> None:
     """A checkpoint only resumes the run that wrote it: same data, model and hyper-parameters."""
     ignore = {"resume", "device", "eval_every", "checkpoint_every", "keep_checkpoints", "remove_checkpoints",
-              "log_every"}
+              "log_every", "teacher_cache"}
     now = cfg.to_dict()
     differ = [k for k in now if k not in ignore and saved.get(k) != now[k]]
     if differ:
@@ -109,7 +114,10 @@ def _check_same_run(saved: dict[str, Any], cfg: TrainConfig) -> None:
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
-    """Fine-tune ``cfg.model`` with the Matryoshka InfoNCE loss and save it in Sentence-Transformers format.
+    """Fine-tune ``cfg.model`` with its Matryoshka objective and save it in Sentence-Transformers format.
+
+    The objective comes from the config (:mod:`mrl.training.objective`): InfoNCE on the pairs,
+    distillation from a teacher or from the full dimension, parallel sentences.
 
     Under ``torchrun --nproc-per-node N -m mrl train ...`` the run is data-parallel (see
     :mod:`mrl.training.distributed`); ``--batch-size`` is the global batch.
@@ -130,9 +138,11 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     _seed_everything(cfg.seed)
-    pairs = load_training_data(cfg.data, cfg.split)
+    pairs = load_training_data(cfg.data, cfg.split) if cfg.data else None
+    parallel = load_parallel(list(cfg.parallel), cfg.parallel_limit, cfg.seed) if cfg.parallel else None
     dist.check_same("options", cfg.to_dict())
-    dist.check_same("training data", [len(pairs), pairs.anchors[:50], pairs.positives[-50:]])
+    dist.check_same("training data", [len(pairs), pairs.anchors[:50], pairs.positives[-50:]] if pairs else
+                    [len(parallel), parallel.sources[:50]] if parallel else [])
     dist.share(list(range(cfg.batch_size)))  # the batch must split over the processes
     dev = _dev_set(cfg) if dist.is_main else None  # the dev evaluation runs once
     model = load_model(cfg.model, dist.device(cfg.device), cfg.max_seq_length)
@@ -140,16 +150,24 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
     if cfg.head in ("linear", "orthogonal"):
         model, head_params = add_linear_head(model, orthogonal=cfg.head == "orthogonal")
     device = model.device
-    loss_fn = MatryoshkaInfoNCELoss(
-        model, cfg.dims, cfg.weights, cfg.scale, cfg.distill_weight, cfg.distill_temperature
-    )
-    dims = loss_fn.dims
-    lengths = _token_lengths(model, pairs.positives, cfg.max_seq_length)
-    plan = _Plan(pairs, lengths, cfg)
+    t_teacher = time.perf_counter()
+    objective = build_objective(cfg, embedding_dim(model), pairs, parallel, str(device),
+                                say=(lambda m: _say(progress, m)) if dist.is_main else None, barrier=dist.barrier)
+    teacher_s = time.perf_counter() - t_teacher
+    dims = objective.dims
+    plan = par_plan = None
+    if pairs is not None:
+        plan = _Plan(pairs.keys, _token_lengths(model, pairs.positives, cfg.max_seq_length), cfg, str(cfg.data))
+    if parallel is not None:
+        par_plan = _Plan(parallel.sources, _token_lengths(model, parallel.targets, cfg.max_seq_length), cfg,
+                         "--parallel", offset=1_000_003)
+    plan = plan or par_plan
+    assert plan is not None
     head_ids = {id(p) for p in head_params}
     groups = [{"params": [p for p in model.parameters() if id(p) not in head_ids]}]
-    if head_params:
-        groups.append({"params": head_params, "lr": cfg.head_lr, "weight_decay": 0.0})
+    extra = head_params + list(objective.modules().parameters())  # the head and the losses' projections
+    if extra:
+        groups.append({"params": extra, "lr": cfg.head_lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * plan.total), plan.total)
     log_path = out / "train_log.jsonl"
@@ -159,6 +177,7 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
         if state is not None:
             _check_same_run(state["config"], cfg)
             model.load_state_dict(state["model"])
+            objective.modules().load_state_dict(state.get("loss", {}))
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             set_rng_state(state["rng"])
@@ -174,7 +193,8 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     )
-    columns = [pairs.anchors, pairs.positives, *pairs.negatives]
+    columns = [pairs.anchors, pairs.positives, *pairs.negatives] if pairs is not None else []
+    par_columns = [parallel.sources, parallel.targets] if parallel is not None else []
     model.train()
     pbar = None
     if progress:
@@ -184,23 +204,30 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
     t0 = time.perf_counter() - elapsed
     n_tokens = 0
     for step in range(start_step, plan.total):
-        idx = dist.share(plan.batch(step))  # the whole global batch when single-process
-        features = []
-        for col in columns:
-            feats = preprocess(model, [col[i] for i in idx], device)
-            n_tokens += int(feats["input_ids"].numel())
-            features.append(feats)
+        batches = []
+        for cols, p in ((columns, plan if pairs is not None else None), (par_columns, par_plan)):
+            if p is None or not cols:
+                batches.append((None, None))
+                continue
+            global_idx = p.batch(step)
+            idx = dist.share(global_idx)  # the whole global batch when single-process
+            features = []
+            for col in cols:
+                feats = preprocess(model, [col[i] for i in idx], device)
+                n_tokens += int(feats["input_ids"].numel())
+                features.append(feats)
+            batches.append((features, global_idx))
         with autocast:
-            if dist.enabled:  # in-batch negatives over the global batch: gather every rank's share
-                embeddings = [dist.gather(model(f)["sentence_embedding"]) for f in features]
-                loss = loss_fn.compute_loss_from_embeddings(embeddings)
-            else:
-                loss = loss_fn(features)
+            # in-batch negatives over the global batch: every rank's share is gathered (no-op single-process)
+            embedded = [None if f is None else [dist.gather(model(x)["sentence_embedding"]) for x in f]
+                        for f, _ in batches]
+            loss = objective(embedded[0], batches[0][1], embedded[1], batches[1][1])
         if not torch.isfinite(loss.detach()):
             raise MrlError(f"step {step + 1}: the training loss is {float(loss.detach())} (not finite); the run "
                            "stopped before the update, the last checkpoint is kept (lower --lr, check the data)")
         loss.backward()
-        dist.average_gradients(model.parameters())  # = the single-process gradient of the global batch
+        # = the single-process gradient of the global batch
+        dist.average_gradients([*model.parameters(), *objective.modules().parameters()])
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         scheduler.step()
@@ -208,14 +235,13 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
         done = step + 1
         if dist.is_main and (done % cfg.log_every == 0 or done == plan.total):
             entry = {"kind": "train", "step": done, "loss": float(loss.detach()),
-                     "lr": scheduler.get_last_lr()[0],
-                     "dim_loss": {str(d): round(v, 6) for d, v in loss_fn.last_losses.items()}}
+                     "lr": scheduler.get_last_lr()[0], **objective.logs()}
             history.append(entry)
             with log_path.open("a") as f:
                 f.write(json.dumps(entry) + "\n")
         if pbar is not None:
             pbar.update(1)
-            pbar.set_postfix({f"L{d}": f"{v:.3f}" for d, v in loss_fn.last_losses.items()
+            pbar.set_postfix({f"L{d}": f"{v:.3f}" for d, v in objective.short().items()
                               if d in (dims[0], dims[-1])})
         if dev is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < plan.total:
             scores = _dev_scores(model, dev, dims)
@@ -226,7 +252,8 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
             logger.info("step %d dev nDCG@10 %s", done, scores)
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < plan.total:
             if dist.is_main:  # one writer; every rank resumes from its file
-                state = {"step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                state = {"step": done, "model": model.state_dict(), "loss": objective.modules().state_dict(),
+                         "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history,
                          "elapsed": time.perf_counter() - t0, "config": cfg.to_dict()}
                 save_checkpoint(out, done, state, cfg.keep_checkpoints)
@@ -239,7 +266,7 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
     fix_head(model)
     summary = {
         "matryoshka_dims": dims,
-        "matryoshka_weights": loss_fn.weights,
+        "matryoshka_weights": objective.weights,
         "full_dim": embedding_dim(model),
         "base_model": cfg.model,
         "steps": plan.total,
@@ -249,6 +276,13 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
         "padded_tokens_per_step": round(n_tokens / max(plan.total - start_step, 1), 1),
         "final_dev_ndcg@10": final_scores,
         "final_train_loss": history[-1]["dim_loss"] if history else None,
+        "final_train_terms": history[-1].get("terms") if history else None,
+        "distillation": None if objective.teacher is None and not cfg.resolved_distill_weight else {
+            "teacher": objective.teacher.name if objective.teacher else "self (full dimension)",
+            "teacher_dim": objective.teacher.dim if objective.teacher else None,
+            "kind": distill_kind(cfg) if objective.teacher else "kl", "weight": cfg.resolved_distill_weight,
+            "teacher_encode_s": round(teacher_s, 2)},
+        "parallel_records": parallel.counts() if parallel is not None else None,
         "config": cfg.to_dict(),
     }
     if dist.is_main:

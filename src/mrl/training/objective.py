@@ -1,0 +1,168 @@
+"""The training objective, built from the config: which terms apply to which batch, and the teacher.
+
+- Training pairs (``--data``): InfoNCE at every Matryoshka dim (the dim weights), plus either
+  self-distillation (``--distill-weight`` without a teacher: the full dim's detached in-batch
+  score distribution teaches each smaller prefix) or distillation from ``--teacher``.
+- Parallel sentences (``--parallel``): the student's embedding of the source and of its
+  translation are both pulled to the teacher's embedding of the source, at every prefix
+  (Reimers & Gurevych, 2020). The default teacher is the starting model (a frozen copy, whose
+  embeddings are computed once); then the pairs get InfoNCE only.
+
+How the teacher side is cut (``--teacher-view``): ``prefix`` compares a student prefix with the
+teacher's prefix of the same width, renormalised (for a Matryoshka teacher such as the starting
+model); ``full`` with the teacher's whole embedding (any teacher: a KL on similarities needs no
+equal width, an MSE maps the student prefix into the teacher's width with a learned linear map
+per dim). Default: ``prefix`` for MSE with a teacher of the student's width, else ``full``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mrl.data.pairs import Pairs
+from mrl.data.parallel import Parallel
+from mrl.errors import MrlError
+from mrl.losses import DistillKL, DistillMSE, InfoNCE, MatryoshkaLoss, Term, default_dims, validate_dims
+from mrl.training import teacher as teachers
+from mrl.training.config import TrainConfig
+
+
+@dataclass
+class Objective:
+    """The losses of one step, and how to find the teacher's vectors of a batch."""
+
+    dims: list[int]
+    weights: list[float]
+    pairs_loss: MatryoshkaLoss | None
+    parallel_loss: MatryoshkaLoss | None
+    teacher: teachers.Teacher | None
+    pair_keys: list[list[str]] | None  # teacher key of every text of every pairs column
+    parallel_keys: list[str] | None  # teacher key of every parallel source
+
+    def modules(self) -> nn.ModuleDict:
+        """The learned parts of the losses (projections), for the optimizer and the checkpoint."""
+        out = nn.ModuleDict()
+        for name, loss in (("pairs", self.pairs_loss), ("parallel", self.parallel_loss)):
+            if loss is not None:
+                out[name] = loss
+        return out
+
+    def _rows(self, keys: list[str], idx: Sequence[int], device: Any) -> Tensor:
+        assert self.teacher is not None
+        return torch.from_numpy(self.teacher.lookup([keys[i] for i in idx])).to(device)
+
+    def __call__(self, pair_embeddings: list[Tensor] | None, pair_idx: Sequence[int] | None,
+                 parallel_embeddings: list[Tensor] | None, parallel_idx: Sequence[int] | None) -> Tensor:
+        total: Tensor | None = None
+        if self.pairs_loss is not None and pair_embeddings is not None:
+            teacher = None
+            if self.pairs_loss.needs_teacher:
+                assert self.pair_keys is not None and pair_idx is not None
+                device = pair_embeddings[0].device
+                teacher = [self._rows(keys, pair_idx, device) for keys in self.pair_keys]
+            total = self.pairs_loss(pair_embeddings, teacher)
+        if self.parallel_loss is not None and parallel_embeddings is not None:
+            assert self.parallel_keys is not None and parallel_idx is not None
+            source = self._rows(self.parallel_keys, parallel_idx, parallel_embeddings[0].device)
+            value = self.parallel_loss(parallel_embeddings, [source, source])
+            total = value if total is None else total + value
+        if total is None:
+            raise MrlError("the step had no batch to train on")
+        return total
+
+    def logs(self) -> dict[str, Any]:
+        """``dim_loss`` (InfoNCE per dim, as before) and every term per dim, unweighted."""
+        terms: dict[str, dict[str, float]] = {}
+        for prefix, loss in (("", self.pairs_loss), ("parallel_", self.parallel_loss)):
+            if loss is not None:
+                for name, values in loss.last_terms.items():
+                    terms[prefix + name] = {str(d): round(v, 6) for d, v in values.items()}
+        return {"dim_loss": terms.get("infonce", {}), "terms": terms}
+
+    def short(self) -> dict[int, float]:
+        """The per-dim values shown on the progress bar: InfoNCE, else the parallel distillation."""
+        for loss in (self.pairs_loss, self.parallel_loss):
+            if loss is not None and loss.last_terms:
+                return next(iter(loss.last_terms.values()))
+        return {}
+
+
+def distill_kind(cfg: TrainConfig) -> str:
+    return cfg.distill or ("mse" if cfg.parallel else "kl")
+
+
+def build_objective(cfg: TrainConfig, full_dim: int, pairs: Pairs | None, parallel: Parallel | None,
+                    device: str | None = None, say: Callable[[str], None] | None = None,
+                    barrier: Callable[[], None] | None = None) -> Objective:
+    """The objective ``cfg`` asks for; a teacher model encodes what it must (once, cached) here."""
+    dims, weights = validate_dims(list(cfg.dims) if cfg.dims else default_dims(full_dim),
+                                  list(cfg.weights) if cfg.weights else None, full_dim)
+    kind = distill_kind(cfg)
+    weight = cfg.resolved_distill_weight
+    spec = cfg.teacher or (cfg.model if parallel is not None else None)
+    teacher, pair_keys, parallel_keys = None, None, None
+    if spec is not None:
+        teacher, pair_keys, parallel_keys = _load_teacher(spec, cfg, pairs, parallel, device, say, barrier)
+    elif kind == "mse" and weight > 0:
+        raise MrlError("--distill mse needs --teacher: the student's own full dimension can only teach its "
+                       "prefixes through similarities (--distill kl)")
+    term = None
+    if teacher is not None:
+        view = cfg.teacher_view or ("prefix" if kind == "mse" and teacher.dim == full_dim else "full")
+        if view == "prefix" and teacher.dim < dims[-1]:
+            raise MrlError(f"--teacher-view prefix: the teacher is {teacher.dim}-dimensional, narrower than the "
+                           f"largest Matryoshka dim {dims[-1]}; use --teacher-view full")
+        loss: nn.Module
+        if kind == "kl":
+            loss = DistillKL(cfg.scale, cfg.distill_temperature)
+        else:
+            loss = DistillMSE(teacher.dim if view == "full" else None, [d for d in dims if d != teacher.dim])
+        term = Term(kind, loss, weight, dim_weights=dict.fromkeys(dims, 1.0), teacher="given", teacher_view=view)
+    pairs_loss = None
+    if pairs is not None:
+        terms = [Term("infonce", InfoNCE(cfg.scale))]
+        if term is not None and parallel is None:
+            terms.append(term)
+        elif teacher is None and weight > 0 and len(dims) > 1:
+            terms.append(Term("distill", DistillKL(cfg.scale, cfg.distill_temperature), weight,
+                              dim_weights=dict.fromkeys(dims[:-1], 1.0), teacher="self", teacher_view="full"))
+        pairs_loss = MatryoshkaLoss(terms, dims, weights, full_dim)
+    parallel_loss = MatryoshkaLoss([term], dims, weights, full_dim) if parallel is not None and term else None
+    return Objective(dims, weights, pairs_loss, parallel_loss, teacher, pair_keys, parallel_keys)
+
+
+def _load_teacher(spec: str, cfg: TrainConfig, pairs: Pairs | None, parallel: Parallel | None,
+                  device: str | None, say: Callable[[str], None] | None,
+                  barrier: Callable[[], None] | None) -> tuple[teachers.Teacher, Any, Any]:
+    distil_pairs = pairs is not None and parallel is None  # with --parallel the teacher teaches the parallel data
+    if teachers.is_embeddings_folder(spec):
+        needed: dict[str, Sequence[str | None]] = {}
+        if distil_pairs:
+            assert pairs is not None
+            ids = pairs.column_ids or tuple([None] * len(pairs) for _ in range(2 + len(pairs.negatives)))
+            for name, column in zip(["anchor", "positive", *[f"negative {i + 1}" for i in range(99)]], ids):
+                needed[f"{name} ids of {cfg.data}"] = column
+        if parallel is not None:
+            needed["source ids of --parallel"] = parallel.ids
+        teacher = teachers.from_folders(spec, needed)
+        pair_keys = [list(c) for c in pairs.column_ids] if distil_pairs and pairs and pairs.column_ids else None
+        parallel_keys = list(parallel.ids) if parallel is not None else None  # type: ignore[arg-type]
+        return teacher, pair_keys, parallel_keys
+    if Path(spec).exists() and not Path(spec).is_dir():
+        raise MrlError(f"--teacher {spec}: a file, not a model folder or an `mrl encode` folder")
+    columns = []
+    if distil_pairs:
+        assert pairs is not None
+        columns = [pairs.anchors, pairs.positives, *pairs.negatives]
+    texts = [t for c in columns for t in c] + (list(parallel.sources) if parallel is not None else [])
+    cache = Path(cfg.teacher_cache) if cfg.teacher_cache else Path(cfg.output) / "teacher-cache"
+    teacher = teachers.from_model(spec, texts, cache, device, say, barrier)
+    pair_keys = [[teachers.text_key(t) for t in c] for c in columns] if columns else None
+    parallel_keys = [teachers.text_key(t) for t in parallel.sources] if parallel is not None else None
+    return teacher, pair_keys, parallel_keys
