@@ -29,6 +29,10 @@ def eval_command(
         "--json", help="Write the results as JSON to this file ('-': to stdout, everything else to stderr).")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the results as a Markdown table.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write an nDCG@10-vs-dimension PNG.")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="Also evaluate quantised prefixes: float32,int8,binary (int8 codes with per-dimension ranges, sign "
+             "bits), each alone and with a float rescore of a 100-candidate shortlist; `mrl select` reads the "
+             "report.")] = None,
     select: Annotated[float | None, typer.Option(
         help="Print the smallest dim keeping this fraction of the full dim's nDCG@10, e.g. 0.95.")] = None,
     xling: Annotated[Path | None, typer.Option(
@@ -62,6 +66,11 @@ def eval_command(
             raise MrlError(f"--baseline {b!r} is unknown (choose from: {', '.join(BASELINES)})")
     if "adaptor" in baselines and adaptor is None:
         raise MrlError("--baseline adaptor needs --adaptor ADAPTOR (a folder from mrl adapt fit)")
+    from mrl.eval.precision import check_dims, parse_precisions
+
+    precisions = parse_precisions(precision)
+    if dim_list is not None:
+        check_dims(precisions, dim_list)
     fitted = Adaptor.load(adaptor) if adaptor is not None else None
     if select is not None and not 0 < select <= 1:
         raise MrlError(f"--select takes a fraction in (0, 1], got {select}")
@@ -91,9 +100,10 @@ def eval_command(
     xl = None
     if xling is None:
         report = evaluate(st_model, ds, dim_list, [b for b in baselines if b != "adaptor"], batch_size, True, model,
-                          adaptors=fitted)
+                          adaptors=fitted, precisions=precisions)
     else:
-        report, xl = _with_cross_lingual(st_model, ds, sets, dim_list, baselines, batch_size, model, fitted)
+        report, xl = _with_cross_lingual(st_model, ds, sets, dim_list, baselines, batch_size, model, fitted,
+                                         precisions)
     out.print(results_table(f"{split}: quality per prefix dimension (kept = nDCG@10 / full dim's)",
                                 report.header(compact=True), report.rows(compact=True)))
     if xl is not None:
@@ -121,7 +131,8 @@ def eval_command(
         )
 
 
-def _with_cross_lingual(st_model, ds, sets, dims, baselines, batch_size, model, fitted):  # noqa: ANN001, ANN202
+def _with_cross_lingual(st_model, ds, sets, dims, baselines, batch_size, model, fitted,  # noqa: ANN001, ANN202
+                        precisions):
     """The English report and the cross-lingual one from one encoding of the corpus."""
     from mrl.encoders.model import embedding_dim, encode
     from mrl.eval.evaluate import evaluate_embeddings
@@ -133,6 +144,6 @@ def _with_cross_lingual(st_model, ds, sets, dims, baselines, batch_size, model, 
     xb = encode(st_model, [ds.corpus[d] for d in doc_ids], batch_size, True, "documents")
     xq = encode(st_model, [ds.queries[q] for q in qids], batch_size, True, "queries")
     report = evaluate_embeddings(xq, xb, qids, doc_ids, ds.qrels, dims, [b for b in baselines if b != "adaptor"],
-                                 model, ds.name, ds.split, fitted)
+                                 model, ds.name, ds.split, fitted, precisions)
     xl = evaluate_cross_lingual(st_model, ds, sets, report.dims, batch_size, True, model, (xb, doc_ids))
     return report, xl

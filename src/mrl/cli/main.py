@@ -11,6 +11,7 @@ from mrl.cli.evaluate import eval_command
 from mrl.cli.index import app as index_app
 from mrl.cli.index import search_command
 from mrl.cli.mine import mine_command
+from mrl.cli.select import select_command
 from mrl.cli.serve import serve_command
 from mrl.cli.train import train_command
 
@@ -26,6 +27,7 @@ app.command("eval")(eval_command)
 app.command("demo")(demo)
 app.command("encode")(encode_command)
 app.command("mine")(mine_command)
+app.command("select")(select_command)
 app.add_typer(adapt_app, name="adapt")
 app.add_typer(index_app, name="index")
 app.command("search")(search_command)

@@ -11,6 +11,7 @@ import numpy as np
 from mrl.adapt.base import Adaptor, fit_pca
 from mrl.data.beir import BeirDataset
 from mrl.errors import MrlError
+from mrl.eval.precision import RESCORE_SHORTLIST, RESCORED, check_dims, parse_precisions, ranked
 from mrl.eval.report import EvalReport
 from mrl.eval.search import exact_search
 from mrl.metrics import mrr_at_k, ndcg_at_k, recall_at_k
@@ -30,6 +31,11 @@ def score_run(
 ) -> dict[str, float]:
     """nDCG@10, Recall@10, Recall@100 and MRR@10 (means over queries) of exact search."""
     _, idx = exact_search(xq, xb, METRIC_DEPTH)
+    return score_ranking(idx, qids, doc_ids, qrels)
+
+
+def score_ranking(idx: np.ndarray, qids: Sequence[str], doc_ids: Sequence[str], qrels: dict) -> dict[str, float]:
+    """The metrics of ranked corpus rows ``idx`` ``(nq, >= 100)``, -1 for empty slots."""
     doc_arr = np.asarray(doc_ids, dtype=object)
     ranked = [doc_arr[row[row >= 0]].tolist() for row in idx]
     return {
@@ -52,6 +58,8 @@ def evaluate_embeddings(
     dataset: str = "",
     split: str = "",
     adaptors: Adaptor | Mapping[str, Adaptor] | None = None,
+    precisions: Sequence[str] = ("float32",),
+    rescore: int = RESCORE_SHORTLIST,
 ) -> EvalReport:
     """Score every prefix of precomputed full-dimension embeddings (from any model or API).
 
@@ -59,6 +67,9 @@ def evaluate_embeddings(
         baselines: ``"pca"`` (fitted on ``xb``: rotate, then truncate) and/or ``"adaptor"``.
         adaptors: fitted adaptors applied to ``xq`` and ``xb`` before truncation; one is reported
             as method ``"adaptor"``, a mapping under its names. Giving one implies ``"adaptor"``.
+        precisions: besides ``float32`` (method ``truncate``), ``int8`` and/or ``binary`` codes of
+            every prefix, each alone and with a float rescore of ``rescore`` candidates
+            (methods ``int8``, ``int8+rescore`` ...; see :mod:`mrl.eval.precision`).
     """
     full = xb.shape[1]
     if xq.shape[1] != full:
@@ -83,6 +94,12 @@ def evaluate_embeddings(
     for name, adaptor in methods.items():
         aq, ab = adaptor.transform(xq), adaptor.transform(xb)
         results[name] = {d: score_run(truncate(aq, d), truncate(ab, d), qids, doc_ids, qrels) for d in dims}
+    quantised = [p for p in parse_precisions(",".join(precisions)) if p != "float32"]
+    check_dims(quantised, dims)
+    for p in quantised:
+        for name, shortlist in ((p, None), (p + RESCORED, rescore)):
+            results[name] = {d: score_ranking(ranked(truncate(xq, d), truncate(xb, d), p, METRIC_DEPTH, shortlist),
+                                              qids, doc_ids, qrels) for d in dims}
     return EvalReport(
         model=model_name, dataset=dataset, split=split, n_queries=len(qids), n_docs=len(doc_ids),
         full_dim=full, results=results,
@@ -98,6 +115,7 @@ def evaluate(
     show_progress: bool = True,
     model_name: str = "",
     adaptors: Adaptor | Mapping[str, Adaptor] | None = None,
+    precisions: Sequence[str] = ("float32",),
 ) -> EvalReport:
     """Encode ``data`` once with ``model`` at full dimension and score every prefix."""
     from mrl.encoders.model import embedding_dim, encode
@@ -115,7 +133,7 @@ def evaluate(
     xb = encode(model, [data.corpus[i] for i in doc_ids], batch_size, show_progress, "documents")
     xq = encode(model, [data.queries[i] for i in qids], batch_size, show_progress, "queries")
     return evaluate_embeddings(
-        xq, xb, qids, doc_ids, data.qrels, dims, baselines, model_name, data.name, data.split, adaptors
+        xq, xb, qids, doc_ids, data.qrels, dims, baselines, model_name, data.name, data.split, adaptors, precisions
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mrl.errors import MrlError
+from mrl.eval.precision import is_precision_method
 
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
 
@@ -61,9 +62,12 @@ class EvalReport:
             "full_dim": self.full_dim,
             "dims": self._dims_block("truncate"),
         }
-        baselines = [m for m in self.results if m != "truncate"]
+        baselines = [m for m in self.results if m != "truncate" and not is_precision_method(m)]
         if baselines:
             out["baselines"] = {m: {"dims": self._dims_block(m)} for m in baselines}
+        quantised = [m for m in self.results if is_precision_method(m)]
+        if quantised:
+            out["precisions"] = {m: {"dims": self._dims_block(m)} for m in quantised}
         return out
 
     def write_json(self, path: str | Path) -> None:
@@ -108,7 +112,7 @@ class EvalReport:
             return {int(k): {m: v[m] for m in METRICS} for k, v in block.items()}
 
         results = {"truncate": parse(d["dims"])}
-        for m, b in d.get("baselines", {}).items():
+        for m, b in {**d.get("baselines", {}), **d.get("precisions", {})}.items():
             results[m] = parse(b["dims"])
         return cls(d["model"], d["dataset"], d["split"], d["n_queries"], d["n_docs"], d["full_dim"], results)
 
