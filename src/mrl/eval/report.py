@@ -139,8 +139,15 @@ def plot_reports(reports: dict[str, EvalReport], path: str | Path, metric: str =
     ax.set_ylabel(metric)
     first = next(iter(reports.values()))
     ax.set_title(f"{metric} vs dimension: {first.dataset} / {first.split}")
+    save_figure(fig, ax, path, legend_size=8)
+
+
+def save_figure(fig: Any, ax: Any, path: str | Path, legend_size: int = 8) -> None:
+    """Grid, legend, tight layout; write the PNG (its folder made) and free the figure."""
+    import matplotlib.pyplot as plt
+
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

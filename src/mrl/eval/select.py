@@ -14,7 +14,7 @@ from typing import Any
 
 from mrl.errors import MrlError
 from mrl.eval.precision import RESCORED, base_precision, bytes_per_vector
-from mrl.eval.report import EvalReport
+from mrl.eval.report import EvalReport, save_figure
 
 
 @dataclass(frozen=True)
@@ -118,9 +118,4 @@ def plot_front(opts: list[Option], front: list[Option], pick: Option | None, pat
     ax.set_xlabel("bytes per vector (RAM)")
     ax.set_ylabel("nDCG@10")
     ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, ax, path, legend_size=7)
