@@ -79,6 +79,18 @@ def test_the_same_cascade_reaches_the_recall_of_mrls_own_index(built, data):
         assert theirs >= ours - 0.02, (cascade, theirs, ours)
 
 
+def test_work_of_a_qdrant_search_is_the_plans_and_says_so(built, data):
+    from mrl.index.work import Work
+
+    index, _ = built
+    work = Work()
+    index.search(data[1], 10, "int8@8:200,16:50,32:10", work=work)
+    doc = work.to_dict()
+    assert [(s["stage"], s["mean_candidates"], s["counted"]) for s in doc["per_stage"]] == [
+        ("int8@8", 200, False), ("rescore@16", 200, False), ("rescore@32", 50, False)]
+    assert doc["mean_candidates_rescored"] == 250 and doc["mean_bytes_read"] == 200 * 8 + 200 * 16 * 4 + 50 * 32 * 4
+
+
 def test_upserts_deletes_and_string_ids(data, tmp_path):
     xb, _ = data
     index = QdrantEdgeIndex.build(tmp_path / "i", xb[:100], [f"d{i}" for i in range(100)], first_stages=["int8@8"])

@@ -48,7 +48,7 @@ class NumpySearcher:
         order = np.argsort(-s, axis=1, kind="stable")[:, :n]
         return np.take_along_axis(s, order, 1).astype(np.float32), order.astype(np.int64)
 
-    def search(self, xq, k=10, cascade=None, *, adapted=False) -> SearchResult:
+    def search(self, xq, k=10, cascade=None, *, adapted=False, work=None) -> SearchResult:
         xq = self.prepare_queries(xq)
         plan = self.plan(cascade, k)
         rows = None

@@ -350,6 +350,9 @@ def search_command(
     out: Annotated[Path | None, typer.Option(help="Write ids and scores to this .npz.")] = None,
     adaptor: Annotated[Path | None, typer.Option(
         help="Check that the index applies this adaptor (it always applies its own).")] = None,
+    stats: Annotated[Path | None, typer.Option(
+        help="Write the work of the search to this JSON file: candidates rescored and bytes read, per query, "
+             "per stage and on average.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search an index with text (encoded by the index's model) or query vectors."""
@@ -369,7 +372,17 @@ def search_command(
     else:
         assert vectors is not None
         xq = np.asarray(load_vectors(vectors), dtype=np.float32)
-    scores, ids = index.search(xq, k, cascade)
+    from mrl.index.work import Work
+
+    work = Work() if stats is not None else None
+    scores, ids = index.search(xq, k, cascade, work=work)
+    if work is not None:
+        assert stats is not None
+        stats.parent.mkdir(parents=True, exist_ok=True)
+        stats.write_text(json.dumps({"cascade": str(index.plan(cascade, k)), **work.to_dict()}, indent=2) + "\n")
+        summary = work.to_dict(per_query=False)
+        err_console.print(f"work per query: {summary['mean_candidates_rescored']:.1f} candidates rescored, "
+                          f"{summary['mean_bytes_read'] / 1e3:.1f} kB read; wrote {stats}")
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         extra = {}

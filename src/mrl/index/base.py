@@ -22,6 +22,7 @@ from mrl.errors import MrlError
 if TYPE_CHECKING:
     from mrl.adapt.base import Adaptor
     from mrl.index.cascade import Cascade, FirstStageSpec
+    from mrl.index.work import Work
 
 
 class SearchResult(NamedTuple):
@@ -59,7 +60,8 @@ class Searcher(Protocol):
         """The first-stage structures a cascade can start from."""
 
     def search(self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None, *,
-               adapted: bool = False) -> SearchResult: ...
+               adapted: bool = False, work: Work | None = None) -> SearchResult:
+        """Top-``k`` per query through ``cascade``; ``work`` (if given) collects each stage's work."""
 
     def exact_search(self, xq: np.ndarray, k: int = 10, dim: int | None = None, *,
                      adapted: bool = False) -> SearchResult: ...

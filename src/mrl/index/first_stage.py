@@ -36,6 +36,8 @@ with similarity (for binary codes ``d - 2 * hamming``, the dot product of the si
 
 from __future__ import annotations
 
+import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -170,6 +172,37 @@ def search(
         return _ivf_search(index, xq, n, min(index.nlist, nprobe))
     scores, rows = index.search(xq, n, params=params)
     return scores.astype(np.float32), rows.astype(np.int64)
+
+
+_COUNTER_LOCK = threading.Lock()  # faiss's distance counters are process-wide: one counted search at a time
+
+
+def counted_search(
+    spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """:func:`search`, plus the codes each query scanned ``(nq,)`` and the bytes of one code.
+
+    Flat structures scan every code. hnsw and inverted files report faiss's own distance
+    counters (``hnsw_stats`` / ``indexIVF_stats``) for the whole block, spread evenly over its
+    queries; counted searches hold a lock so that concurrent ones do not mix their counts.
+    """
+    faiss = _faiss()
+    counters = faiss.cvar.hnsw_stats if spec.kind == "hnsw" else \
+        faiss.cvar.indexIVF_stats if hasattr(index, "nlist") else None
+    with _COUNTER_LOCK if counters is not None else nullcontext():
+        if counters is not None:
+            counters.reset()
+        scores, rows = search(spec, index, xq, n, width)
+        per_query = counters.ndis / max(len(xq), 1) if counters is not None else float(index.ntotal)
+    return scores, rows, np.full(len(xq), per_query), code_bytes(index)
+
+
+def code_bytes(index: Any) -> float:
+    """Bytes of one stored code: what a scan reads per vector (a graph's links not counted)."""
+    storage = getattr(index, "storage", None)  # hnsw: the codes live in its storage
+    target = _faiss().downcast_index(storage) if storage is not None else index
+    size = getattr(target, "code_size", None)
+    return float(size if size is not None else target.sa_code_size())
 
 
 def _ivf_search(index: Any, xq: np.ndarray, n: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:

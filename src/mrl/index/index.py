@@ -33,6 +33,7 @@ from mrl.index.cascade import (
 )
 from mrl.index.ids import check_ids
 from mrl.index.segment import BLOCK, Segment, normalize_rows, specs_from, to_float32, write_segment
+from mrl.index.work import Work
 from mrl.vectors import check_vectors, row_norms
 
 DTYPES = ("float16", "float32")
@@ -206,12 +207,14 @@ class MrlIndex:
 
     # ------------------------------------------------------------------ search
     def search(
-        self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None, *, adapted: bool = False
+        self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None, *, adapted: bool = False,
+        work: Work | None = None,
     ) -> SearchResult:
         """Search with a cascade (the index's default when ``None``).
 
         Queries are vectors of the model the index was built from; an index with an adaptor applies
         it to them first (``adapted=True``: they already went through it, e.g. stored vectors).
+        ``work`` collects what every stage did per query (:mod:`mrl.index.work`).
 
         Returns:
             :class:`SearchResult` ``(scores, ids)``, float32 and int64, shape ``(nq, k)``; id -1
@@ -223,7 +226,7 @@ class MrlIndex:
         # queries go in blocks whose candidate lists fit a fixed budget: the memory of a search is
         # bounded by the index (the shortlist is clamped to it), not by the number of queries
         step = max(1, CANDIDATE_BUDGET // plan.first[1])
-        parts = [self._search_block(xq[a : a + step], k, plan) for a in range(0, len(xq), step)]
+        parts = [self._search_block(xq[a : a + step], k, plan, work) for a in range(0, len(xq), step)]
         scores = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k), np.float32)
         rows = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k), np.int64)
         return SearchResult(scores, self._row_ids(rows))
@@ -232,11 +235,15 @@ class MrlIndex:
         """The cascade a search with ``k`` runs: checked, with shortlists (and width) clamped to the live count."""
         return resolve_plan(cascade, k, self.default_cascade, self.dim, self.count)
 
-    def _search_block(self, xq: np.ndarray, k: int, plan: Cascade) -> tuple[np.ndarray, np.ndarray]:
+    def _search_block(self, xq: np.ndarray, k: int, plan: Cascade, work: Work | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
         d1, n1 = plan.first
-        scores, rows = self._first_stage(xq, plan.kind, d1, n1, plan.width)
-        for d, n in plan.stages[1:]:
+        scores, rows = self._first_stage(xq, plan.kind, d1, n1, plan.width, work)
+        for i, (d, n) in enumerate(plan.stages[1:], start=1):
             scores = self._rescore(xq, rows, d)
+            if work is not None:
+                rescored = (rows >= 0).sum(axis=1)
+                work.record(i, f"rescore@{d}", d, rescored, rescored * d * self._itemsize)
             scores, rows = _top(scores, rows, n)
         return _top(scores, rows, k)
 
@@ -293,22 +300,38 @@ class MrlIndex:
         return spec
 
     def _first_stage(
-        self, xq: np.ndarray, kind: str | None, d: int, n: int, width: int | None = None
+        self, xq: np.ndarray, kind: str | None, d: int, n: int, width: int | None = None, work: Work | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         spec = self._first_spec(kind, d, width)
         if spec is None:
+            if work is not None:
+                scanned = float(sum(seg.n for seg in self.segments))
+                per_query = np.full(len(xq), scanned)
+                work.record(0, f"exact@{d}", d, per_query, per_query * d * self._itemsize)
             return self._exact_scan(xq, d, n)
         q = normalize_rows(xq[:, :d])  # (nq, d)
         all_scores, all_rows = [], []
+        scanned, read = np.zeros(len(q)), np.zeros(len(q))
         for seg, off in zip(self.segments, self._offsets[:-1]):
             if seg.n == 0 or seg.n_dead == seg.n:
                 continue
-            s, r = first_stage.search(spec, seg.structure(spec), q, n + seg.n_dead, width)
+            if work is None:
+                s, r = first_stage.search(spec, seg.structure(spec), q, n + seg.n_dead, width)
+            else:
+                s, r, codes, size = first_stage.counted_search(spec, seg.structure(spec), q, n + seg.n_dead, width)
+                scanned, read = scanned + codes, read + codes * size
             valid = r >= 0
             valid[valid] &= ~seg.dead[r[valid]]
             all_scores.append(np.where(valid, s, -np.inf).astype(np.float32))
             all_rows.append(np.where(valid, r + off, -1))
+        if work is not None:
+            work.record(0, str(spec), d, scanned, read)
         return _top(np.concatenate(all_scores, axis=1), np.concatenate(all_rows, axis=1), n)
+
+    @property
+    def _itemsize(self) -> int:
+        """Bytes per stored coordinate (float16 or float32 vectors)."""
+        return int(self.segments[0].vectors.dtype.itemsize) if self.segments else 4
 
     def _exact_scan(self, xq: np.ndarray, d: int, n: int) -> tuple[np.ndarray, np.ndarray]:
         step = max(1, SCAN_BUDGET // (n + BLOCK))  # queries per pass: (step, n + BLOCK) scores at a time

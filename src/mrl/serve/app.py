@@ -24,6 +24,7 @@ from mrl.encoders.model import embedding_dim
 from mrl.errors import MrlError
 from mrl.index.base import Searcher, open_index
 from mrl.index.segment import normalize_rows
+from mrl.index.work import Work
 from mrl.serve.schemas import (
     Embedding,
     EmbeddingRequest,
@@ -227,12 +228,15 @@ def create_app(settings: ServeSettings, searcher: Searcher | None = None) -> Fas
                                 f"{len(xq) * plan.first[1]} candidates exceed this service's limit of "
                                 f"{settings.max_candidates} (max_candidates); send fewer queries or a shorter "
                                 "shortlist")
-        scores, ids = index.search(xq, req.k, plan)
+        work = Work() if req.stats else None
+        # a searcher of the user's own may predate work accounting: it is only asked when wanted
+        scores, ids = index.search(xq, req.k, plan, work=work) if work is not None else index.search(xq, req.k, plan)
         keys = index.keys(ids)
         results = [[Hit(id=key, score=float(s)) for key, s in zip(krow, srow) if key is not None]
                    for krow, srow in zip(keys, scores)]
         cascade = req.cascade or str(index.default_cascade)
-        return SearchResponse(results=results, cascade=cascade, took_ms=round((time.perf_counter() - t0) * 1e3, 3))
+        return SearchResponse(results=results, cascade=cascade, took_ms=round((time.perf_counter() - t0) * 1e3, 3),
+                              work=work.to_dict() if work is not None else None)
 
     @app.post("/v1/embeddings", dependencies=[Auth])
     def embeddings(req: EmbeddingRequest, index: SearcherDep) -> EmbeddingResponse:

@@ -26,6 +26,8 @@ class SearchRequest(BaseModel):
     vector: list[float] | list[list[float]] | None = Field(None, description="Query vector(s) of the index's dim.")
     k: int = Field(10, ge=1, strict=True, description="Results per query.")
     cascade: str | None = Field(None, description="Override the default cascade, e.g. int8@64:1000,384:10.")
+    stats: bool = Field(False, strict=True, description="Also return the work of the search (candidates "
+                                                        "rescored, bytes read; per query, per stage, mean).")
 
     _text = field_validator("query")(_valid_text)
 
@@ -35,10 +37,33 @@ class Hit(BaseModel):
     score: float
 
 
+class StageWork(BaseModel):
+    stage: str
+    dim: int
+    first: bool
+    counted: bool
+    mean_candidates: float
+    mean_bytes: float
+
+
+class QueryWork(BaseModel):
+    candidates_rescored: int
+    bytes_read: float
+
+
+class SearchWork(BaseModel):
+    queries: int
+    mean_candidates_rescored: float
+    mean_bytes_read: float
+    per_stage: list[StageWork]
+    per_query: list[QueryWork]
+
+
 class SearchResponse(BaseModel):
     results: list[list[Hit]]
     cascade: str
     took_ms: float
+    work: SearchWork | None = None
 
 
 class EmbeddingRequest(BaseModel):

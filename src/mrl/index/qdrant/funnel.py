@@ -32,6 +32,7 @@ from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_firs
 from mrl.index.ids import check_ids
 from mrl.index.qdrant.engines import Stage, VectorSpec
 from mrl.index.segment import normalize_rows
+from mrl.index.work import Work
 from mrl.vectors import check_vectors
 
 FORMAT = "mrl-qdrant"
@@ -159,11 +160,22 @@ class QdrantIndex:
                           np.float32)
 
     def search(self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None, *,
-               adapted: bool = False) -> SearchResult:
-        """One nested prefetch query per query vector, sent as one batch."""
+               adapted: bool = False, work: Work | None = None) -> SearchResult:
+        """One nested prefetch query per query vector, sent as one batch.
+
+        Qdrant does not report what a query scanned: ``work`` gets the plan's figures (marked not
+        counted): the first stage's shortlist of codes (a lower bound: its graph visits more) and
+        every rescoring stage's candidates, float32 vectors.
+        """
         xq = self.prepare_queries(xq)
         plan = self.plan(cascade, k)
         spec = self._spec(plan.kind, plan.first[0])
+        if work is not None:
+            code = {"exact": 4.0, "int8": 1.0, "binary": 0.125}.get(spec.kind, 1.0) * spec.dim
+            ones = np.ones(len(xq))
+            work.record(0, str(spec), spec.dim, ones * plan.first[1], ones * plan.first[1] * code, counted=False)
+            for i, ((d, _), (_, n_prev)) in enumerate(zip(plan.stages[1:], plan.stages), start=1):
+                work.record(i, f"rescore@{d}", d, ones * n_prev, ones * n_prev * d * 4.0, counted=False)
         queries = []
         for q in xq:
             d1, n1 = plan.first
