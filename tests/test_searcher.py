@@ -74,7 +74,7 @@ class NumpySearcher:
                 "default_cascade": str(self._cascade), "segments": 1, "deleted_rows": 0,
                 "first_stages": {"exact@8": {"bytes_per_vector": 32.0}}}
 
-    def set_default_cascade(self, cascade, tuning=None):
+    def set_default_cascade(self, cascade, tuning=None, gate=None):
         self._cascade = parse_cascade(str(cascade), self.dim)
         self.generation += 1
         return self

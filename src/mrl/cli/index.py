@@ -306,15 +306,23 @@ def tune_command(
         help="Require the lower bound of this one-sided confidence interval of the sample recall to "
              "meet the target (0.5: the sample mean), so the pick holds on new queries.")] = 0.9,
     dry_run: Annotated[bool, typer.Option(help="Report only; keep the current default cascade.")] = False,
+    adaptive: Annotated[bool, typer.Option(
+        help="Also fit a per-query gate on the chosen cascade (its first shortlist doubled) and store the gated "
+             "cascade CASCADE@gate: easy queries rescore less. Needs at least 200 tuning queries.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure candidate cascades, store the cheapest that meets the target as the default."""
     from mrl.index import open_index
-    from mrl.index.tune import tune, tuning_record, write_report
+    from mrl.index.gate import MIN_TUNING_QUERIES
+    from mrl.index.tune import tune, tuning_queries, tuning_record, write_report
 
     index = open_index(index_path)
     xq = np.asarray(load_vectors(queries), dtype=np.float32) if queries else None
     say = err_console if as_json else console
+    n_tuning = len(xq) if xq is not None else min(n_queries, index.count)
+    if adaptive and n_tuning < MIN_TUNING_QUERIES:  # named before minutes of measuring
+        raise MrlError(f"--adaptive needs at least {MIN_TUNING_QUERIES} tuning queries to fit and calibrate the "
+                       f"gate (half each), got {n_tuning}; pass more --queries or --n-queries {MIN_TUNING_QUERIES}")
     best, rows = tune(index, k, target_recall, xq, n_queries, noise, max_bytes_per_vector=max_bytes_per_vector,
                       confidence=confidence, progress=True)
     report_dir = out or (Path(index_path) / "tune" if Path(index_path).is_dir() else Path("tune-report"))
@@ -331,11 +339,23 @@ def tune_command(
         raise MrlError(f"no candidate cascade reached recall@{k} {target_recall}; the best was "
                        f"{max(r.recall for r in rows):.4f} (lower bound {max(r.recall_low for r in rows):.4f}; "
                        "add a first stage on a longer prefix, or give more --queries)")
+    source = str(queries) if queries else f"{n_queries} corpus vectors + noise {noise}"
+    record = tuning_record(best, k, target_recall, n_tuning, source)
+    chosen, gate = best.cascade, None
+    if adaptive:  # fitted before anything is stored: a failure keeps the old default
+        from mrl.index.adaptive import tune_adaptive
+
+        result = tune_adaptive(index, best.cascade, tuning_queries(index, xq, n_queries, noise), k, target_recall,
+                               confidence)
+        chosen, gate, record = str(result.cascade), result.gate, record | result.record()
+        c = result.gate.calibration
+        say.print(f"gate on {result.gate.cascade}: calibration recall {c['recall']:.4f} (lower bound "
+                  f"{c['recall_low']:.4f}), mean shortlist rescored {c['mean_level']:.0f} of "
+                  f"{result.gate.levels[-1]}; p50 {result.gated_p50_ms:.3f} ms against {result.fixed_p50_ms:.3f} ms "
+                  f"fixed ({result.fixed})")
     if not dry_run:
-        source = str(queries) if queries else f"{n_queries} corpus vectors + noise {noise}"
-        n_used = len(xq) if xq is not None else min(n_queries, index.count)
-        index.set_default_cascade(best.cascade, tuning_record(best, k, target_recall, n_used, source))
-    say.print(f"chosen: [bold]{best.cascade}[/] recall {best.recall:.4f}, p50 {best.p50_ms:.3f} ms"
+        index.set_default_cascade(chosen, record, **({"gate": gate} if gate is not None else {}))
+    say.print(f"chosen: [bold]{chosen}[/] recall {best.recall:.4f}, p50 {best.p50_ms:.3f} ms"
               + (" (dry run: not stored)" if dry_run else " (stored as the index default)"))
 
 

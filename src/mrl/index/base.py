@@ -88,7 +88,9 @@ class Searcher(Protocol):
     def check_adaptor(self, adaptor: Adaptor | None) -> None:
         """Refuse an adaptor the caller means to query with that is not the one the index applies."""
 
-    def set_default_cascade(self, cascade: str | Cascade, tuning: dict[str, Any] | None = None) -> Searcher: ...
+    def set_default_cascade(self, cascade: str | Cascade, tuning: dict[str, Any] | None = None,
+                            gate: Any = None) -> Searcher:
+        """Commit a default cascade (with its tuning record and, for a gated one, its fitted gate)."""
 
     def refresh(self) -> Searcher:
         """The newest committed snapshot (``self`` when nothing changed); raises when it cannot be opened."""

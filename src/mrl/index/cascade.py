@@ -8,6 +8,10 @@ second stage may repeat the first stage's: ``rabitq@768:100/64,768:10`` rescores
 approximate (quantised) first-stage scores exactly on the same prefix, as faiss's
 ``IndexRefineFlat`` does.
 
+A cascade that ends with ``@gate`` (``int8@64:2000,384:10@gate``) is gated: per query, the gate the
+index stores (``mrl index tune --adaptive``, :mod:`mrl.index.gate`) reads the first stage's scores
+and decides how much of its shortlist the next stage rescores, or whether any rescoring runs.
+
 The first item may end with ``/WIDTH``, how widely the first stage searches: the number of
 inverted lists an ``ivfpq``/``rabitq`` stage scans (faiss's ``nprobe``) or the candidate queue
 of an ``hnsw`` stage (``efSearch``), e.g. ``rabitq@512:100/128,768:10``. Without it the width
@@ -22,6 +26,7 @@ import numpy as np
 
 from mrl.errors import MrlError
 
+GATE_SUFFIX = "@gate"
 FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw", "ivfpq", "rabitq")
 WIDTH_KINDS = ("hnsw", "ivfpq", "rabitq")  # first stages whose search width can be set
 
@@ -44,6 +49,7 @@ class Cascade:
     kind: str | None  # None: whichever first stage the index holds for stages[0]'s dim
     stages: tuple[tuple[int, int], ...]  # ((dim, shortlist), ...), dims increasing (stage 2 may equal stage 1)
     width: int | None = None  # the first stage's search width (nprobe / efSearch); None: from the shortlist
+    gated: bool = False  # per-query depth from the index's gate
 
     def __str__(self) -> str:
         parts = [f"{d}:{n}" for d, n in self.stages]
@@ -51,7 +57,11 @@ class Cascade:
             parts[0] += f"/{self.width}"
         if self.kind:
             parts[0] = f"{self.kind}@{parts[0]}"
-        return ",".join(parts)
+        return ",".join(parts) + (GATE_SUFFIX if self.gated else "")
+
+    @property
+    def ungated(self) -> Cascade:
+        return Cascade(self.kind, self.stages, self.width)
 
     @property
     def first(self) -> tuple[int, int]:
@@ -80,9 +90,16 @@ def parse_cascade(text: str, full_dim: int | None = None) -> Cascade:
         MrlError: dims that do not increase or exceed ``full_dim``, shortlists that grow
             or are not positive, an unknown first-stage kind, a malformed item.
     """
-    items = [s.strip() for s in text.split(",") if s.strip()]
+    body = text.strip()
+    gated = body.endswith(GATE_SUFFIX)
+    if gated:
+        body = body[: -len(GATE_SUFFIX)]
+    items = [s.strip() for s in body.split(",") if s.strip()]
     if not items:
         raise MrlError(f"cascade {text!r} is empty; expected e.g. 64:1000,384:10")
+    if gated and len(items) < 2:
+        raise MrlError(f"cascade {text!r}: a gate decides how much the next stage rescores, so a gated cascade "
+                       "needs a rescoring stage, e.g. int8@64:2000,384:10@gate")
     kind: str | None = None
     width: int | None = None
     stages: list[tuple[int, int]] = []
@@ -117,7 +134,7 @@ def parse_cascade(text: str, full_dim: int | None = None) -> Cascade:
         stages.append((dim, n))
     if kind == "binary" and stages[0][0] % 8:
         raise MrlError(f"cascade {text!r}: binary codes need a dimension divisible by 8")
-    return Cascade(kind, tuple(stages), width)
+    return Cascade(kind, tuple(stages), width, gated)
 
 
 def check_k(k: object, count: int) -> None:
@@ -134,7 +151,7 @@ def resolve_plan(cascade: str | Cascade | None, k: int, default: Cascade, dim: i
     so the work of a search is bounded by the index, not by the request."""
     check_k(k, count)
     if cascade is None:
-        plan = Cascade(default.kind, tuple((d, max(n, k)) for d, n in default.stages), default.width)
+        plan = Cascade(default.kind, tuple((d, max(n, k)) for d, n in default.stages), default.width, default.gated)
     else:
         plan = cascade if isinstance(cascade, Cascade) else parse_cascade(cascade, dim)
         if any(d > dim for d, _ in plan.stages):
@@ -142,7 +159,7 @@ def resolve_plan(cascade: str | Cascade | None, k: int, default: Cascade, dim: i
         if k > plan.stages[-1][1]:
             raise MrlError(f"k={k} exceeds the last shortlist of cascade {plan} ({plan.stages[-1][1]})")
     width = min(plan.width, count) if plan.width is not None else None
-    return Cascade(plan.kind, tuple((d, min(n, count)) for d, n in plan.stages), width)
+    return Cascade(plan.kind, tuple((d, min(n, count)) for d, n in plan.stages), width, plan.gated)
 
 
 def _positive_int(text: str, what: str) -> int:

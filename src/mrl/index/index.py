@@ -31,6 +31,9 @@ from mrl.index.cascade import (
     parse_first_stage,
     resolve_plan,
 )
+from mrl.index.funnel import run_gated, run_stages
+from mrl.index.funnel import top as _top
+from mrl.index.gate import Gate
 from mrl.index.ids import check_ids
 from mrl.index.segment import BLOCK, Segment, normalize_rows, specs_from, to_float32, write_segment
 from mrl.index.work import Work
@@ -59,6 +62,9 @@ class MrlIndex:
         entry = manifest.get("adaptor")
         #: The adaptor every incoming vector goes through (``None``: vectors are stored as given).
         self.adaptor: Adaptor | None = Adaptor.load(self.root / entry["path"]) if entry else None
+        gate = manifest.get("gate")
+        #: The fitted gate of ``...@gate`` cascades (``mrl index tune --adaptive``), or ``None``.
+        self.gate: Gate | None = Gate.load(self.root / gate["path"]) if gate else None
 
     # ------------------------------------------------------------------ open / build
     @classmethod
@@ -80,6 +86,9 @@ class MrlIndex:
             for f, digest in (adaptor or {}).get("files", {}).items():
                 if not (root / adaptor["path"] / f).is_file() or storage.sha256(root / adaptor["path"] / f) != digest:
                     missing.append(f"{adaptor['path']}/{f} (missing or altered)")
+            gate = manifest.get("gate")
+            if gate and (not (root / gate["path"]).is_file() or storage.sha256(root / gate["path"]) != gate["sha256"]):
+                missing.append(f"{gate['path']} (the gate: missing or altered)")
             if not missing:
                 try:
                     return cls(root, manifest, stamp)
@@ -239,13 +248,31 @@ class MrlIndex:
                       ) -> tuple[np.ndarray, np.ndarray]:
         d1, n1 = plan.first
         scores, rows = self._first_stage(xq, plan.kind, d1, n1, plan.width, work)
-        for i, (d, n) in enumerate(plan.stages[1:], start=1):
-            scores = self._rescore(xq, rows, d)
-            if work is not None:
-                rescored = (rows >= 0).sum(axis=1)
-                work.record(i, f"rescore@{d}", d, rescored, rescored * d * self._itemsize)
-            scores, rows = _top(scores, rows, n)
-        return _top(scores, rows, k)
+        if plan.gated:
+            return self.gated_rest(xq, k, plan, scores, rows, self.gate_for(plan), None, work)
+        return run_stages(self._rescore, xq, k, plan, scores, rows, work, self._itemsize)
+
+    def gated_rest(self, xq: np.ndarray, k: int, plan: Cascade, scores: np.ndarray, rows: np.ndarray, gate: Gate,
+                   chosen: np.ndarray | None = None, work: Work | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The stages after the first with per-query depth from ``gate`` (or the level indexes ``chosen``)."""
+        return run_gated(self._rescore, xq, k, plan, scores, rows, gate, work, self._itemsize, chosen)
+
+    def row_ids(self, rows: np.ndarray) -> np.ndarray:
+        """The ids of global rows (-1 stays -1)."""
+        return self._row_ids(rows)
+
+    def gate_for(self, plan: Cascade) -> Gate:
+        """The stored gate, checked to be the one fitted for ``plan``'s kind, dims and width."""
+        if self.gate is None:
+            raise MrlError(f"{self.root} has no gate: fit one with `mrl index tune --target-recall R --adaptive`, "
+                           "or search with an ungated cascade")
+        fitted = parse_cascade(self.gate.cascade, self.dim)
+        same = (fitted.kind, [d for d, _ in fitted.stages], fitted.width) == (
+            plan.kind, [d for d, _ in plan.stages], plan.width)
+        if not same:
+            raise MrlError(f"the index's gate was fitted for {self.gate.cascade}; cascade {plan} has other stages "
+                           f"(use {self.gate.cascade}@gate, or re-run `mrl index tune --adaptive`)")
+        return self.gate
 
     def exact_search(
         self, xq: np.ndarray, k: int = 10, dim: int | None = None, *, adapted: bool = False
@@ -495,15 +522,23 @@ class MrlIndex:
             storage.commit_manifest(self.root, manifest)
         return MrlIndex(self.root, manifest)
 
-    def set_default_cascade(self, cascade: str | Cascade, tuning: dict[str, Any] | None = None) -> MrlIndex:
+    def set_default_cascade(self, cascade: str | Cascade, tuning: dict[str, Any] | None = None,
+                            gate: Gate | None = None) -> MrlIndex:
+        """Commit a new default cascade (and, for a gated one, the gate fitted for it)."""
         plan = cascade if isinstance(cascade, Cascade) else parse_cascade(cascade, self.dim)
         self._first_spec(plan.kind, plan.first[0], plan.width)  # the first stage must exist and take the width
+        if gate is not None and str(parse_cascade(gate.cascade, self.dim)) != str(plan.ungated):
+            raise MrlError(f"the gate was fitted for {gate.cascade}, not for {plan.ungated}")
+        if plan.gated and gate is None:
+            self.gate_for(plan)  # an existing gate must fit it
         with storage.writer_lock(self.root):
             self._check_current("set the default cascade of")
             manifest = self._next_manifest()
             manifest["default_cascade"] = str(plan)
             if tuning is not None:
                 manifest["tuning"] = tuning
+            if gate is not None:
+                manifest["gate"] = storage.write_gate(self.root, gate)
             storage.commit_manifest(self.root, manifest)
         return MrlIndex(self.root, manifest)
 
@@ -571,22 +606,6 @@ class _LiveRows:
             if len(sel):
                 out[sel] = to_float32(seg.vectors[rows[sel] - off])
         return out
-
-
-def _top(scores: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``n`` per row by score, sorted descending; pads with (-inf, -1) when short."""
-    nq, c = scores.shape
-    if c < n:
-        scores = np.concatenate([scores, np.full((nq, n - c), -np.inf, np.float32)], 1)
-        rows = np.concatenate([rows, np.full((nq, n - c), -1, np.int64)], 1)
-        c = n
-    if c > n:
-        part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-        scores, rows = np.take_along_axis(scores, part, 1), np.take_along_axis(rows, part, 1)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
-    rows = np.where(np.isfinite(scores), rows, -1)
-    return scores.astype(np.float32), rows.astype(np.int64)
 
 
 def _check_vectors(x: Any, dim: int | None, what: str) -> np.ndarray:

@@ -41,6 +41,7 @@ MANIFEST = "manifest.json"
 # the only names garbage collection removes: what new_segment_dir, write_dead and write_adaptor write
 _SEGMENT_DIR = re.compile(r"(\.tmp-)?seg-[0-9a-f]{12}")
 _DEAD_FILE = re.compile(r"seg-[0-9a-f]{12}\.\d+\.npy|\.seg-[0-9a-f]{12}\.\d+\.[0-9a-f]{32}\.tmp")
+_GATE_FILE = re.compile(r"(\.tmp-)?gate-[0-9a-f]{16}\.json(-[0-9a-f]{8})?")
 _ADAPTOR_DIR = re.compile(r"(\.tmp-)?adaptor-[0-9a-f]{16}(-[0-9a-f]{8})?")
 FORMAT = "mrl-index"
 VERSION = 2  # 2: the manifest carries a checksum of its own content (version 1, without one, is still read)
@@ -112,6 +113,22 @@ def write_adaptor(root: Path, adaptor: Any) -> dict[str, Any]:
     return entry
 
 
+def write_gate(root: Path, gate: Any) -> dict[str, Any]:
+    """Store a fitted gate as ``root/gate-<digest>.json`` (immutable: named by its content); its manifest entry."""
+    text = json.dumps(gate.to_dict(), indent=1) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    name = f"gate-{digest[:16]}.json"
+    if not (root / name).is_file():
+        tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        tmp.write_text(text)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, root / name)
+        fsync_dir(root)
+    return {"path": name, "sha256": digest, "cascade": gate.cascade, "levels": list(gate.levels),
+            "calibration": gate.calibration}
+
+
 def manifest_checksum(manifest: dict[str, Any]) -> str:
     """sha256 of the manifest's content (every key but ``checksum``), independent of formatting."""
     body = {k: v for k, v in manifest.items() if k != "checksum"}
@@ -180,9 +197,12 @@ def collect_garbage(root: Path, manifest: dict[str, Any]) -> None:
     for p in root.glob(f".{MANIFEST}.*.tmp"):
         p.unlink(missing_ok=True)
     live_adaptor = (manifest.get("adaptor") or {}).get("path")
+    live_gate = (manifest.get("gate") or {}).get("path")
     for p in root.iterdir():
         if p.is_dir() and p.name != live_adaptor and _ADAPTOR_DIR.fullmatch(p.name):
             shutil.rmtree(p, ignore_errors=True)
+        elif p.is_file() and p.name != live_gate and _GATE_FILE.fullmatch(p.name):
+            p.unlink(missing_ok=True)
 
 
 def verify_folder(root: Path) -> list[str]:
@@ -235,6 +255,8 @@ def verify_files(root: Path, manifest: dict[str, Any], bookkeeping_only: bool = 
     adaptor = manifest.get("adaptor")
     if adaptor:
         checks += [(f"{adaptor['path']}/{f}", s) for f, s in adaptor["files"].items()]
+    if manifest.get("gate"):
+        checks.append((manifest["gate"]["path"], manifest["gate"]["sha256"]))
     for seg in manifest["segments"]:
         checks += [(f"segments/{seg['name']}/{f}", s) for f, s in seg["files"].items()
                    if not bookkeeping_only or f in ("ids.npy", "keys.npy")]

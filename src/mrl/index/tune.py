@@ -42,6 +42,17 @@ def sample_queries(index: Searcher, n: int, noise: float, seed: int = 0) -> np.n
     return normalize_rows(x) + noise * g
 
 
+def tuning_queries(index: Searcher, queries: np.ndarray | None, n_queries: int, noise: float,
+                   seed: int = 0) -> np.ndarray:
+    """The given queries (checked, through the index's adaptor) or sampled ones, in the stored space."""
+    if queries is None:
+        return sample_queries(index, n_queries, noise, seed)
+    xq = check_vectors(queries, index.dim, "queries", owner="the index's", scan=True)
+    if len(xq) < 2:
+        raise MrlError(f"queries: {len(xq)} query vector(s); tuning needs at least 2")
+    return index.prepare_queries(np.asarray(xq, dtype=np.float32))
+
+
 def candidate_cascades(index: Searcher, k: int) -> list[Cascade]:
     """First stage x shortlist, with and without a middle rerank at twice the first prefix, then
     a rerank at the full dimension (also after an approximate first stage on all dims);
@@ -129,13 +140,7 @@ def tune(
         raise MrlError(f"target recall must be in (0, 1], got {target_recall}")
     if not 0 < confidence < 1:
         raise MrlError(f"confidence must be in (0, 1), got {confidence}")
-    if queries is not None:
-        xq = check_vectors(queries, index.dim, "queries", owner="the index's", scan=True)
-        if len(xq) < 2:
-            raise MrlError(f"queries: {len(xq)} query vector(s); tuning needs at least 2")
-        xq = index.prepare_queries(np.asarray(xq, dtype=np.float32))  # through the index's adaptor, once
-    else:
-        xq = sample_queries(index, n_queries, noise, seed)  # already in the stored space
+    xq = tuning_queries(index, queries, n_queries, noise, seed)
     _, truth = index.exact_search(xq, k, adapted=True)
     stats = index.stats()["first_stages"]
     rows: list[TuneRow] = []

@@ -55,10 +55,12 @@ class Work:
         scanned codes count in bytes, not as rescored candidates)."""
         if not self.stages:
             return np.zeros(0), np.zeros(0)
-        n = len(self.stages[0].totals()[0])
+        n = max(len(stage.totals()[0]) for stage in self.stages)
         rescored, read = np.zeros(n), np.zeros(n)
         for stage in self.stages:
             cand, b = stage.totals()
+            if len(cand) != n:  # a stage that recorded nothing (a caller that ran only later stages)
+                continue
             if not stage.first:
                 rescored += cand
             read += b

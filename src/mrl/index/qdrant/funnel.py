@@ -222,7 +222,10 @@ class QdrantIndex:
                 "segments": self.engine.segments(), "deleted_rows": 0, "disk_bytes": self.engine.disk_bytes(),
                 "tuning": m.get("tuning"), "adaptor": None}
 
-    def set_default_cascade(self, cascade: str | Cascade, tuning: dict[str, Any] | None = None) -> QdrantIndex:
+    def set_default_cascade(self, cascade: str | Cascade, tuning: dict[str, Any] | None = None,
+                            gate: Any = None) -> QdrantIndex:
+        if gate is not None:
+            raise MrlError("a gate (mrl index tune --adaptive) runs on the mrl backend, not on Qdrant")
         plan = self._check_cascade(cascade if isinstance(cascade, Cascade) else parse_cascade(cascade, self.dim))
         meta = {**self.meta, "default_cascade": str(plan), "generation": self.generation + 1}
         if tuning is not None:
@@ -313,6 +316,9 @@ class QdrantIndex:
         raise MrlError(f"the index has no {kind or 'first stage'}@{d} (it has: {have}); rebuild with it")
 
     def _check_cascade(self, plan: Cascade) -> Cascade:
+        if plan.gated:
+            raise MrlError(f"cascade {plan}: gated cascades run on the mrl backend (Qdrant runs a whole cascade as "
+                           "one nested query); use the ungated cascade here")
         spec = self._spec(plan.kind, plan.first[0])
         if plan.width is not None and spec.kind != "hnsw":
             raise MrlError(f"a search width applies to hnsw first stages here, not to {spec}")

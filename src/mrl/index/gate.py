@@ -1,0 +1,199 @@
+"""A learned per-query gate: how much of the first stage's shortlist a query's rescoring needs.
+
+Most queries are easy: the top of their short-prefix shortlist already holds their true
+neighbours, and rescoring a thousand candidates at the full dimension changes nothing. The gate
+reads the first stage's scores of one query (the score at rank k, its gaps to ranks 1, k + 1,
+2k ... and to the end of the shortlist, their spread) and picks a *level*: the number of
+candidates the next stage rescores, from a ladder ``levels`` (0 = stop after the first stage and
+return its top-k; the largest = the whole shortlist, the fixed cascade).
+
+Fitting (:func:`fit_gate`, run by ``mrl index tune --adaptive``): on tuning queries with exact
+neighbours, every level's recall is measured per query; a logistic regression per level (scikit-
+learn) predicts whether that level loses nothing against the whole shortlist. The queries are
+split in two: one half fits the models, the other calibrates one threshold ``tau``: a query takes
+the smallest level whose probability reaches ``tau``, and ``tau`` is the lowest value whose
+gated recall on the calibration half still has its lower confidence bound at the target. So the
+target is checked on queries the models never saw.
+
+At search time the gate is numpy only: a (queries x features) matrix, one matrix product, a
+comparison; queries of one batch take different levels and are rescored in one group per level.
+The fitted gate is a small JSON file in the index (``gate-<digest>.json``, checksummed in the
+manifest), read back without pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mrl.errors import MrlError
+
+GATE_FORMAT, GATE_VERSION = "mrl-gate", 1
+MIN_TUNING_QUERIES = 200  # half fit the models, half calibrate the threshold
+FEATURE_NAMES = ("s_k", "s_1 - s_k", "s_k - s_k+1", "s_k - s_2k", "s_k - s_4k", "s_k - s_n/8", "s_k - s_n/2",
+                 "s_k - s_n", "std s_1..k", "mean s_1..k - mean s_k+1..4k")
+
+
+def features(scores: np.ndarray, k: int) -> np.ndarray:
+    """Per-query features ``(nq, F)`` from first-stage scores ``(nq, n)``, best first (-inf padding)."""
+    s = np.asarray(scores, np.float64)
+    nq, n = s.shape
+    finite = np.isfinite(s)
+    floor = np.where(finite, s, np.inf).min(axis=1, keepdims=True) if n else np.zeros((nq, 1))
+    s = np.where(finite, s, np.where(np.isfinite(floor), floor, 0.0))  # a short list repeats its last score
+
+    def at(rank: int) -> np.ndarray:  # 1-based rank, clipped to the list
+        return s[:, min(max(rank, 1), n) - 1]
+
+    sk = at(k)
+    head = s[:, :k]
+    tail = s[:, k : max(4 * k, k + 1)] if n > k else s[:, -1:]
+    cols = [sk, at(1) - sk, sk - at(k + 1), sk - at(2 * k), sk - at(4 * k), sk - at(n // 8), sk - at(n // 2),
+            sk - at(n), head.std(axis=1), head.mean(axis=1) - tail.mean(axis=1)]
+    return np.stack(cols, axis=1)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A fitted gate for one cascade (its kind, dims and widths; shortlists are the levels' top)."""
+
+    cascade: str  # the ungated cascade it was fitted for, first shortlist = levels[-1]
+    k: int
+    levels: tuple[int, ...]  # ascending; 0 = no rescoring; the last = the whole first-stage shortlist
+    mean: np.ndarray  # (F,) feature standardisation
+    scale: np.ndarray  # (F,)
+    weights: np.ndarray  # (L - 1, F): one logistic model per level below the last
+    bias: np.ndarray  # (L - 1,)
+    threshold: float  # tau; inf: every query takes the last level (the fixed cascade)
+    calibration: dict[str, Any]
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        """``(nq, L - 1)``: P(level i loses nothing against the whole shortlist)."""
+        z = (features(scores, self.k) - self.mean) / self.scale
+        return 1.0 / (1.0 + np.exp(-(z @ self.weights.T + self.bias)))
+
+    def choose(self, scores: np.ndarray) -> np.ndarray:
+        """Level index per query ``(nq,)``: the smallest level whose probability reaches the threshold."""
+        n_levels = len(self.levels)
+        if not np.isfinite(self.threshold) or n_levels == 1:
+            return np.full(len(scores), n_levels - 1)
+        ok = self.probabilities(scores) >= self.threshold  # (nq, L - 1)
+        return np.where(ok.any(axis=1), ok.argmax(axis=1), n_levels - 1)
+
+    @classmethod
+    def always_continue(cls, cascade: str, k: int, levels: tuple[int, ...]) -> Gate:
+        """A gate that sends every query through the whole shortlist: the fixed cascade's results."""
+        f = len(FEATURE_NAMES)
+        return cls(cascade, k, levels, np.zeros(f), np.ones(f), np.zeros((len(levels) - 1, f)),
+                   np.zeros(len(levels) - 1), float("inf"), {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": GATE_FORMAT, "version": GATE_VERSION, "cascade": self.cascade, "k": self.k,
+                "levels": list(self.levels), "features": list(FEATURE_NAMES), "mean": self.mean.tolist(),
+                "scale": self.scale.tolist(), "weights": self.weights.tolist(), "bias": self.bias.tolist(),
+                "threshold": self.threshold if np.isfinite(self.threshold) else None,
+                "calibration": self.calibration}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "gate") -> Gate:
+        if not isinstance(d, dict) or d.get("format") != GATE_FORMAT:
+            raise MrlError(f"{where}: not an mrl gate file")
+        if d.get("version") != GATE_VERSION:
+            raise MrlError(f"{where}: a gate of format version {d.get('version')!r}, this mrl reads version "
+                           f"{GATE_VERSION}; re-run `mrl index tune --adaptive`")
+        if d.get("features") != list(FEATURE_NAMES):
+            raise MrlError(f"{where}: the gate was fitted on other features; re-run `mrl index tune --adaptive`")
+        try:
+            threshold = float("inf") if d["threshold"] is None else float(d["threshold"])
+            gate = cls(str(d["cascade"]), int(d["k"]), tuple(int(x) for x in d["levels"]),
+                       np.asarray(d["mean"], np.float64), np.asarray(d["scale"], np.float64),
+                       np.asarray(d["weights"], np.float64).reshape(len(d["levels"]) - 1, len(FEATURE_NAMES)),
+                       np.asarray(d["bias"], np.float64), threshold, dict(d.get("calibration") or {}))
+        except (KeyError, TypeError, ValueError) as e:
+            raise MrlError(f"{where}: a damaged gate file ({e})") from None
+        return gate
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Gate:
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+        except FileNotFoundError:
+            raise MrlError(f"{path}: the index's gate file is missing; re-run `mrl index tune --adaptive` or set "
+                           "an ungated cascade") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise MrlError(f"{path}: not a readable gate file ({e})") from None
+
+
+def ladder(n1: int, next_shortlist: int, steps: int = 6) -> tuple[int, ...]:
+    """0 (no rescoring), then n1 / 2^j down to the next stage's shortlist, then n1 itself."""
+    levels = {n1}
+    for j in range(1, steps):
+        size = n1 >> j
+        if size >= next_shortlist:
+            levels.add(size)
+    return (0, *sorted(levels))
+
+
+def fit_gate(level_recalls: np.ndarray, scores: np.ndarray, cascade: str, k: int, levels: tuple[int, ...],
+             target: float, confidence: float = 0.9, seed: int = 0) -> Gate:
+    """Fit the per-level models on half the queries and calibrate the threshold on the other half.
+
+    Args:
+        level_recalls: ``(nq, L)`` recall@k of every query at every level (the last: the whole shortlist).
+        scores: ``(nq, n1)`` the first stage's scores of the same queries.
+
+    Raises:
+        MrlError: too few queries, or the whole shortlist itself misses the target on the calibration half.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from mrl.index.tune import lower_bound
+
+    nq = len(level_recalls)
+    if nq < MIN_TUNING_QUERIES:
+        raise MrlError(f"an adaptive tune needs at least {MIN_TUNING_QUERIES} tuning queries to fit and calibrate "
+                       f"the gate (half each), got {nq}; pass more --queries or a larger --n-queries")
+    order = np.random.default_rng(seed).permutation(nq)
+    fit_rows, cal_rows = order[: nq // 2], order[nq // 2 :]
+    x = features(scores, k)
+    mean, scale = x[fit_rows].mean(axis=0), x[fit_rows].std(axis=0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    z = (x - mean) / scale
+    full = level_recalls[:, -1]
+    weights, bias = [], []
+    for i in range(len(levels) - 1):
+        y = (level_recalls[fit_rows, i] >= full[fit_rows] - 1e-9).astype(int)
+        if y.min() == y.max():  # one class: a constant model (logit +-10)
+            weights.append(np.zeros(x.shape[1]))
+            bias.append(10.0 if y[0] else -10.0)
+            continue
+        model = LogisticRegression(C=1.0, max_iter=1000).fit(z[fit_rows], y)
+        weights.append(model.coef_[0])
+        bias.append(float(model.intercept_[0]))
+    gate = Gate(cascade, k, tuple(levels), mean, scale, np.array(weights), np.array(bias), float("inf"), {})
+    fixed_low = lower_bound(full[cal_rows], confidence)
+    if fixed_low < target:
+        raise MrlError(f"the cascade {cascade} itself reaches recall@{k} {full[cal_rows].mean():.4f} (lower bound "
+                       f"{fixed_low:.4f}) on the calibration queries, below the target {target}: a gate can only "
+                       "save work on a cascade that meets it")
+    probs = gate.probabilities(scores[cal_rows])  # (nc, L - 1)
+    best_tau, best = float("inf"), (float(full[cal_rows].mean()), fixed_low, float(levels[-1]))
+    for tau in np.unique(np.concatenate([probs.ravel(), [1.0]]))[::-1]:  # lower tau = shallower levels
+        ok = probs >= tau
+        chosen = np.where(ok.any(axis=1), ok.argmax(axis=1), len(levels) - 1)
+        recalls = level_recalls[cal_rows, chosen]
+        low = lower_bound(recalls, confidence)
+        if low < target:
+            break  # recall falls as tau falls: the previous tau was the lowest that holds
+        best_tau, best = float(tau), (float(recalls.mean()), low, float(np.mean(np.asarray(levels)[chosen])))
+    calibration = {"queries_fit": len(fit_rows), "queries_calibrate": len(cal_rows), "target_recall": target,
+                   "confidence": confidence, "recall": round(best[0], 4), "recall_low": round(best[1], 4),
+                   "mean_level": round(best[2], 1), "fixed_recall": round(float(full[cal_rows].mean()), 4)}
+    return Gate(cascade, k, tuple(levels), mean, scale, gate.weights, gate.bias, best_tau, calibration)

@@ -1,0 +1,139 @@
+"""The learned per-query gate: calibrated recall on unseen queries, the fixed cascade when forced, storage."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mrl.cli.main import app
+from mrl.errors import MrlError
+from mrl.index import MrlIndex
+from mrl.index.adaptive import tune_adaptive
+from mrl.index.cascade import parse_cascade
+from mrl.index.gate import Gate, features, ladder
+from mrl.index.tune import per_query_recall
+from mrl.index.work import Work
+
+D = 64
+
+
+def _corpus(n=4000, seed=0):
+    rng = np.random.default_rng(seed)
+    spectrum = (np.arange(D) + 1.0) ** -0.6  # leading dims carry most of the energy, as in a Matryoshka model
+    centres = rng.standard_normal((80, D)) * spectrum
+    x = centres[rng.integers(0, 80, n)] + 0.6 * rng.standard_normal((n, D)) * spectrum
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), spectrum
+
+
+def _queries(xb, spectrum, n, seed):
+    """Half easy (a corpus vector, barely moved), half hard (moved far: many near-ties)."""
+    rng = np.random.default_rng(seed)
+    base = xb[rng.choice(len(xb), n, replace=False)]
+    noise = np.where(np.arange(n)[:, None] % 2 == 0, 0.05, 1.2) * rng.standard_normal((n, D)) * spectrum * 3
+    q = base + noise
+    return (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    xb, spectrum = _corpus()
+    index = MrlIndex.build(tmp_path_factory.mktemp("g") / "i", xb, first_stages=["int8@16"], dtype="float32")
+    return index, xb, spectrum
+
+
+def test_the_gate_holds_the_target_on_unseen_queries_and_saves_work(setup):
+    index, xb, spectrum = setup
+    fixed, target = "int8@16:300,64:10", 0.95
+    tuning, held_out = _queries(xb, spectrum, 800, seed=1), _queries(xb, spectrum, 800, seed=2)
+    result = tune_adaptive(index, fixed, tuning, 10, target, n_single=5)
+    gate = result.gate
+    assert gate.cascade == "int8@16:600,64:10" and gate.levels == (0, 18, 37, 75, 150, 300, 600)
+    index.gate = gate
+    try:
+        truth = index.exact_search(held_out, 10).ids
+        work = Work()
+        found = index.search(held_out, 10, str(result.cascade), work=work).ids
+    finally:
+        index.gate = None
+    recalls = per_query_recall(found, truth)
+    assert recalls.mean() >= target, recalls.mean()
+    fixed_recall = per_query_recall(index.search(held_out, 10, fixed).ids, truth).mean()
+    assert fixed_recall >= target
+    rescored = np.array([q["candidates_rescored"] for q in work.to_dict()["per_query"]])
+    assert rescored.mean() < 300  # less than the fixed cascade rescores, from a shortlist twice as long
+    assert rescored[0::2].mean() < rescored[1::2].mean()  # easy queries stop earlier than hard ones
+
+
+def test_a_gate_that_always_continues_is_the_fixed_cascade(setup):
+    index, xb, spectrum = setup
+    xq = _queries(xb, spectrum, 100, seed=3)
+    fixed = index.search(xq, 10, "int8@16:400,32:40,64:10")
+    index.gate = Gate.always_continue("int8@16:400,32:40,64:10", 10, ladder(400, 40))
+    try:
+        work = Work()
+        gated = index.search(xq, 10, "int8@16:400,32:40,64:10@gate", work=work)
+    finally:
+        index.gate = None
+    np.testing.assert_array_equal(gated.ids, fixed.ids)
+    np.testing.assert_array_equal(gated.scores, fixed.scores)
+    assert work.to_dict()["mean_candidates_rescored"] == 440
+
+
+def test_stats_count_each_querys_own_depth(setup):
+    index, xb, spectrum = setup
+    xq = _queries(xb, spectrum, 40, seed=4)
+    levels = ladder(320, 10)
+    gate = Gate.always_continue("int8@16:320,64:10", 10, levels)
+    scores, rows = index._first_stage(xq, "int8", 16, 320)
+    chosen = np.arange(40) % len(levels)
+    work = Work()
+    index.gated_rest(xq, 10, parse_cascade("int8@16:320,64:10"), scores, rows, gate, chosen, work)
+    counts = [q["candidates_rescored"] for q in work.to_dict()["per_query"]]
+    assert counts == [levels[c] for c in chosen]
+
+
+def test_features_are_finite_on_short_and_padded_lists():
+    s = np.array([[0.9, 0.8, 0.7, -np.inf, -np.inf], [0.5, 0.5, 0.5, 0.5, 0.5]], np.float32)
+    f = features(s, 2)
+    assert f.shape == (2, 10) and np.isfinite(f).all()
+
+
+def test_the_grammar_of_gated_cascades():
+    c = parse_cascade("int8@64:2000,384:10@gate")
+    assert c.gated and str(c) == "int8@64:2000,384:10@gate" and str(c.ungated) == "int8@64:2000,384:10"
+    with pytest.raises(MrlError, match="a gated cascade needs a rescoring stage"):
+        parse_cascade("int8@64:100@gate")
+
+
+def test_tune_adaptive_from_the_cli_stores_the_gate_and_bad_input_changes_nothing(tmp_path):
+    xb, spectrum = _corpus(2500, seed=5)
+    root = tmp_path / "i"
+    MrlIndex.build(root, xb, first_stages=["int8@16"], dtype="float32")
+    before = json.loads((root / "manifest.json").read_text())
+    runner = CliRunner()
+    q = tmp_path / "q.npy"
+    np.save(q, _queries(xb, spectrum, 150, seed=6))
+    result = runner.invoke(app, ["index", "tune", str(root), "--queries", str(q), "--target-recall", "0.9",
+                                 "--adaptive"])
+    assert result.exit_code != 0 and "--adaptive needs at least 200 tuning queries" in result.output
+    assert json.loads((root / "manifest.json").read_text()) == before and not list(root.glob("gate-*"))
+    np.save(q, _queries(xb, spectrum, 400, seed=6))
+    result = runner.invoke(app, ["index", "tune", str(root), "--queries", str(q), "--target-recall", "0.9",
+                                 "--adaptive"])
+    assert result.exit_code == 0, result.output
+    index = MrlIndex.open(root)
+    assert index.default_cascade.gated and index.gate is not None and index.manifest["tuning"]["adaptive"]
+    assert index.verify() == []
+    found = index.search(_queries(xb, spectrum, 50, seed=7), 10)  # the default: gated
+    assert found.ids.shape == (50, 10) and (found.ids >= 0).all()
+    # another version of the gate file, then a missing one: named
+    gate_file = root / index.manifest["gate"]["path"]
+    doc = json.loads(gate_file.read_text())
+    with pytest.raises(MrlError, match="format version 99"):
+        Gate.from_dict({**doc, "version": 99}, "gate")
+    gate_file.unlink()
+    with pytest.raises(MrlError, match=r"gate-[0-9a-f]{16}\.json \(the gate: missing or altered\)"):
+        MrlIndex.open(root)
