@@ -315,3 +315,21 @@ def test_huge_and_tiny_values_keep_their_direction(tmp_path):
         np.testing.assert_allclose(stored[row], xb[row].astype(np.float64) / np.linalg.norm(xb[row].astype(np.float64)),
                                    atol=1e-3 if row == 7 else 1e-6)  # denormals carry few bits
         assert index.search(xb[row : row + 1], 1, "int8@8:50,16:1")[1][0, 0] == row
+
+
+def test_tune_widens_a_first_stage_past_its_grid_until_the_target_or_the_budget(tmp_path):
+    xb, xq = matryoshka_like(5_000, seed=8), matryoshka_like(40, seed=9)
+    index = MrlIndex.build(tmp_path / "i", xb, first_stages=["binary@8"], dtype="float32")
+    outcomes: dict = {}
+    best, rows = tune(index, k=1, target_recall=0.99, queries=xq, n_single=3, outcomes=outcomes)
+    from mrl.index.tune import candidate_cascades
+
+    grid_top = max(c.first[1] for c in candidate_cascades(index, 1))
+    widened = [r for r in rows if parse_cascade(r.cascade).first[1] > 1000]  # past the grid's 1000 x k
+    assert grid_top <= 1000 and widened, [r.cascade for r in rows]
+    outcome = outcomes["binary@8/2"]
+    assert outcome["status"] in ("met", "slower than exact") and outcomes["exact"]["p50_ms"] > 0
+    if outcome["status"] == "met":
+        assert best is not None and best.recall_low >= 0.99
+    else:  # stopped because it became slower than an exact scan, not at an arbitrary grid end
+        assert outcome["p50_ms"] > outcomes["exact"]["p50_ms"]

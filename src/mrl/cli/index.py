@@ -323,10 +323,11 @@ def tune_command(
     if adaptive and n_tuning < MIN_TUNING_QUERIES:  # named before minutes of measuring
         raise MrlError(f"--adaptive needs at least {MIN_TUNING_QUERIES} tuning queries to fit and calibrate the "
                        f"gate (half each), got {n_tuning}; pass more --queries or --n-queries {MIN_TUNING_QUERIES}")
+    outcomes: dict[str, dict[str, Any]] = {}
     best, rows = tune(index, k, target_recall, xq, n_queries, noise, max_bytes_per_vector=max_bytes_per_vector,
-                      confidence=confidence, progress=True)
+                      confidence=confidence, progress=True, outcomes=outcomes)
     report_dir = out or (Path(index_path) / "tune" if Path(index_path).is_dir() else Path("tune-report"))
-    write_report(rows, best, target_recall, k, report_dir)
+    write_report(rows, best, target_recall, k, report_dir, outcomes)
     table = [[r.cascade, f"{r.recall:.4f}", f"{r.recall_low:.4f}", f"{r.p50_ms:.3f}", f"{r.batch_ms_per_query:.4f}",
               f"{r.first_stage_bytes_per_vector:g}"] for r in sorted(rows, key=lambda r: r.p50_ms)]
     if as_json:
@@ -335,9 +336,14 @@ def tune_command(
         console.print(results_table(f"cascades (recall@{k} vs exact full-dim; low: {confidence:g} lower bound)",
                                     ["cascade", "recall", "low", "p50 ms", "batch ms/q", "B/vec"], table))
     say.print(f"wrote {report_dir}/tune.md, tune.json, tune.png")
+    from mrl.index.tune import describe_outcomes
+
+    for line in describe_outcomes(outcomes):
+        say.print(f"  {escape(line)}")
     if best is None:
         raise MrlError(f"no candidate cascade reached recall@{k} {target_recall}; the best was "
                        f"{max(r.recall for r in rows):.4f} (lower bound {max(r.recall_low for r in rows):.4f}; "
+                       "every first stage was widened until the target or the budget ruled it out, see above; "
                        "add a first stage on a longer prefix, or give more --queries)")
     source = str(queries) if queries else f"{n_queries} corpus vectors + noise {noise}"
     record = tuning_record(best, k, target_recall, n_tuning, source)

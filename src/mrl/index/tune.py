@@ -13,7 +13,7 @@ import numpy as np
 
 from mrl.errors import MrlError
 from mrl.index.base import Searcher
-from mrl.index.cascade import Cascade
+from mrl.index.cascade import Cascade, parse_cascade
 from mrl.index.segment import normalize_rows
 from mrl.vectors import check_vectors
 
@@ -128,6 +128,7 @@ def tune(
     max_bytes_per_vector: float | None = None,
     confidence: float = 0.9,
     progress: bool = False,
+    outcomes: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[TuneRow | None, list[TuneRow]]:
     """Measure every candidate cascade; returns (cheapest meeting the target or None, all rows).
 
@@ -135,6 +136,13 @@ def tune(
     sample queries does (0.5: the sample mean itself). Latency is measured only for cascades on
     the recall/cost frontier of each first stage (the smallest shortlists and widths that reach
     the target, and every cheaper one below it). ``progress``: a bar (stderr) over the candidates.
+
+    A first stage that misses the target on the whole grid is widened further (shortlist, or
+    lists scanned, doubled each time) until it meets the target, or until the budget rules it
+    out: its single-query latency passes exact full-dimension search's, or nothing is left to
+    widen (the whole corpus shortlisted, every list scanned). ``outcomes`` (if given) gets one
+    entry per first stage: ``{"status": "met" | "slower than exact" | "plateau", "cascade",
+    "recall", "recall_low", "p50_ms"}``, and ``"exact"``: exact search's p50.
     """
     if not 0 < target_recall <= 1:
         raise MrlError(f"target recall must be in (0, 1], got {target_recall}")
@@ -162,7 +170,77 @@ def tune(
                             round(p99, 3), round(batch, 4), stats.get(spec_key, {}).get("bytes_per_vector", 0.0)))
         if low >= target_recall:
             reached.setdefault(family, []).append((width, n1))
+    _widen(index, xq, truth, k, target_recall, confidence, n_single, rows, reached, stats, outcomes)
     return pick(rows, target_recall, max_bytes_per_vector), rows
+
+
+def _family(c: Cascade) -> str:
+    return f"{c.kind}@{c.first[0]}/{len(c.stages)}"
+
+
+def _wider(index: Searcher, c: Cascade) -> Cascade | None:
+    """The next cascade of a widening: twice the lists scanned (inverted files), else twice the shortlist."""
+    spec = next(s for s in index.first_stages if s.kind == c.kind and s.dim == c.first[0])
+    nlist = index.max_width(spec)
+    (d1, n1), rest = c.first, c.stages[1:]
+    if nlist and c.width is not None and c.width < nlist:
+        return Cascade(c.kind, c.stages, min(2 * c.width, nlist))
+    if n1 >= index.count:
+        return None
+    n1 = min(2 * n1, index.count)
+    if len(rest) > 1:  # a middle stage keeps a quarter of the first shortlist, as in the grid
+        rest = ((rest[0][0], max(rest[-1][1], n1 // 4)), *rest[1:])
+    return Cascade(c.kind, ((d1, n1), *rest), c.width)
+
+
+def _widen(index: Searcher, xq: np.ndarray, truth: np.ndarray, k: int, target: float, confidence: float,
+           n_single: int, rows: list[TuneRow], reached: dict[str, list[tuple[int, int]]], stats: dict[str, Any],
+           outcomes: dict[str, dict[str, Any]] | None) -> None:
+    exact_p50 = _exact_latency(index, xq, k, n_single)
+    by_family: dict[str, TuneRow] = {}
+    for r in rows:  # each family's widest measured cascade
+        c = parse_cascade(r.cascade, index.dim)
+        f = _family(c)
+        if f not in by_family or (c.width or 0, c.first[1]) >= _reach(parse_cascade(by_family[f].cascade, index.dim)):
+            by_family[f] = r
+    for f, last in by_family.items():
+        status, row = "met" if f in reached else "", last
+        c: Cascade | None = parse_cascade(last.cascade, index.dim)
+        while not status:
+            c = _wider(index, c) if c is not None else None
+            if c is None:
+                status = "plateau"
+                break
+            _, ids = index.search(xq, k, c, adapted=True)
+            recalls = per_query_recall(ids, truth)
+            p50, p99, batch = _latency(index, xq, k, c, n_single)
+            row = TuneRow(str(c), round(float(recalls.mean()), 4), round(lower_bound(recalls, confidence), 4),
+                          round(p50, 3), round(p99, 3), round(batch, 4),
+                          stats.get(f"{c.kind}@{c.first[0]}", {}).get("bytes_per_vector", 0.0))
+            rows.append(row)
+            if row.recall_low >= target:
+                status = "met"
+            elif p50 > exact_p50:
+                status = "slower than exact"
+        if outcomes is not None:
+            outcomes[f] = {"status": status, "cascade": row.cascade, "recall": row.recall,
+                           "recall_low": row.recall_low, "p50_ms": row.p50_ms}
+    if outcomes is not None:
+        outcomes["exact"] = {"p50_ms": round(exact_p50, 3)}
+
+
+def _reach(c: Cascade) -> tuple[int, int]:
+    return (c.width or 0, c.first[1])
+
+
+def _exact_latency(index: Searcher, xq: np.ndarray, k: int, n_single: int) -> float:
+    index.exact_search(xq[:1], k, adapted=True)
+    times = []
+    for q in xq[:n_single]:
+        t = time.perf_counter()
+        index.exact_search(q[None], k, adapted=True)
+        times.append(time.perf_counter() - t)
+    return float(np.percentile(times, 50) * 1e3)
 
 
 def pick(
@@ -182,7 +260,8 @@ def pareto(rows: list[TuneRow]) -> list[TuneRow]:
     return [r for r in rows if not any(o.recall >= r.recall and o.p50_ms < r.p50_ms for o in rows)]
 
 
-def write_report(rows: list[TuneRow], best: TuneRow | None, target: float, k: int, out: Path) -> None:
+def write_report(rows: list[TuneRow], best: TuneRow | None, target: float, k: int, out: Path,
+                 outcomes: dict[str, dict[str, Any]] | None = None) -> None:
     """``tune.json``, ``tune.md`` (the table, Pareto rows marked) and ``tune.png`` (latency vs recall)."""
     import matplotlib
 
@@ -192,7 +271,7 @@ def write_report(rows: list[TuneRow], best: TuneRow | None, target: float, k: in
     out.mkdir(parents=True, exist_ok=True)
     front = {r.cascade for r in pareto(rows)}
     (out / "tune.json").write_text(json.dumps(
-        {"k": k, "target_recall": target, "best": asdict(best) if best else None,
+        {"k": k, "target_recall": target, "best": asdict(best) if best else None, "first_stages": outcomes or {},
          "rows": [asdict(r) | {"pareto": r.cascade in front} for r in rows]}, indent=2) + "\n")
     lines = [f"# Cascade tuning: recall@{k} target {target}", "",
              "| cascade | recall | lower bound | p50 ms | p99 ms | batched ms/query | first stage B/vec | pareto |",
@@ -220,6 +299,20 @@ def write_report(rows: list[TuneRow], best: TuneRow | None, target: float, k: in
     fig.tight_layout()
     fig.savefig(out / "tune.png", dpi=120)
     plt.close(fig)
+
+
+def describe_outcomes(outcomes: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per first stage: met, or what ruled it out, with the widest cascade tried."""
+    exact = outcomes.get("exact", {}).get("p50_ms")
+    lines = []
+    for family, o in outcomes.items():
+        if family == "exact":
+            continue
+        why = {"met": "meets the target", "plateau": "plateaus: nothing left to widen",
+               "slower than exact": f"ruled out: slower than exact search ({exact} ms) before the target"}[o["status"]]
+        lines.append(f"{family.split('/')[0]} ({family.split('/')[1]} stages): {why}; widest {o['cascade']}: "
+                     f"recall {o['recall']:.4f} (low {o['recall_low']:.4f}), p50 {o['p50_ms']} ms")
+    return lines
 
 
 def tuning_record(best: TuneRow, k: int, target: float, n_queries: int, source: str) -> dict[str, Any]:
