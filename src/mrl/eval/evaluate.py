@@ -11,7 +11,7 @@ import numpy as np
 from mrl.adapt.base import Adaptor, fit_pca
 from mrl.data.beir import BeirDataset
 from mrl.errors import MrlError
-from mrl.eval.precision import RESCORE_SHORTLIST, RESCORED, check_dims, parse_precisions, ranked
+from mrl.eval.precision import RESCORE_SHORTLIST, RESCORED, check_dims, parse_precisions, ranked_all
 from mrl.eval.report import EvalReport
 from mrl.eval.search import exact_search
 from mrl.metrics import mrr_at_k, ndcg_at_k, recall_at_k
@@ -97,9 +97,11 @@ def evaluate_embeddings(
     quantised = [p for p in parse_precisions(",".join(precisions)) if p != "float32"]
     check_dims(quantised, dims)
     for p in quantised:
-        for name, shortlist in ((p, None), (p + RESCORED, rescore)):
-            results[name] = {d: score_ranking(ranked(truncate(xq, d), truncate(xb, d), p, METRIC_DEPTH, shortlist),
-                                              qids, doc_ids, qrels) for d in dims}
+        results[p], results[p + RESCORED] = {}, {}
+        for d in dims:  # one structure per (precision, dim) serves the codes alone and the rescore
+            alone, rescored = ranked_all(truncate(xq, d), truncate(xb, d), p, METRIC_DEPTH, [None, rescore])
+            results[p][d] = score_ranking(alone, qids, doc_ids, qrels)
+            results[p + RESCORED][d] = score_ranking(rescored, qids, doc_ids, qrels)
     return EvalReport(
         model=model_name, dataset=dataset, split=split, n_queries=len(qids), n_docs=len(doc_ids),
         full_dim=full, results=results,

@@ -61,15 +61,23 @@ def check_dims(precisions: list[str], dims: list[int]) -> None:
 def ranked(xq: np.ndarray, xb: np.ndarray, precision: str, depth: int, rescore: int | None) -> np.ndarray:
     """Row ids ``(nq, depth)`` of the corpus prefixes ``xb`` for the query prefixes ``xq`` (both renormalised),
     searched on ``precision`` codes, then (``rescore``) the top ``rescore`` rescored in float32."""
+    return ranked_all(xq, xb, precision, depth, [rescore])[0]
+
+
+def ranked_all(xq: np.ndarray, xb: np.ndarray, precision: str, depth: int,
+               rescores: list[int | None]) -> list[np.ndarray]:
+    """:func:`ranked` for several rescore shortlists, from one structure and one search."""
     from mrl.index import first_stage
     from mrl.index.cascade import FirstStageSpec
 
     spec = FirstStageSpec(precision, xb.shape[1])
     index = first_stage.build(spec, xb)
     depth = min(depth, len(xb))
-    if not rescore:
-        return first_stage.search(spec, index, xq, depth)[1]
-    rows = first_stage.search(spec, index, xq, max(rescore, depth))[1]  # (nq, R)
+    rows = first_stage.search(spec, index, xq, max([depth, *[r or 0 for r in rescores]]))[1]  # (nq, R), best first
+    return [rows[:, :depth] if not r else _rescored(xq, xb, rows[:, : max(r, depth)], depth) for r in rescores]
+
+
+def _rescored(xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, depth: int) -> np.ndarray:
     safe = np.where(rows >= 0, rows, 0)
     scores = np.einsum("qd,qrd->qr", xq, xb[safe])
     scores[rows < 0] = -np.inf
