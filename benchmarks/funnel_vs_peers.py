@@ -10,6 +10,9 @@ Peers, all on the same unit-normalised vectors:
 
 Data sets:
   --data real --embeddings DIR     corpus.npy / queries-test.npy / queries-dev.npy from embed_corpus.py
+  --data clusters --n 1000000 --dim 768 --spread 1
+                                   Gaussian clusters under a decaying spectrum, diffuse (spread 1)
+                                   or tight (spread 0.25); see clusters()
   --data synthetic --n 1000000 --dim 768 --fit DIR
                                    a two-level cluster generator with full covariances fitted to the
                                    real embeddings in DIR, its spectrum stretched to --dim
@@ -116,6 +119,32 @@ def generate(n: int, dim: int, fit: dict, seed: int, n_queries: int) -> tuple[np
     return draw(n), draw(n_queries), draw(n_queries)
 
 
+def clusters(n: int, dim: int, n_queries: int, spread: float, per_cluster: int = 100, decay: float = 0.5,
+             seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(xb, xq_eval, xq_tune)``: Gaussian clusters under a decaying per-dimension spectrum.
+
+    Coordinate j has scale ``(1 + j) ** -decay`` (so a prefix holds most of the energy, as in a
+    Matryoshka embedding); cluster centres are drawn with that scale and every point is its
+    centre plus ``spread`` times a draw of the same scale: ``spread`` 1 is the diffuse set of
+    issue 14 (within-cluster spread as large as the spread of the centres), 0.25 a tight one.
+    Queries are new points of the same clusters.
+    """
+    rng = np.random.default_rng(seed)
+    scale = ((1.0 + np.arange(dim)) ** -decay).astype(np.float32)
+    n_clusters = max(1, n // per_cluster)
+    centres = rng.standard_normal((n_clusters, dim), dtype=np.float32) * scale
+
+    def draw(m: int) -> np.ndarray:
+        out = np.empty((m, dim), np.float32)
+        for a in range(0, m, 100_000):
+            b = min(a + 100_000, m)
+            x = centres[rng.integers(n_clusters, size=b - a)]
+            out[a:b] = normalize_rows(x + spread * rng.standard_normal((b - a, dim), dtype=np.float32) * scale)
+        return out
+
+    return draw(n), draw(n_queries), draw(n_queries)
+
+
 def prefix_recall_curve(xb: np.ndarray, xq: np.ndarray, k: int = 10) -> dict[str, float]:
     """Recall@k of faiss refine@d (d = D/12, D/6, D/3) at k_factor 10/50/200: how much the prefix knows."""
     D = xb.shape[1]
@@ -155,6 +184,10 @@ def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndar
         xq = normalize_rows(np.load(src / "queries-test.npy"))[: args.nq]
         xt = normalize_rows(np.load(src / "queries-dev.npy"))[: args.nq]
         return xb, xq, xt, f"real embeddings {src} ({len(xb)} x {xb.shape[1]}; test queries, dev for tuning)"
+    if args.data == "clusters":
+        xb, xq, xt = clusters(args.n, args.dim, args.nq, args.spread, args.per_cluster, args.decay, args.seed)
+        return xb, xq, xt, (f"clusters {args.n} x {args.dim}, spread {args.spread:g}, {args.per_cluster} per cluster, "
+                            f"spectrum (1 + j)^-{args.decay:g}")
     fit = fit_generator(np.load(Path(args.fit) / "corpus.npy"))
     xb, xq, xt = generate(args.n, args.dim, fit, args.seed, args.nq)
     return xb, xq, xt, f"synthetic {args.n} x {args.dim} fitted to {args.fit}"
@@ -246,6 +279,61 @@ def run_hnswlib(xb, xq, truth, k, n_single, targets, m=16, ef_construction=100):
     return rows
 
 
+def _panorama_levels(d: int) -> int:
+    return next(n for n in (16, 12, 8, 6, 4, 2, 1) if d % n == 0)
+
+
+def _panorama_bytes(fn, xq: np.ndarray) -> float:
+    """Mean bytes of float32 vectors Panorama read per query (faiss's own counter of dims scanned)."""
+    stats = faiss.cvar.indexPanorama_stats
+    stats.reset()
+    fn(xq)
+    return 4.0 * stats.total_dims_scanned / len(xq)
+
+
+def run_panorama_flat(xb, xq, truth, k, n_single):
+    """faiss IndexFlatIPPanorama: exact search that stops scoring a vector once its bound on the
+    remaining levels' inner product cannot reach the current top-k."""
+    d = xb.shape[1]
+    t = time.perf_counter()
+    index = faiss.IndexFlatIPPanorama(d, _panorama_levels(d), 128)
+    index.add(xb)
+    build = time.perf_counter() - t
+    fn = lambda q, ix=index: ix.search(q, k)[1]  # noqa: E731
+    row = measure(f"faiss IndexFlatIPPanorama ({_panorama_levels(d)} levels)", fn, xq, truth, k, n_single,
+                  build_s=build, bytes_per_vector=4 * d, family="panorama-flat",
+                  bytes_read_per_query=_panorama_bytes(fn, xq))
+    del index
+    return [row]
+
+
+def run_panorama_ivf(xb, xq, truth, k, n_single, targets, seed=0):
+    """faiss IndexIVFFlatPanorama: an inverted file of float32 vectors, each list pruned level by level."""
+    d, n = xb.shape[1], len(xb)
+    nlist = 1 << int(np.round(np.log2(4 * np.sqrt(n))))  # faiss's usual 4 sqrt(n)
+    t = time.perf_counter()
+    index = faiss.IndexIVFFlatPanorama(faiss.IndexFlatIP(d), d, nlist, _panorama_levels(d), faiss.METRIC_INNER_PRODUCT)
+    faiss.omp_set_num_threads(BUILD_THREADS)
+    rng = np.random.default_rng(seed)
+    index.train(xb if n <= 40 * nlist else xb[rng.choice(n, 40 * nlist, replace=False)])
+    index.add(xb)
+    faiss.omp_set_num_threads(1)
+    build = time.perf_counter() - t
+    rows = []
+    for nprobe in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024):
+        if nprobe > nlist:
+            break
+        params = faiss.SearchParametersIVF(nprobe=nprobe)
+        fn = lambda q, ix=index, sp=params: ix.search(q, k, params=sp)[1]  # noqa: E731
+        rows.append(measure(f"faiss IndexIVFFlatPanorama nlist={nlist} nprobe={nprobe}", fn, xq, truth, k, n_single,
+                            build_s=build, bytes_per_vector=4 * d + 8, family="panorama-ivf",
+                            bytes_read_per_query=_panorama_bytes(fn, xq)))
+        if sweep_until(rows, targets):
+            break
+    del index
+    return rows
+
+
 def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m, tune_queries):
     path = out / "mrl-index"
     shutil.rmtree(path, ignore_errors=True)
@@ -324,7 +412,10 @@ def blas_report() -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", choices=["real", "synthetic"], default="synthetic")
+    p.add_argument("--data", choices=["real", "synthetic", "clusters"], default="synthetic")
+    p.add_argument("--spread", type=float, default=1.0, help="clusters: within-cluster / centre spread")
+    p.add_argument("--per-cluster", type=int, default=100, help="clusters: points per cluster")
+    p.add_argument("--decay", type=float, default=0.5, help="clusters: spectrum (1 + j)^-decay")
     p.add_argument("--embeddings", default="runs/embeddings/debian-mrl")
     p.add_argument("--fit", default="runs/embeddings/debian-mrl")
     p.add_argument("--n", type=int, default=1_000_000)

@@ -252,7 +252,7 @@ def test_tune_picks_the_cheapest_cascade_that_meets_the_target(data, tmp_path):
     assert MrlIndex.open(tmp_path / "i").manifest["default_cascade"] == best.cascade == str(stored.default_cascade)
 
 
-@pytest.mark.parametrize("kind", ["ivfpq", "rabitq"])
+@pytest.mark.parametrize("kind", ["ivf8", "ivfpq", "rabitq"])
 def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_full_width(tmp_path, kind, monkeypatch):
     xb, xq = matryoshka_like(20_000, seed=3), matryoshka_like(20, seed=4)
     index = MrlIndex.build(tmp_path / "i", xb, first_stages=[f"{kind}@32", f"{kind}@{D}"], dtype="float32")
@@ -283,7 +283,7 @@ def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_fu
     assert not hasattr(small.segments[1].structure(spec), "nlist")
     assert recall_at_k(small.search(-xb[:5], 1, f"{kind}@32:50,64:1")[1], np.arange(50_000, 50_005)[:, None]) == 1
     for fn in (lambda: index.search(xq, 10, "16:100/4,64:10"), lambda: index.set_default_cascade("16:100/4,64:10")):
-        with pytest.raises(MrlError, match="search width applies to hnsw, ivfpq, rabitq first stages, not to exact@16"):
+        with pytest.raises(MrlError, match="search width applies to hnsw, ivf8, ivfpq, rabitq first stages, not to exact@16"):
             fn()
     assert MrlIndex.open(tmp_path / "i").manifest["default_cascade"] == index.manifest["default_cascade"]
 

@@ -112,7 +112,12 @@ def build_command(
     vectors: VectorsOpt = None,
     ids: IdsOpt = None,
     first_stage: Annotated[list[str] | None, typer.Option(
-        help="First-stage structure KIND@DIM (exact, int8, binary, hnsw); repeatable. Default int8@64.")] = None,
+        help="First-stage structure KIND@DIM (exact, int8, binary, hnsw, ivf8, ivfpq, rabitq) or auto; repeatable. "
+             "Default auto: int8@64 up to 200,000 vectors, above an ivf8 inverted file over the longest prefix "
+             "(64/128/256) that fits --ram-budget.")] = None,
+    ram_budget: Annotated[str | None, typer.Option(
+        help="auto first stages: RAM for the first-stage structures, e.g. 2GB or 512MiB (default: a quarter of "
+             "the machine's memory, at most 256 B per vector).")] = None,
     cascade: Annotated[str | None, typer.Option(help="Default cascade, e.g. int8@64:1000,384:10.")] = None,
     dtype: Annotated[str, typer.Option(help="Storage of the full vectors: float16 or float32.")] = "float16",
     hnsw_m: Annotated[int, typer.Option(help="HNSW graph degree M.")] = 16,
@@ -134,13 +139,20 @@ def build_command(
 ) -> None:
     """Build an index from a BEIR corpus (encoded with --model) or from precomputed vectors."""
     from mrl.index import MrlIndex
+    from mrl.index.auto import parse_size, resolve_first_stages
 
+    budget = parse_size(ram_budget) if ram_budget is not None else None
+    if backend != "mrl" and (budget is not None or "auto" in (first_stage or [])):
+        raise MrlError(f"--first-stage auto and --ram-budget apply to --backend mrl; name the {backend} first "
+                       "stages (exact, int8, binary, hnsw)")
     target = _build_target(backend, out, url, collection)  # every option checked before any encoding
     fitted = _load_adaptor(adaptor)
     xb, id_values = _inputs(model, data, vectors, ids, batch_size)
+    stages = first_stage
     if xb.ndim == 2:  # (the build names any other shape as an error)
-        stages = first_stage or [f"int8@{min(64, xb.shape[1])}"]
-        err_console.print(f"building {out}: {xb.shape[0]} vectors, first stage(s) {', '.join(stages)}")
+        if backend == "mrl":
+            stages = resolve_first_stages(first_stage, xb.shape[0], xb.shape[1], budget)
+        err_console.print(f"building {out}: {xb.shape[0]} vectors, first stage(s) {', '.join(stages or ['default'])}")
     clock = [time.perf_counter()]
 
     def built(spec: Any) -> None:
@@ -158,7 +170,7 @@ def build_command(
                                   default_cascade=cascade, rescore_dims=parse_ints(rescore_dims, "--rescore-dims"),
                                   hnsw_m=hnsw_m, ef_construction=ef_construction)
     else:
-        index = MrlIndex.build(target, xb, id_values, model=_model_record(model), dtype=dtype, first_stages=first_stage,
+        index = MrlIndex.build(target, xb, id_values, model=_model_record(model), dtype=dtype, first_stages=stages,
                                default_cascade=cascade, hnsw_m=hnsw_m, ef_construction=ef_construction,
                                overwrite=overwrite, progress=built, adaptor=fitted)
     console.print(f"wrote {target}: {index.count} vectors of dim {index.dim} ({backend}), "

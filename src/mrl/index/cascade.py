@@ -13,7 +13,7 @@ index stores (``mrl index tune --adaptive``, :mod:`mrl.index.gate`) reads the fi
 and decides how much of its shortlist the next stage rescores, or whether any rescoring runs.
 
 The first item may end with ``/WIDTH``, how widely the first stage searches: the number of
-inverted lists an ``ivfpq``/``rabitq`` stage scans (faiss's ``nprobe``) or the candidate queue
+inverted lists an ``ivf8``/``ivfpq``/``rabitq`` stage scans (faiss's ``nprobe``) or the candidate queue
 of an ``hnsw`` stage (``efSearch``), e.g. ``rabitq@512:100/128,768:10``. Without it the width
 follows from the shortlist.
 """
@@ -27,8 +27,8 @@ import numpy as np
 from mrl.errors import MrlError
 
 GATE_SUFFIX = "@gate"
-FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw", "ivfpq", "rabitq")
-WIDTH_KINDS = ("hnsw", "ivfpq", "rabitq")  # first stages whose search width can be set
+FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw", "ivf8", "ivfpq", "rabitq")
+WIDTH_KINDS = ("hnsw", "ivf8", "ivfpq", "rabitq")  # first stages whose search width can be set
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,9 @@ exact     ``IndexFlatIP`` (float32, BLAS for batches)  4 d
 int8      ``IndexScalarQuantizer`` QT_8bit             d
 binary    ``IndexBinaryFlat`` on sign bits (Hamming)   d / 8
 hnsw      ``IndexHNSWSQ`` (int8 codes + graph)         d + about 8 M
+ivf8      ``IndexIVFScalarQuantizer``: the int8 codes  d + 8 + centroids
+          of ``int8`` in inverted lists, 8-byte ids,
+          a coarse quantiser of about 8 sqrt(n) lists
 ivfpq     ``IndexIVFPQ`` (d/8-byte PQ codes, 8-byte    d / 8 + 8 + centroids
           ids, sqrt-sized coarse quantiser)
 rabitq    ``IndexIVFRaBitQ``: 1 bit per dim plus two  d / 8 + 16 + centroids
@@ -23,7 +26,7 @@ Both inverted files keep their centroids in float16 (2 d bytes per list, ~6-13 b
 vector at 1M vectors and d = 384-768): ranking them is a memory-bound scan, so half the bytes
 is about half the time.
 
-An ivfpq or rabitq segment smaller than ``IVF_MIN`` vectors stores a flat int8 structure
+An ivf8, ivfpq or rabitq segment smaller than ``IVF_MIN`` vectors stores a flat int8 structure
 instead: too few vectors to train on, and a flat scan of so few costs nothing.
 
 The inverted-file kinds scan ``width`` lists per query (faiss's ``nprobe``); without a width,
@@ -80,12 +83,15 @@ def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = 16, ef_constructio
     elif spec.kind == "hnsw":
         index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = ef_construction
+    elif spec.kind == "ivf8" and len(xb) >= IVF_MIN:  # codes of the whole vector, as int8 stores them
+        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(d), d, _nlist(len(xb)), faiss.ScalarQuantizer.QT_8bit,
+                                              faiss.METRIC_INNER_PRODUCT, False)
     elif spec.kind == "ivfpq" and len(xb) >= IVF_MIN:
         m = next(m for m in range(max(1, d // 8), 0, -1) if d % m == 0)  # ~1 byte per 8 dims
         index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, _nlist(len(xb)), m, 8, faiss.METRIC_INNER_PRODUCT)
     elif spec.kind == "rabitq" and len(xb) >= IVF_MIN:
         index = faiss.IndexIVFRaBitQ(faiss.IndexFlatIP(d), d, _nlist(len(xb)), faiss.METRIC_INNER_PRODUCT)
-    elif spec.kind in ("ivfpq", "rabitq"):
+    elif spec.kind in ("ivf8", "ivfpq", "rabitq"):
         index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
     else:  # parse_first_stage rejects anything else
         raise ValueError(spec.kind)

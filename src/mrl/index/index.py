@@ -31,6 +31,7 @@ from mrl.index.cascade import (
     parse_first_stage,
     resolve_plan,
 )
+from mrl.index.auto import resolve_first_stages
 from mrl.index.funnel import run_gated, run_stages
 from mrl.index.funnel import top as _top
 from mrl.index.gate import Gate
@@ -110,6 +111,7 @@ class MrlIndex:
         dtype: str = "float16",
         first_stages: Sequence[str] | None = None,
         default_cascade: str | None = None,
+        ram_budget: float | None = None,
         hnsw_m: int = 16,
         ef_construction: int = 80,
         overwrite: bool = False,
@@ -120,7 +122,8 @@ class MrlIndex:
 
         ``ids`` are ints or strings (default ``0..n-1``); string ids get int64 ids assigned in order.
         An existing index at ``path`` stays intact unless ``overwrite``, and even then until the
-        new one is committed. With ``adaptor``, the adapted vectors are stored, the adaptor is kept
+        new one is committed. ``first_stages`` default to ``["auto"]``: chosen for the corpus size and
+        ``ram_budget`` (bytes for the first stages, see :mod:`mrl.index.auto`). With ``adaptor``, the adapted vectors are stored, the adaptor is kept
         in the index, and every vector given later (queries, additions) goes through it.
         """
         root = Path(path)
@@ -137,7 +140,7 @@ class MrlIndex:
             raise MrlError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         if hnsw_m < 2 or ef_construction < 1:
             raise MrlError(f"hnsw: M must be >= 2 and efConstruction >= 1 (got {hnsw_m}, {ef_construction})")
-        specs = [parse_first_stage(s, dim) for s in (first_stages or [f"int8@{min(64, dim)}"])]
+        specs = [parse_first_stage(s, dim) for s in resolve_first_stages(first_stages, n, dim, ram_budget)]
         if len(set(specs)) != len(specs):
             raise MrlError(f"first stages {[str(s) for s in specs]}: listed twice")
         int_ids, keys, id_kind, next_id = _assign_ids(ids, n, None, 0)
@@ -647,6 +650,6 @@ def _generation(root: Path) -> int | None:
 
 
 def _initial_cascade(spec: FirstStageSpec, dim: int) -> str:
-    if spec.dim < dim:
+    if spec.dim < dim or spec.kind != "exact":  # approximate codes of all dims are rescored exactly
         return f"{spec}:100,{dim}:10"
     return f"exact@{dim}:10"

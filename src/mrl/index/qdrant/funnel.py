@@ -37,7 +37,7 @@ from mrl.vectors import check_vectors
 
 FORMAT = "mrl-qdrant"
 VERSION = 1
-KINDS = ("exact", "int8", "binary", "hnsw")  # inverted files (ivfpq, rabitq) are faiss structures
+KINDS = ("exact", "int8", "binary", "hnsw")  # inverted files (ivf8, ivfpq, rabitq) are faiss structures
 BATCH = 512  # points per upsert (one WAL entry / one request)
 REFRESH_S = 1.0  # a server's description is re-read at most this often
 
