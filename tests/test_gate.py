@@ -137,3 +137,51 @@ def test_tune_adaptive_from_the_cli_stores_the_gate_and_bad_input_changes_nothin
     gate_file.unlink()
     with pytest.raises(MrlError, match=r"gate-[0-9a-f]{16}\.json \(the gate: missing or altered\)"):
         MrlIndex.open(root)
+
+
+@pytest.fixture(scope="module")
+def ivf_setup(tmp_path_factory):
+    xb, spectrum = _corpus(n=24_000, seed=5)
+    index = MrlIndex.build(tmp_path_factory.mktemp("w") / "i", xb, first_stages=["ivf8@32"], dtype="float32")
+    return index, xb, spectrum
+
+
+def test_a_width_gate_on_an_inverted_file_holds_the_target_and_scans_fewer_lists(ivf_setup):
+    index, xb, spectrum = ivf_setup
+    fixed, target = "ivf8@32:100/32,64:10", 0.95
+    tuning, held_out = _queries(xb, spectrum, 600, seed=6), _queries(xb, spectrum, 600, seed=7)
+    truth = index.exact_search(held_out, 10).ids
+    assert per_query_recall(index.search(held_out, 10, fixed).ids, truth).mean() >= target
+    result = tune_adaptive(index, fixed, tuning, 10, target, confidence=0.99, n_single=5)
+    gate = result.gate
+    assert gate.axis == "width" and gate.cascade == "ivf8@32:100/64,64:10" and gate.levels == (2, 4, 8, 16, 32, 64)
+    index.gate = Gate.from_dict(json.loads(json.dumps(gate.to_dict())))  # as stored and read back
+    try:
+        work = Work()
+        found = index.search(held_out, 10, str(result.cascade), work=work).ids
+        fixed_work = Work()
+        index.search(held_out, 10, fixed, work=fixed_work)
+    finally:
+        index.gate = None
+    assert per_query_recall(found, truth).mean() >= target
+    scanned = np.concatenate(work.stages[0].candidates)  # codes the first stage scanned, per query
+    assert scanned.mean() < fixed_work.to_dict()["per_stage"][0]["mean_candidates"]
+    assert scanned[0::2].mean() < scanned[1::2].mean()  # easy queries stop at fewer lists than hard ones
+
+
+def test_a_width_gate_that_always_continues_is_the_fixed_cascade(ivf_setup):
+    index, xb, spectrum = ivf_setup
+    xq = _queries(xb, spectrum, 60, seed=8)
+    fixed = index.search(xq, 10, "ivf8@32:200/16,64:10")
+    index.gate = Gate.always_continue("ivf8@32:200/16,64:10", 10, (1, 4, 16), axis="width")
+    try:
+        gated = index.search(xq, 10, "ivf8@32:200/16,64:10@gate")
+        chosen = np.arange(60) % 3  # each query its own width: the fixed cascade at that width
+        scores, rows = index.gated_first_stage(xq, parse_cascade("ivf8@32:200/16,64:10"), index.gate, chosen)
+    finally:
+        index.gate = None
+    np.testing.assert_array_equal(gated.ids, fixed.ids)
+    np.testing.assert_array_equal(gated.scores, fixed.scores)
+    for li, width in enumerate((1, 4, 16)):
+        _, expected = index._first_stage(xq[chosen == li], "ivf8", 32, 200, width)
+        np.testing.assert_array_equal(rows[chosen == li], expected)

@@ -283,7 +283,7 @@ def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_fu
     assert not hasattr(small.segments[1].structure(spec), "nlist")
     assert recall_at_k(small.search(-xb[:5], 1, f"{kind}@32:50,64:1")[1], np.arange(50_000, 50_005)[:, None]) == 1
     for fn in (lambda: index.search(xq, 10, "16:100/4,64:10"), lambda: index.set_default_cascade("16:100/4,64:10")):
-        with pytest.raises(MrlError, match="search width applies to hnsw, ivf8, ivfpq, rabitq first stages, not to exact@16"):
+        with pytest.raises(MrlError, match="width applies to hnsw, ivf8, ivfpq, rabitq first stages, not to exact@16"):
             fn()
     assert MrlIndex.open(tmp_path / "i").manifest["default_cascade"] == index.manifest["default_cascade"]
 

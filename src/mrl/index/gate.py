@@ -15,6 +15,12 @@ the smallest level whose probability reaches ``tau``, and ``tau`` is the lowest 
 gated recall on the calibration half still has its lower confidence bound at the target. So the
 target is checked on queries the models never saw.
 
+On an inverted-file first stage (``ivf8``, ``ivfpq``, ``rabitq``), where scanning the lists costs
+more than the rescoring, the gate's *axis* is the width instead (``axis="width"``): levels are
+numbers of lists to scan, every query first scans the narrowest, and the gate reads that scan's
+scores to pick how many lists the query scans in the end (queries that need more are searched
+again at their width, in one group per width); the rescoring then runs as in the fixed cascade.
+
 At search time the gate is numpy only: a (queries x features) matrix, one matrix product, a
 comparison; queries of one batch take different levels and are rescored in one group per level.
 The fitted gate is a small JSON file in the index (``gate-<digest>.json``, checksummed in the
@@ -32,7 +38,8 @@ import numpy as np
 
 from mrl.errors import MrlError
 
-GATE_FORMAT, GATE_VERSION = "mrl-gate", 1
+GATE_FORMAT, GATE_VERSION = "mrl-gate", 2  # 2 added the axis; 1 files are shortlist gates
+AXES = ("shortlist", "width")
 MIN_TUNING_QUERIES = 200  # half fit the models, half calibrate the threshold
 FEATURE_NAMES = ("s_k", "s_1 - s_k", "s_k - s_k+1", "s_k - s_2k", "s_k - s_4k", "s_k - s_n/8", "s_k - s_n/2",
                  "s_k - s_n", "std s_1..k", "mean s_1..k - mean s_k+1..4k")
@@ -61,15 +68,17 @@ def features(scores: np.ndarray, k: int) -> np.ndarray:
 class Gate:
     """A fitted gate for one cascade (its kind, dims and widths; shortlists are the levels' top)."""
 
-    cascade: str  # the ungated cascade it was fitted for, first shortlist = levels[-1]
+    cascade: str  # the ungated cascade it was fitted for: first shortlist (or width) = levels[-1]
     k: int
-    levels: tuple[int, ...]  # ascending; 0 = no rescoring; the last = the whole first-stage shortlist
+    levels: tuple[int, ...]  # ascending; shortlist axis: 0 = no rescoring, the last = the whole shortlist;
+    # width axis: lists scanned, the first = the scan every query makes, the last = the cascade's width
     mean: np.ndarray  # (F,) feature standardisation
     scale: np.ndarray  # (F,)
     weights: np.ndarray  # (L - 1, F): one logistic model per level below the last
     bias: np.ndarray  # (L - 1,)
     threshold: float  # tau; inf: every query takes the last level (the fixed cascade)
     calibration: dict[str, Any]
+    axis: str = "shortlist"  # or "width"
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         """``(nq, L - 1)``: P(level i loses nothing against the whole shortlist)."""
@@ -85,15 +94,15 @@ class Gate:
         return np.where(ok.any(axis=1), ok.argmax(axis=1), n_levels - 1)
 
     @classmethod
-    def always_continue(cls, cascade: str, k: int, levels: tuple[int, ...]) -> Gate:
-        """A gate that sends every query through the whole shortlist: the fixed cascade's results."""
+    def always_continue(cls, cascade: str, k: int, levels: tuple[int, ...], axis: str = "shortlist") -> Gate:
+        """A gate that sends every query to the last level: the fixed cascade's results."""
         f = len(FEATURE_NAMES)
         return cls(cascade, k, levels, np.zeros(f), np.ones(f), np.zeros((len(levels) - 1, f)),
-                   np.zeros(len(levels) - 1), float("inf"), {})
+                   np.zeros(len(levels) - 1), float("inf"), {}, axis)
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": GATE_FORMAT, "version": GATE_VERSION, "cascade": self.cascade, "k": self.k,
-                "levels": list(self.levels), "features": list(FEATURE_NAMES), "mean": self.mean.tolist(),
+                "axis": self.axis, "levels": list(self.levels), "features": list(FEATURE_NAMES), "mean": self.mean.tolist(),
                 "scale": self.scale.tolist(), "weights": self.weights.tolist(), "bias": self.bias.tolist(),
                 "threshold": self.threshold if np.isfinite(self.threshold) else None,
                 "calibration": self.calibration}
@@ -102,7 +111,7 @@ class Gate:
     def from_dict(cls, d: dict[str, Any], where: str = "gate") -> Gate:
         if not isinstance(d, dict) or d.get("format") != GATE_FORMAT:
             raise MrlError(f"{where}: not an mrl gate file")
-        if d.get("version") != GATE_VERSION:
+        if d.get("version") not in (1, GATE_VERSION):
             raise MrlError(f"{where}: a gate of format version {d.get('version')!r}, this mrl reads version "
                            f"{GATE_VERSION}; re-run `mrl index tune --adaptive`")
         if d.get("features") != list(FEATURE_NAMES):
@@ -112,9 +121,12 @@ class Gate:
             gate = cls(str(d["cascade"]), int(d["k"]), tuple(int(x) for x in d["levels"]),
                        np.asarray(d["mean"], np.float64), np.asarray(d["scale"], np.float64),
                        np.asarray(d["weights"], np.float64).reshape(len(d["levels"]) - 1, len(FEATURE_NAMES)),
-                       np.asarray(d["bias"], np.float64), threshold, dict(d.get("calibration") or {}))
+                       np.asarray(d["bias"], np.float64), threshold, dict(d.get("calibration") or {}),
+                       str(d.get("axis", "shortlist")))
         except (KeyError, TypeError, ValueError) as e:
             raise MrlError(f"{where}: a damaged gate file ({e})") from None
+        if gate.axis not in AXES:
+            raise MrlError(f"{where}: gate axis {gate.axis!r}, expected one of {', '.join(AXES)}")
         return gate
 
     def save(self, path: Path) -> None:
@@ -141,13 +153,19 @@ def ladder(n1: int, next_shortlist: int, steps: int = 6) -> tuple[int, ...]:
     return (0, *sorted(levels))
 
 
+def width_ladder(width: int, steps: int = 6) -> tuple[int, ...]:
+    """Lists scanned: width / 2^j for j = steps - 1 .. 0 (at least 1), ascending, distinct."""
+    return tuple(sorted({max(1, width >> j) for j in range(steps)}))
+
+
 def fit_gate(level_recalls: np.ndarray, scores: np.ndarray, cascade: str, k: int, levels: tuple[int, ...],
-             target: float, confidence: float = 0.9, seed: int = 0) -> Gate:
+             target: float, confidence: float = 0.9, seed: int = 0, axis: str = "shortlist") -> Gate:
     """Fit the per-level models on half the queries and calibrate the threshold on the other half.
 
     Args:
         level_recalls: ``(nq, L)`` recall@k of every query at every level (the last: the whole shortlist).
-        scores: ``(nq, n1)`` the first stage's scores of the same queries.
+        scores: ``(nq, n1)`` the first stage's scores of the same queries (width axis: of the
+            narrowest scan, the one the gate reads at search time).
 
     Raises:
         MrlError: too few queries, or the whole shortlist itself misses the target on the calibration half.
@@ -177,7 +195,7 @@ def fit_gate(level_recalls: np.ndarray, scores: np.ndarray, cascade: str, k: int
         model = LogisticRegression(C=1.0, max_iter=1000).fit(z[fit_rows], y)
         weights.append(model.coef_[0])
         bias.append(float(model.intercept_[0]))
-    gate = Gate(cascade, k, tuple(levels), mean, scale, np.array(weights), np.array(bias), float("inf"), {})
+    gate = Gate(cascade, k, tuple(levels), mean, scale, np.array(weights), np.array(bias), float("inf"), {}, axis)
     fixed_low = lower_bound(full[cal_rows], confidence)
     if fixed_low < target:
         raise MrlError(f"the cascade {cascade} itself reaches recall@{k} {full[cal_rows].mean():.4f} (lower bound "
@@ -196,4 +214,4 @@ def fit_gate(level_recalls: np.ndarray, scores: np.ndarray, cascade: str, k: int
     calibration = {"queries_fit": len(fit_rows), "queries_calibrate": len(cal_rows), "target_recall": target,
                    "confidence": confidence, "recall": round(best[0], 4), "recall_low": round(best[1], 4),
                    "mean_level": round(best[2], 1), "fixed_recall": round(float(full[cal_rows].mean()), 4)}
-    return Gate(cascade, k, tuple(levels), mean, scale, gate.weights, gate.bias, best_tau, calibration)
+    return Gate(cascade, k, tuple(levels), mean, scale, gate.weights, gate.bias, best_tau, calibration, axis)

@@ -21,6 +21,7 @@ import numpy as np
 from mrl.adapt.base import Adaptor
 from mrl.errors import MrlError
 from mrl.index import first_stage, storage
+from mrl.index.auto import resolve_first_stages
 from mrl.index.base import SearchResult
 from mrl.index.cascade import (
     WIDTH_KINDS,
@@ -31,7 +32,6 @@ from mrl.index.cascade import (
     parse_first_stage,
     resolve_plan,
 )
-from mrl.index.auto import resolve_first_stages
 from mrl.index.funnel import run_gated, run_stages
 from mrl.index.funnel import top as _top
 from mrl.index.gate import Gate
@@ -123,8 +123,9 @@ class MrlIndex:
         ``ids`` are ints or strings (default ``0..n-1``); string ids get int64 ids assigned in order.
         An existing index at ``path`` stays intact unless ``overwrite``, and even then until the
         new one is committed. ``first_stages`` default to ``["auto"]``: chosen for the corpus size and
-        ``ram_budget`` (bytes for the first stages, see :mod:`mrl.index.auto`). With ``adaptor``, the adapted vectors are stored, the adaptor is kept
-        in the index, and every vector given later (queries, additions) goes through it.
+        ``ram_budget`` (bytes for the first stages, see :mod:`mrl.index.auto`). With ``adaptor``, the
+        adapted vectors are stored, the adaptor is kept in the index, and every vector given later
+        (queries, additions) goes through it.
         """
         root = Path(path)
         vectors = _check_vectors(vectors, None, "vectors")
@@ -250,10 +251,36 @@ class MrlIndex:
     def _search_block(self, xq: np.ndarray, k: int, plan: Cascade, work: Work | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
         d1, n1 = plan.first
+        gate = self.gate_for(plan) if plan.gated else None
+        if gate is not None and gate.axis == "width":
+            scores, rows = self.gated_first_stage(xq, plan, gate, None, work)
+            return run_stages(self._rescore, xq, k, plan, scores, rows, work, self._itemsize)
         scores, rows = self._first_stage(xq, plan.kind, d1, n1, plan.width, work)
-        if plan.gated:
-            return self.gated_rest(xq, k, plan, scores, rows, self.gate_for(plan), None, work)
+        if gate is not None:
+            return self.gated_rest(xq, k, plan, scores, rows, gate, None, work)
         return run_stages(self._rescore, xq, k, plan, scores, rows, work, self._itemsize)
+
+    def gated_first_stage(self, xq: np.ndarray, plan: Cascade, gate: Gate, chosen: np.ndarray | None = None,
+                          work: Work | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A width gate's first stage: every query scans ``gate.levels[0]`` lists; the gate reads those
+        scores and the queries it sends further are searched again at their width (or ``chosen``:
+        a level index per query), one group per width."""
+        (d1, n1), levels = plan.first, gate.levels
+        counted = Work() if work is not None else None
+        scores, rows = self._first_stage(xq, plan.kind, d1, n1, levels[0], counted)
+        chosen = gate.choose(scores) if chosen is None else np.asarray(chosen)
+        scanned, read = counted.stages[0].totals() if counted is not None else (None, None)
+        for li in np.unique(chosen[chosen > 0]):
+            sel = np.flatnonzero(chosen == li)
+            again = Work() if work is not None else None
+            scores[sel], rows[sel] = self._first_stage(xq[sel], plan.kind, d1, n1, levels[li], again)
+            if again is not None and scanned is not None and read is not None:
+                c, b = again.stages[0].totals()
+                scanned[sel] += c
+                read[sel] += b
+        if work is not None and counted is not None and scanned is not None and read is not None:
+            work.record(0, counted.stages[0].name, d1, scanned, read)
+        return scores, rows
 
     def gated_rest(self, xq: np.ndarray, k: int, plan: Cascade, scores: np.ndarray, rows: np.ndarray, gate: Gate,
                    chosen: np.ndarray | None = None, work: Work | None = None) -> tuple[np.ndarray, np.ndarray]:
