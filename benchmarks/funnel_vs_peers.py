@@ -46,8 +46,11 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mrl.index import MrlIndex  # noqa: E402
+from mrl.index.adaptive import tune_adaptive  # noqa: E402
+from mrl.index.cascade import parse_cascade  # noqa: E402
 from mrl.index.segment import normalize_rows  # noqa: E402
-from mrl.index.tune import pick, recall_at_k, tune  # noqa: E402
+from mrl.index.tune import describe_outcomes, pick, recall_at_k, tune  # noqa: E402
+from mrl.index.work import Work  # noqa: E402
 
 K_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 EF_SEARCH = (10, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -228,7 +231,7 @@ def run_exact(xb, xq, k, n_single):
     build = time.perf_counter() - t
     _, truth = index.search(xq, k)
     row = measure("exact IndexFlatIP full D", lambda q, ix=index: ix.search(q, k)[1], xq, truth, k, n_single,
-                  build_s=build, bytes_per_vector=xb.shape[1] * 4, family="exact")
+                  build_s=build, bytes_per_vector=xb.shape[1] * 4, family="exact", n=len(xb))
     del index
     return truth, row
 
@@ -334,43 +337,91 @@ def run_panorama_ivf(xb, xq, truth, k, n_single, targets, seed=0):
     return rows
 
 
-def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m, tune_queries):
-    path = out / "mrl-index"
+def _mrl_bytes(index, cascade: str, xq: np.ndarray, k: int) -> tuple[float, float]:
+    """Mean (bytes read, candidates rescored) per query, from mrl's own work accounting."""
+    work = Work()
+    index.search(xq, k, cascade, work=work)
+    d = work.to_dict(per_query=False)
+    return d["mean_bytes_read"], d["mean_candidates_rescored"]
+
+
+def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m, tune_queries, budgets, adaptive,
+            label="mrl"):
+    """Build with ``stages`` (``auto``: the default build), tune on ``xt``, measure the picks on ``xq``.
+
+    For every target, the fastest cascade within each first-stage RAM budget (and without one),
+    single-query and batched; with ``adaptive``, also the gated cascade fitted on the tuning
+    queries over each budget's single-query pick (``mrl index tune --adaptive``).
+    """
+    path = out / f"{label}-index"
     shutil.rmtree(path, ignore_errors=True)
     t = time.perf_counter()
     faiss.omp_set_num_threads(BUILD_THREADS)
     index = MrlIndex.build(path, xb, first_stages=stages, hnsw_m=hnsw_m)
     faiss.omp_set_num_threads(1)
     build = time.perf_counter() - t
-    print(f"  mrl build {build:.1f} s ({', '.join(stages)}, hnsw M={hnsw_m})", flush=True)
+    built = index.manifest["first_stages"]
+    print(f"  {label} build {build:.1f} s ({', '.join(built)}, hnsw M={hnsw_m})", flush=True)
     stats = index.stats()
     rows = []
     t = time.perf_counter()
-    _, table = tune(index, k, max(targets), queries=xt[:tune_queries], n_single=min(n_single, 50))
-    print(f"  mrl tune {time.perf_counter() - t:.0f} s, {len(table)} cascades measured", flush=True)
-    (out / "mrl-tuning.json").write_text(json.dumps([r.__dict__ for r in table], indent=1))
+    outcomes: dict = {}
+    _, table = tune(index, k, max(targets), queries=xt[:tune_queries], n_single=min(n_single, 50), outcomes=outcomes)
+    print(f"  {label} tune {time.perf_counter() - t:.0f} s, {len(table)} cascades measured", flush=True)
+    for line in describe_outcomes(outcomes):
+        print(f"    {line}", flush=True)
+    (out / f"{label}-tuning.json").write_text(json.dumps({"outcomes": outcomes, "rows": [r.__dict__ for r in table]},
+                                                         indent=1))
     measured: dict[str, dict] = {}
+
+    def run(cascade: str, extra: dict) -> dict:
+        if cascade not in measured:
+            plan = parse_cascade(cascade, index.dim)
+            fs = f"{plan.kind}@{plan.first[0]}"
+            read, rescored = _mrl_bytes(index, cascade, xq, k)
+            measured[cascade] = measure(
+                f"{label} {cascade}", lambda q, c=cascade: index.search(q, k, c)[1], xq, truth, k, n_single,
+                build_s=build, bytes_per_vector=stats["first_stages"][fs]["bytes_per_vector"],
+                disk_bytes_per_vector=round(stats["disk_bytes"] / len(xb), 1), family=label,
+                bytes_read_per_query=read, candidates_rescored=rescored, first_stages=built, **extra)
+        return measured[cascade]
+
     for target in targets:
-        # The single-query and the batched optimum can differ, and so can the pick within the
-        # first-stage RAM budget and without it: report each (a search names its cascade).
+        # The single-query and the batched optimum can differ, and so can the pick within each
+        # first-stage RAM budget and without one: report each (a search names its cascade).
         picks: dict[str, list[str]] = {}
-        for budget in (MAX_FIRST_STAGE_BYTES, None):
+        single_by_budget: dict[float, str] = {}
+        for budget in (*budgets, None):
             for batched in (False, True):
                 best = pick(table, target, budget, batched=batched)
                 if best is not None:
-                    label = f"{'batched' if batched else 'single'}, {f'<= {budget:g} B' if budget else 'any B'}"
-                    picks.setdefault(best.cascade, []).append(label)
+                    label_b = f"{'batched' if batched else 'single'}, {f'<= {budget:g} B' if budget else 'any B'}"
+                    picks.setdefault(best.cascade, []).append(label_b)
+                    if budget is not None and not batched:
+                        single_by_budget[budget] = best.cascade
         if not picks:
-            print(f"  mrl: no cascade reached {target} on the tuning queries")
+            print(f"  {label}: no cascade reached {target} on the tuning queries")
         for cascade, labels in picks.items():
-            if cascade not in measured:
-                fs = f"{cascade.split(':')[0]}"
-                measured[cascade] = measure(
-                    f"mrl {cascade}", lambda q, c=cascade: index.search(q, k, c)[1], xq, truth, k, n_single,
-                    build_s=build, bytes_per_vector=stats["first_stages"][fs]["bytes_per_vector"],
-                    disk_bytes_per_vector=round(stats["disk_bytes"] / len(xb), 1), family="mrl")
-            rows.append(measured[cascade] | {"method": f"mrl {cascade} (tuned for {target}: {'; '.join(labels)})",
-                                             "tuned_for": target})
+            budget = min((b for b, c in single_by_budget.items() if c == cascade), default=None)
+            rows.append(run(cascade, {}) | {"method": f"{label} {cascade} (tuned for {target}: {'; '.join(labels)})",
+                                            "tuned_for": target, "budget": budget})
+        if not adaptive:
+            continue
+        for budget, fixed in sorted(single_by_budget.items()):
+            if len(parse_cascade(fixed, index.dim).stages) < 2:
+                continue
+            t = time.perf_counter()
+            result = tune_adaptive(index, fixed, xt[:tune_queries], k, target)
+            index.gate = result.gate  # as `mrl index tune --adaptive` stores it
+            gated = str(result.cascade)
+            measured.pop(gated, None)  # a gate fitted for another target: measure again
+            c = result.gate.calibration
+            print(f"  {label} gate for {target} on {fixed} ({time.perf_counter() - t:.0f} s): calibration recall "
+                  f"{c['recall']:.4f} (low {c['recall_low']:.4f}), mean level {c['mean_level']:.0f}", flush=True)
+            rows.append(run(gated, {"gate_calibration": c}) | {
+                "method": f"{label} {gated} (gated, over the {fixed} pick <= {budget:g} B, for {target})",
+                "tuned_for": target, "budget": budget, "gated_over": fixed, "family": f"{label}-gated"})
+            measured.pop(gated, None)
     return rows
 
 
@@ -382,22 +433,29 @@ def cheapest(rows: list[dict], family_prefix: str, target: float, key: str) -> d
 
 def summarize(rows: list[dict], exact: dict, targets: list[float]) -> list[str]:
     lines = ["| target | method | recall | p50 ms | p99 ms | batch ms/q | single x exact | batch x exact | "
-             "first-stage B/vec | build s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "RAM B/vec (first stage) | MB read/query | build s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def line(target, r):
+        read = r.get("bytes_read_per_query")
+        return (f"| {target} | {r['method']} | {r['recall']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                f"{r['batch_ms_per_query']:.4f} | {exact['p50_ms'] / r['p50_ms']:.1f}x | "
+                f"{exact['batch_ms_per_query'] / r['batch_ms_per_query']:.1f}x | {r['bytes_per_vector']:g} | "
+                f"{read / 1e6:.2f} | {r['build_s']:.1f} |" if read is not None else
+                f"| {target} | {r['method']} | {r['recall']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
+                f"{r['batch_ms_per_query']:.4f} | {exact['p50_ms'] / r['p50_ms']:.1f}x | "
+                f"{exact['batch_ms_per_query'] / r['batch_ms_per_query']:.1f}x | {r['bytes_per_vector']:g} | - | "
+                f"{r['build_s']:.1f} |")
+
+    mrl_families = sorted({r["family"] for r in rows if r["family"].startswith(("mrl", "auto"))})
     for target in targets:
-        for fam in ("mrl", "refine", "hnswlib"):
-            found = ([r for r in rows if r["family"] == "mrl" and r.get("tuned_for") == target] if fam == "mrl"
+        for fam in (*mrl_families, "refine", "hnswlib", "panorama-ivf"):
+            found = ([r for r in rows if r["family"] == fam and r.get("tuned_for") == target] if fam in mrl_families
                      else [r for r in [cheapest(rows, fam, target, "p50_ms")] if r])
             if not found:
-                lines.append(f"| {target} | {fam}: none reached | | | | | | | | |")
-            for r in found:
-                lines.append(
-                    f"| {target} | {r['method']} | {r['recall']:.4f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} | "
-                    f"{r['batch_ms_per_query']:.4f} | {exact['p50_ms'] / r['p50_ms']:.1f}x | "
-                    f"{exact['batch_ms_per_query'] / r['batch_ms_per_query']:.1f}x | {r['bytes_per_vector']:g} | "
-                    f"{r['build_s']:.1f} |")
-    lines.append(f"| - | {exact['method']} | 1.0000 | {exact['p50_ms']:.3f} | {exact['p99_ms']:.3f} | "
-                 f"{exact['batch_ms_per_query']:.4f} | 1.0x | 1.0x | {exact['bytes_per_vector']:g} | "
-                 f"{exact['build_s']:.1f} |")
+                lines.append(f"| {target} | {fam}: none reached | | | | | | | | | |")
+            lines += [line(target, r) for r in found]
+    lines += [line("-", r) for r in rows if r["family"] == "panorama-flat"]
+    lines.append(line("-", exact | {"bytes_read_per_query": exact["bytes_per_vector"] * exact.get("n", 0)}))
     return lines
 
 
@@ -427,13 +485,16 @@ def main() -> None:
     p.add_argument("--refine-dims", default="64,128")
     p.add_argument("--mrl-stages", default="hnsw@32,hnsw@64,int8@64")
     p.add_argument("--hnsw-m", type=int, default=8, help="mrl's HNSW degree (memory: about 8 M bytes/vector)")
-    p.add_argument("--skip", default="", help="comma list of exact,refine,hnswlib,mrl to skip")
+    p.add_argument("--skip", default="", help="comma list of refine,hnswlib,panorama,mrl to skip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tune-queries", type=int, default=300,
                    help="tuning queries (separate from the evaluation ones); more = less sampling noise in the pick")
     p.add_argument("--check-generator", action="store_true", help="compare the generator with --fit and exit")
     p.add_argument("--max-bytes", type=float, default=128.0, help="mrl first-stage bytes/vector budget")
     p.add_argument("--build-threads", type=int, default=2, help="threads for building HNSW graphs only")
+    p.add_argument("--budgets", default="128", help="first-stage RAM budgets (B/vector) to pick within")
+    p.add_argument("--adaptive", action="store_true", help="also fit and measure a gated cascade per budget")
+    p.add_argument("--auto", action="store_true", help="also the default build (--first-stage auto) + tune")
     p.add_argument("--out", default="runs/bench-funnel/run")
     args = p.parse_args()
     out = Path(args.out)
@@ -465,9 +526,16 @@ def main() -> None:
             rows += run_refine(xb, xq, truth, args.k, d, args.n_single, targets)
     if "hnswlib" not in skip:
         rows += run_hnswlib(xb, xq, truth, args.k, args.n_single, targets)
+    if "panorama" not in skip:
+        rows += run_panorama_flat(xb, xq, truth, args.k, min(args.n_single, 50))
+        rows += run_panorama_ivf(xb, xq, truth, args.k, args.n_single, targets, args.seed)
+    budgets = [float(b) for b in args.budgets.split(",")]
     if "mrl" not in skip:
         rows += run_mrl(xb, xq, xt, truth, args.k, args.n_single, targets, args.mrl_stages.split(","), out,
-                        args.hnsw_m, args.tune_queries)
+                        args.hnsw_m, args.tune_queries, budgets, args.adaptive)
+    if args.auto:
+        rows += run_mrl(xb, xq, xt, truth, args.k, args.n_single, targets, None, out, args.hnsw_m,
+                        args.tune_queries, [], args.adaptive, label="auto")
     lines = [f"data: {desc}", f"k={args.k}, {len(xq)} queries, single-thread search, builds on "
              f"{args.build_threads} threads; BLAS: "
              + "; ".join(f"{b['internal_api']} {b['architecture']} x{b['num_threads']}" for b in blas), ""]

@@ -102,7 +102,8 @@ class Gate:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": GATE_FORMAT, "version": GATE_VERSION, "cascade": self.cascade, "k": self.k,
-                "axis": self.axis, "levels": list(self.levels), "features": list(FEATURE_NAMES), "mean": self.mean.tolist(),
+                "axis": self.axis, "levels": list(self.levels), "features": list(FEATURE_NAMES),
+                "mean": self.mean.tolist(),
                 "scale": self.scale.tolist(), "weights": self.weights.tolist(), "bias": self.bias.tolist(),
                 "threshold": self.threshold if np.isfinite(self.threshold) else None,
                 "calibration": self.calibration}
