@@ -369,7 +369,8 @@ def tune_command(
         c = result.gate.calibration
         what = "lists scanned" if result.gate.axis == "width" else "shortlist rescored"
         say.print(f"gate on {result.gate.cascade}: calibration recall {c['recall']:.4f} (lower bound "
-                  f"{c['recall_low']:.4f}), mean {what} {c['mean_level']:.0f} of {result.gate.levels[-1]}; p50 {result.gated_p50_ms:.3f} ms against {result.fixed_p50_ms:.3f} ms "
+                  f"{c['recall_low']:.4f}), mean {what} {c['mean_level']:.0f} of {result.gate.levels[-1]}; "
+                  f"p50 {result.gated_p50_ms:.3f} ms against {result.fixed_p50_ms:.3f} ms "
                   f"fixed ({result.fixed})")
     if not dry_run:
         index.set_default_cascade(chosen, record, **({"gate": gate} if gate is not None else {}))
