@@ -248,7 +248,8 @@ def run_refine(xb, xq, truth, k, d, n_single, targets):
         params = faiss.IndexRefineSearchParameters(k_factor=float(f))
         search = lambda q, ix=index, sp=params: ix.search(q, k, params=sp)[1]  # noqa: E731
         rows.append(measure(f"faiss refine@{d} k_factor={f}", search, xq, truth, k, n_single, build_s=build,
-                            bytes_per_vector=d * 4, total_ram_bytes_per_vector=(d + D) * 4, family=f"refine@{d}"))
+                            bytes_per_vector=d * 4, total_ram_bytes_per_vector=(d + D) * 4, family=f"refine@{d}",
+                            bytes_read_per_query=4.0 * (d * len(xb) + f * k * D)))
         if sweep_until(rows, targets):
             break
     del index
@@ -286,12 +287,14 @@ def _panorama_levels(d: int) -> int:
     return next(n for n in (16, 12, 8, 6, 4, 2, 1) if d % n == 0)
 
 
-def _panorama_bytes(fn, xq: np.ndarray) -> float:
-    """Mean bytes of float32 vectors Panorama read per query (faiss's own counter of dims scanned)."""
+def _panorama_bytes(fn, xq: np.ndarray, vectors_visited: float, d: int) -> float:
+    """Mean bytes of float32 vectors Panorama read per query: the vectors it visits (all of them
+    flat; for the inverted file about nprobe / nlist of them) times faiss's share of their
+    dimensions it scanned before pruning (``indexPanorama_stats.ratio_dims_scanned``)."""
     stats = faiss.cvar.indexPanorama_stats
     stats.reset()
     fn(xq)
-    return 4.0 * stats.total_dims_scanned / len(xq)
+    return 4.0 * d * vectors_visited * stats.ratio_dims_scanned
 
 
 def run_panorama_flat(xb, xq, truth, k, n_single):
@@ -305,7 +308,7 @@ def run_panorama_flat(xb, xq, truth, k, n_single):
     fn = lambda q, ix=index: ix.search(q, k)[1]  # noqa: E731
     row = measure(f"faiss IndexFlatIPPanorama ({_panorama_levels(d)} levels)", fn, xq, truth, k, n_single,
                   build_s=build, bytes_per_vector=4 * d, family="panorama-flat",
-                  bytes_read_per_query=_panorama_bytes(fn, xq))
+                  bytes_read_per_query=_panorama_bytes(fn, xq, len(xb), d))
     del index
     return [row]
 
@@ -330,7 +333,7 @@ def run_panorama_ivf(xb, xq, truth, k, n_single, targets, seed=0):
         fn = lambda q, ix=index, sp=params: ix.search(q, k, params=sp)[1]  # noqa: E731
         rows.append(measure(f"faiss IndexIVFFlatPanorama nlist={nlist} nprobe={nprobe}", fn, xq, truth, k, n_single,
                             build_s=build, bytes_per_vector=4 * d + 8, family="panorama-ivf",
-                            bytes_read_per_query=_panorama_bytes(fn, xq)))
+                            bytes_read_per_query=_panorama_bytes(fn, xq, nprobe * n / nlist, d)))
         if sweep_until(rows, targets):
             break
     del index
@@ -407,9 +410,11 @@ def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m, tune_q
                                             "tuned_for": target, "budget": budget})
         if not adaptive:
             continue
+        gated_budgets: dict[str, list[float]] = {}
         for budget, fixed in sorted(single_by_budget.items()):
-            if len(parse_cascade(fixed, index.dim).stages) < 2:
-                continue
+            gated_budgets.setdefault(fixed, []).append(budget)
+        for fixed, fixed_budgets in gated_budgets.items():
+            budget = min(fixed_budgets)
             t = time.perf_counter()
             result = tune_adaptive(index, fixed, xt[:tune_queries], k, target)
             index.gate = result.gate  # as `mrl index tune --adaptive` stores it
@@ -419,7 +424,8 @@ def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m, tune_q
             print(f"  {label} gate for {target} on {fixed} ({time.perf_counter() - t:.0f} s): calibration recall "
                   f"{c['recall']:.4f} (low {c['recall_low']:.4f}), mean level {c['mean_level']:.0f}", flush=True)
             rows.append(run(gated, {"gate_calibration": c}) | {
-                "method": f"{label} {gated} (gated, over the {fixed} pick <= {budget:g} B, for {target})",
+                "method": f"{label} {gated} (gated, over the pick {fixed}, <= "
+                          f"{'/'.join(f'{b:g}' for b in fixed_budgets)} B, for {target})",
                 "tuned_for": target, "budget": budget, "gated_over": fixed, "family": f"{label}-gated"})
             measured.pop(gated, None)
     return rows
