@@ -59,8 +59,9 @@ def run_gated(rescore: Rescore, xq: np.ndarray, k: int, plan: Cascade, scores: n
     out_s = np.full((len(xq), k), -np.inf, np.float32)
     out_r = np.full((len(xq), k), -1, np.int64)
     rescored = _empty_counts(plan, len(xq))
-    for li in np.unique(chosen):
-        sel = np.flatnonzero(chosen == li)
+    used = np.unique(chosen)
+    for li in used:
+        sel: slice | np.ndarray = slice(None) if len(used) == 1 else np.flatnonzero(chosen == li)  # one level: views
         s, r = scores[sel], rows[sel]
         if levels[li] == 0:  # the first stage's own top-k
             out_s[sel], out_r[sel] = top(s, r, k)

@@ -46,22 +46,27 @@ FEATURE_NAMES = ("s_k", "s_1 - s_k", "s_k - s_k+1", "s_k - s_2k", "s_k - s_4k", 
 
 
 def features(scores: np.ndarray, k: int) -> np.ndarray:
-    """Per-query features ``(nq, F)`` from first-stage scores ``(nq, n)``, best first (-inf padding)."""
+    """Per-query features ``(nq, F)`` from first-stage scores ``(nq, n)``, best first (-inf padding).
+
+    One gather of the ranks the features read and a few reductions: the gate runs on every
+    query of the hot path, so this stays a handful of numpy calls whatever the batch size.
+    """
     s = np.asarray(scores, np.float64)
     nq, n = s.shape
+    if n == 0:
+        return np.zeros((nq, len(FEATURE_NAMES)))
     finite = np.isfinite(s)
-    floor = np.where(finite, s, np.inf).min(axis=1, keepdims=True) if n else np.zeros((nq, 1))
-    s = np.where(finite, s, np.where(np.isfinite(floor), floor, 0.0))  # a short list repeats its last score
-
-    def at(rank: int) -> np.ndarray:  # 1-based rank, clipped to the list
-        return s[:, min(max(rank, 1), n) - 1]
-
-    sk = at(k)
+    if not finite.all():  # a short list repeats its last finite score (0 when it has none)
+        floor = np.where(finite, s, np.inf).min(axis=1, keepdims=True)
+        s = np.where(finite, s, np.where(np.isfinite(floor), floor, 0.0))
+    ranks = np.clip([k, 1, k + 1, 2 * k, 4 * k, n // 8, n // 2, n], 1, n) - 1  # 1-based ranks, clipped
+    at = s[:, ranks]  # (nq, 8)
+    sk = at[:, :1]
     head = s[:, :k]
     tail = s[:, k : max(4 * k, k + 1)] if n > k else s[:, -1:]
-    cols = [sk, at(1) - sk, sk - at(k + 1), sk - at(2 * k), sk - at(4 * k), sk - at(n // 8), sk - at(n // 2),
-            sk - at(n), head.std(axis=1), head.mean(axis=1) - tail.mean(axis=1)]
-    return np.stack(cols, axis=1)
+    gaps = np.concatenate([at[:, 1:2] - sk, sk - at[:, 2:]], axis=1)  # s_1 - s_k, then s_k - s_r
+    return np.concatenate([sk, gaps, head.std(axis=1, keepdims=True),
+                           head.mean(axis=1, keepdims=True) - tail.mean(axis=1, keepdims=True)], axis=1)
 
 
 @dataclass(frozen=True)
