@@ -328,8 +328,27 @@ def test_tune_widens_a_first_stage_past_its_grid_until_the_target_or_the_budget(
     widened = [r for r in rows if parse_cascade(r.cascade).first[1] > 1000]  # past the grid's 1000 x k
     assert grid_top <= 1000 and widened, [r.cascade for r in rows]
     outcome = outcomes["binary@8/2"]
-    assert outcome["status"] in ("met", "slower than exact") and outcomes["exact"]["p50_ms"] > 0
+    assert outcome["status"] in ("met", "slower than exact", "no gain") and outcomes["exact"]["p50_ms"] > 0
     if outcome["status"] == "met":
         assert best is not None and best.recall_low >= 0.99
-    else:  # stopped because it became slower than an exact scan, not at an arbitrary grid end
+    elif outcome["status"] == "slower than exact":  # stopped by the budget, not at an arbitrary grid end
         assert outcome["p50_ms"] > outcomes["exact"]["p50_ms"]
+    else:  # stopped because two doublings added (almost) no recall
+        family = [r for r in rows if r.cascade.startswith("binary@8:")]
+        assert family[-1].recall - family[-3].recall < 0.002
+
+
+def test_tune_stops_widening_a_first_stage_whose_recall_no_longer_rises(tmp_path, monkeypatch):
+    import mrl.index.tune as tune_module
+
+    xb, xq = matryoshka_like(5_000, seed=10), matryoshka_like(20, seed=11)
+    index = MrlIndex.build(tmp_path / "i", xb, first_stages=["binary@8"], dtype="float32")
+    monkeypatch.setattr(tune_module, "per_query_recall", lambda found, truth: np.full(len(found), 0.5))
+    monkeypatch.setattr(tune_module, "_exact_latency", lambda *a, **kw: 1e9)  # the budget never stops it
+    outcomes: dict = {}
+    best, rows = tune(index, k=1, target_recall=0.99, queries=xq, n_single=2, outcomes=outcomes)
+    grid_top = max(c.first[1] for c in tune_module.candidate_cascades(index, 1))
+    plans = [parse_cascade(r.cascade) for r in rows]
+    widened = [c for c in plans if c.first[1] > grid_top and len(c.stages) == 2]
+    assert best is None and outcomes["binary@8/2"]["status"] == "no gain"
+    assert len(widened) == 2  # recall flat over two doublings: stopped, not widened to the whole corpus

@@ -20,6 +20,7 @@ from mrl.vectors import check_vectors
 SHORTLIST_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 IVF_SHORTLIST_FACTORS = (2, 5, 10, 20, 50)  # an inverted file's recall is set by its width (lists scanned)
 IVF_WIDTHS = (8, 16, 32, 64, 96, 128, 192, 256, 384, 512, 1024)
+NO_GAIN = 0.002  # widening stops when two doublings in a row add less recall than this
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ def _widen(index: Searcher, xq: np.ndarray, truth: np.ndarray, k: int, target: f
     for f, last in by_family.items():
         status, row = "met" if f in reached else "", last
         c: Cascade | None = parse_cascade(last.cascade, index.dim)
+        prev, gains = last.recall, []
         while not status:
             c = _wider(index, c) if c is not None else None
             if c is None:
@@ -218,10 +220,13 @@ def _widen(index: Searcher, xq: np.ndarray, truth: np.ndarray, k: int, target: f
                           round(p50, 3), round(p99, 3), round(batch, 4),
                           stats.get(f"{c.kind}@{c.first[0]}", {}).get("bytes_per_vector", 0.0))
             rows.append(row)
+            gains, prev = [*gains, row.recall - prev], row.recall
             if row.recall_low >= target:
                 status = "met"
             elif p50 > exact_p50:
                 status = "slower than exact"
+            elif len(gains) >= 2 and gains[-1] + gains[-2] < NO_GAIN:
+                status = "no gain"
         if outcomes is not None:
             outcomes[f] = {"status": status, "cascade": row.cascade, "recall": row.recall,
                            "recall_low": row.recall_low, "p50_ms": row.p50_ms}
@@ -309,6 +314,7 @@ def describe_outcomes(outcomes: dict[str, dict[str, Any]]) -> list[str]:
         if family == "exact":
             continue
         why = {"met": "meets the target", "plateau": "plateaus: nothing left to widen",
+               "no gain": f"plateaus: two doublings raised recall by less than {NO_GAIN}",
                "slower than exact": f"ruled out: slower than exact search ({exact} ms) before the target"}[o["status"]]
         lines.append(f"{family.split('/')[0]} ({family.split('/')[1]} stages): {why}; widest {o['cascade']}: "
                      f"recall {o['recall']:.4f} (low {o['recall_low']:.4f}), p50 {o['p50_ms']} ms")
