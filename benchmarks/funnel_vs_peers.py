@@ -45,6 +45,7 @@ from pathlib import Path  # noqa: E402
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mrl.errors import MrlError  # noqa: E402
 from mrl.index import MrlIndex  # noqa: E402
 from mrl.index.adaptive import tune_adaptive  # noqa: E402
 from mrl.index.cascade import parse_cascade  # noqa: E402
@@ -427,7 +428,11 @@ def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m, tune_q
         for fixed, fixed_budgets in gated_budgets.items():
             budget = min(fixed_budgets)
             t = time.perf_counter()
-            result = tune_adaptive(index, fixed, xt[:tune_queries], k, target)
+            try:
+                result = tune_adaptive(index, fixed, xt[:tune_queries], k, target)
+            except MrlError as e:  # e.g. the pick meets the target on all tuning queries, not on the calibration half
+                print(f"  {label} gate for {target} on {fixed}: not fitted: {e}", flush=True)
+                continue
             index.gate = result.gate  # as `mrl index tune --adaptive` stores it
             gated = str(result.cascade)
             measured.pop(gated, None)  # a gate fitted for another target: measure again
