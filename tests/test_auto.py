@@ -89,3 +89,14 @@ def test_build_cli_takes_auto_and_a_ram_budget_and_names_bad_budgets(tmp_path):
     assert code != 0 and "goes with --first-stage auto" in out
     code, out = run("--out", tmp_path / "e", "--backend", "qdrant-edge", "--first-stage", "auto")
     assert code != 0 and "apply to --backend mrl" in out
+
+
+def test_widening_an_inverted_file_doubles_the_lists_and_the_shortlist(tmp_path):
+    from mrl.index.cascade import parse_cascade
+    from mrl.index.tune import _wider
+
+    index = MrlIndex.build(tmp_path / "i", clusters(20_000, 64, 1.0, seed=5), first_stages=["ivf8@32"])
+    nlist = index.max_width(index.specs[0])
+    assert str(_wider(index, parse_cascade("ivf8@32:100/16,64:10"))) == "ivf8@32:200/32,64:10"
+    assert str(_wider(index, parse_cascade(f"ivf8@32:100/{nlist},64:10"))) == f"ivf8@32:200/{nlist},64:10"
+    assert _wider(index, parse_cascade(f"ivf8@32:20000/{nlist},64:10")) is None  # nothing left to widen

@@ -180,18 +180,19 @@ def _family(c: Cascade) -> str:
 
 
 def _wider(index: Searcher, c: Cascade) -> Cascade | None:
-    """The next cascade of a widening: twice the lists scanned (inverted files), else twice the shortlist."""
+    """The next cascade of a widening: twice the shortlist, and for inverted files also twice the
+    lists scanned (a wider scan finds more true neighbours, which need room in the shortlist:
+    on 1M x 768 diffuse clusters 500 candidates capped recall below 0.99 at any width)."""
     spec = next(s for s in index.first_stages if s.kind == c.kind and s.dim == c.first[0])
     nlist = index.max_width(spec)
     (d1, n1), rest = c.first, c.stages[1:]
-    if nlist and c.width is not None and c.width < nlist:
-        return Cascade(c.kind, c.stages, min(2 * c.width, nlist))
-    if n1 >= index.count:
+    width = min(2 * c.width, nlist) if nlist and c.width is not None and c.width < nlist else c.width
+    if n1 >= index.count and width == c.width:
         return None
     n1 = min(2 * n1, index.count)
     if len(rest) > 1:  # a middle stage keeps a quarter of the first shortlist, as in the grid
         rest = ((rest[0][0], max(rest[-1][1], n1 // 4)), *rest[1:])
-    return Cascade(c.kind, ((d1, n1), *rest), c.width)
+    return Cascade(c.kind, ((d1, n1), *rest), width)
 
 
 def _widen(index: Searcher, xq: np.ndarray, truth: np.ndarray, k: int, target: float, confidence: float,
