@@ -266,20 +266,26 @@ class MrlIndex:
         scores and the queries it sends further are searched again at their width (or ``chosen``:
         a level index per query), one group per width."""
         (d1, n1), levels = plan.first, gate.levels
-        counted = Work() if work is not None else None
-        scores, rows = self._first_stage(xq, plan.kind, d1, n1, levels[0], counted)
+        counts: list[Work] = []  # one per scan, only when the caller counts work
+
+        def scan(q: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+            counted = Work() if work is not None else None
+            if counted is not None:
+                counts.append(counted)
+            return self._first_stage(q, plan.kind, d1, n1, width, counted)
+
+        scores, rows = scan(xq, levels[0])
         chosen = gate.choose(scores) if chosen is None else np.asarray(chosen)
-        scanned, read = counted.stages[0].totals() if counted is not None else (None, None)
-        for li in np.unique(chosen[chosen > 0]):
-            sel = np.flatnonzero(chosen == li)
-            again = Work() if work is not None else None
-            scores[sel], rows[sel] = self._first_stage(xq[sel], plan.kind, d1, n1, levels[li], again)
-            if again is not None and scanned is not None and read is not None:
+        groups = [np.flatnonzero(chosen == li) for li in np.unique(chosen[chosen > 0])]
+        for sel, li in zip(groups, np.unique(chosen[chosen > 0])):
+            scores[sel], rows[sel] = scan(xq[sel], levels[li])
+        if work is not None:
+            scanned, read = (a.copy() for a in counts[0].stages[0].totals())
+            for sel, again in zip(groups, counts[1:]):
                 c, b = again.stages[0].totals()
                 scanned[sel] += c
                 read[sel] += b
-        if work is not None and counted is not None and scanned is not None and read is not None:
-            work.record(0, counted.stages[0].name, d1, scanned, read)
+            work.record(0, counts[0].stages[0].name, d1, scanned, read)
         return scores, rows
 
     def gated_rest(self, xq: np.ndarray, k: int, plan: Cascade, scores: np.ndarray, rows: np.ndarray, gate: Gate,
