@@ -352,3 +352,21 @@ def test_tune_stops_widening_a_first_stage_whose_recall_no_longer_rises(tmp_path
     widened = [c for c in plans if c.first[1] > grid_top and len(c.stages) == 2]
     assert best is None and outcomes["binary@8/2"]["status"] == "no gain"
     assert len(widened) == 2  # recall flat over two doublings: stopped, not widened to the whole corpus
+
+
+def test_prefix_cosines_on_a_float16_memmap_match_numpy(tmp_path):
+    """The exact scan's block scorer: cast in SCAN_ROWS pieces (a partial last one), a zero prefix scores 0."""
+    from mrl.index.segment import SCAN_ROWS, prefix_cosines
+
+    x = matryoshka_like(SCAN_ROWS + 37, seed=9).astype(np.float16)
+    x[5, :16] = 0  # a zero 16-dim prefix
+    np.save(tmp_path / "x.npy", x)
+    stored = np.load(tmp_path / "x.npy", mmap_mode="r")  # read-only, as an index opens its vectors
+    q = normalize_rows(matryoshka_like(3, seed=10)[:, :16])
+    got = prefix_cosines(stored, q)
+    xb = x[:, :16].astype(np.float64)
+    norms = np.linalg.norm(xb, axis=1)
+    want = (q.astype(np.float64) @ xb.T) / np.where(norms > 0, norms, 1.0)
+    assert got.shape == (3, SCAN_ROWS + 37) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert (got[:, 5] == 0).all()

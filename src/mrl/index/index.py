@@ -36,7 +36,7 @@ from mrl.index.funnel import run_gated, run_stages
 from mrl.index.funnel import top as _top
 from mrl.index.gate import Gate
 from mrl.index.ids import check_ids
-from mrl.index.segment import BLOCK, Segment, normalize_rows, specs_from, to_float32, write_segment
+from mrl.index.segment import BLOCK, Segment, normalize_rows, prefix_cosines, specs_from, to_float32, write_segment
 from mrl.index.work import Work
 from mrl.vectors import check_vectors, row_norms
 
@@ -406,10 +406,9 @@ class MrlIndex:
         best_r = np.full((len(q), 0), -1, np.int64)
         for seg, off in zip(self.segments, self._offsets[:-1]):
             for start in range(0, seg.n, BLOCK):
-                xb = normalize_rows(seg.vectors[start : start + BLOCK, :d])  # (b, d)
-                s = q @ xb.T  # (nq, b)
+                s = prefix_cosines(seg.vectors[start : start + BLOCK], q)  # (nq, b)
                 s[:, seg.dead[start : start + BLOCK]] = -np.inf
-                rows = np.broadcast_to(np.arange(start + off, start + off + len(xb)), s.shape)
+                rows = np.broadcast_to(np.arange(start + off, start + off + s.shape[1]), s.shape)
                 best_s, best_r = _top(np.concatenate([best_s, s], 1), np.concatenate([best_r, rows], 1), n)
         return best_s, best_r
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -12,22 +13,50 @@ import numpy as np
 
 from mrl.index import first_stage, storage
 from mrl.index.cascade import FirstStageSpec, parse_first_stage
-from mrl.vectors import unit_rows
+from mrl.vectors import row_norms, unit_rows
 
 BLOCK = 65_536  # rows per block when streaming vectors
+SCAN_ROWS = 4_096  # rows cast to float32 at a time by an exact scan: the buffer stays in cache
 
 
 def to_float32(x: np.ndarray) -> np.ndarray:
     """float32 copy or view of ``x``; float16 goes through torch, ~20x faster than numpy's cast here."""
     if x.dtype == np.float32:
         return np.asarray(x)
+    return cast_into(x, np.empty(x.shape, np.float32))
+
+
+def cast_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Write ``x`` as float32 into ``out`` (same shape) and return ``out``; float16 through torch."""
     if x.dtype == np.float16 and x.size >= 2048:
         try:
             import torch
         except ImportError:  # torch is a dependency of mrl, but the index does not need it
-            return x.astype(np.float32)
-        return torch.from_numpy(np.require(x, requirements=["C", "W"])).to(torch.float32).numpy()
-    return np.asarray(x, dtype=np.float32)
+            torch = None
+        if torch is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a read-only memmap: torch only reads it
+                src = torch.from_numpy(x)
+            torch.from_numpy(out).copy_(src)
+            return out
+    np.copyto(out, x, casting="unsafe")
+    return out
+
+
+def prefix_cosines(vectors: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Cosine of unit queries ``q`` ``(nq, d)`` with the ``d``-prefix of each row of ``vectors``: ``(nq, b)``.
+
+    Rows are cast SCAN_ROWS at a time into one reused float32 buffer, so a scan of a float16
+    memmap costs the cast and one pass, with no block-sized copies; a row's prefix norm divides
+    its dot product, as in the rescoring of candidates (a zero prefix scores 0).
+    """
+    b, d = len(vectors), q.shape[1]
+    out = np.empty((len(q), b), np.float32)
+    buf = np.empty((min(SCAN_ROWS, b), d), np.float32)
+    for a in range(0, b, SCAN_ROWS):
+        blk = cast_into(vectors[a : a + SCAN_ROWS, :d], buf[: min(SCAN_ROWS, b - a)])  # (r, d)
+        out[:, a : a + len(blk)] = (q @ blk.T) / np.maximum(row_norms(blk), 1e-12)
+    return out
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
