@@ -405,28 +405,30 @@ def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m, tune_q
         # The single-query and the batched optimum can differ, and so can the pick within each
         # first-stage RAM budget and without one: report each (a search names its cascade).
         picks: dict[str, list[str]] = {}
-        single_by_budget: dict[float, str] = {}
+        single_by_budget: dict[float | None, str] = {}  # None: no budget
         for budget in (*budgets, None):
             for batched in (False, True):
                 best = pick(table, target, budget, batched=batched)
                 if best is not None:
                     label_b = f"{'batched' if batched else 'single'}, {f'<= {budget:g} B' if budget else 'any B'}"
                     picks.setdefault(best.cascade, []).append(label_b)
-                    if budget is not None and not batched:
+                    if not batched:
                         single_by_budget[budget] = best.cascade
         if not picks:
             print(f"  {label}: no cascade reached {target} on the tuning queries")
         for cascade, labels in picks.items():
-            budget = min((b for b, c in single_by_budget.items() if c == cascade), default=None)
+            budget = min((b for b, c in single_by_budget.items() if c == cascade and b is not None), default=None)
             rows.append(run(cascade, {}) | {"method": f"{label} {cascade} (tuned for {target}: {'; '.join(labels)})",
                                             "tuned_for": target, "budget": budget})
         if not adaptive:
             continue
-        gated_budgets: dict[str, list[float]] = {}
-        for budget, fixed in sorted(single_by_budget.items()):
+        gated_budgets: dict[str, list[float | None]] = {}  # each single-query pick, gated once
+        for budget, fixed in single_by_budget.items():
             gated_budgets.setdefault(fixed, []).append(budget)
         for fixed, fixed_budgets in gated_budgets.items():
-            budget = min(fixed_budgets)
+            sized = sorted(b for b in fixed_budgets if b is not None)
+            budget = sized[0] if sized else None
+            within = f"<= {'/'.join(f'{b:g}' for b in sized)} B" if sized else "any B"
             t = time.perf_counter()
             try:
                 result = tune_adaptive(index, fixed, xt[:tune_queries], k, target)
@@ -440,8 +442,7 @@ def run_mrl(xb, xq, xt, truth, k, n_single, targets, stages, out, hnsw_m, tune_q
             print(f"  {label} gate for {target} on {fixed} ({time.perf_counter() - t:.0f} s): calibration recall "
                   f"{c['recall']:.4f} (low {c['recall_low']:.4f}), mean level {c['mean_level']:.0f}", flush=True)
             rows.append(run(gated, {"gate_calibration": c}) | {
-                "method": f"{label} {gated} (gated, over the pick {fixed}, <= "
-                          f"{'/'.join(f'{b:g}' for b in fixed_budgets)} B, for {target})",
+                "method": f"{label} {gated} (gated, over the pick {fixed}, {within}, for {target})",
                 "tuned_for": target, "budget": budget, "gated_over": fixed, "family": f"{label}-gated"})
             measured.pop(gated, None)
     return rows
