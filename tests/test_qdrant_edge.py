@@ -186,14 +186,19 @@ def test_a_missing_extra_gets_the_install_hint(data, tmp_path, monkeypatch):
     assert not (tmp_path / "i").exists()
 
 
+_ROUND = 64 * 300  # points per add() call: whole WAL entries of 64, so any kill leaves a multiple of 64
+
 _ADD = """
 import sys, numpy as np
 from mrl.index.qdrant import funnel, open_qdrant
 funnel.BATCH = 64  # many WAL entries, so the kill lands between them
-x = np.random.default_rng(int(sys.argv[2])).standard_normal((20_000, 32)).astype(np.float32)
 index = open_qdrant("qdrant-edge://" + sys.argv[1])
 print("open", flush=True)
-index.add(x, [f"k{i}" for i in range(20_000)])
+n = int(sys.argv[2])
+for r in range(1_000):  # adds until killed, however fast the machine
+    x = np.random.default_rng(r).standard_normal((n, 32)).astype(np.float32)
+    index.add(x, [f"k{r * n + i}" for i in range(n)])
+    print("round", r, flush=True)
 """
 
 
@@ -206,20 +211,21 @@ def test_an_add_killed_half_way_leaves_every_written_point_findable(data, tmp_pa
     xb, _ = data
     QdrantEdgeIndex.build(tmp_path / "i", xb[:200], [f"d{i}" for i in range(200)], first_stages=["int8@8"])
     close_edge(tmp_path / "i")  # let the child process open it
-    proc = subprocess.Popen([sys.executable, "-c", _ADD, str(tmp_path / "i"), "7"], stdout=subprocess.PIPE, text=True)
+    command = [sys.executable, "-c", _ADD, str(tmp_path / "i"), str(_ROUND)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "open"
-    time.sleep(0.3)
+    assert proc.stdout.readline().strip() == "round 0"  # one add() is whole; the kill lands inside a later one
+    time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     index = QdrantEdgeIndex.open(tmp_path / "i")
-    assert 200 <= index.count <= 20_200
-    x = np.random.default_rng(7).standard_normal((20_000, 32)).astype(np.float32)
     written = index.count - 200
-    assert written % 64 == 0  # whole WAL entries only
-    if written:  # the points the WAL holds are whole and searchable by their own vectors
-        probe = np.linspace(0, written - 1, min(written, 20)).astype(int)
-        got = index.keys(index.search(x[probe], 1, f"int8@8:{index.count},{D}:1").ids)
-        assert [g[0] for g in got] == [f"k{i}" for i in probe]
+    assert written >= _ROUND and written % 64 == 0  # whole WAL entries only
+    probe = np.linspace(0, written - 1, 20).astype(int)  # the points the WAL holds are whole and searchable
+    rows = {r: np.random.default_rng(r).standard_normal((_ROUND, 32)).astype(np.float32) for r in set(probe // _ROUND)}
+    x = np.stack([rows[i // _ROUND][i % _ROUND] for i in probe])
+    got = index.keys(index.search(x, 1, f"int8@8:{index.count},{D}:1").ids)
+    assert [g[0] for g in got] == [f"k{i}" for i in probe]
     assert index.keys(index.search(xb[:3], 1, f"int8@8:{index.count},{D}:1").ids) == [["d0"], ["d1"], ["d2"]]
 
 
