@@ -13,7 +13,7 @@ from mrl.errors import MrlError
 from mrl.index import MrlIndex
 from mrl.index.adaptive import tune_adaptive
 from mrl.index.cascade import parse_cascade
-from mrl.index.gate import Gate, features, ladder
+from mrl.index.gate import Gate, GateMissesTarget, features, ladder
 from mrl.index.tune import per_query_recall
 from mrl.index.work import Work
 
@@ -65,6 +65,22 @@ def test_the_gate_holds_the_target_on_unseen_queries_and_saves_work(setup):
     rescored = np.array([q["candidates_rescored"] for q in work.to_dict()["per_query"]])
     assert rescored.mean() < 300  # less than the fixed cascade rescores, from a shortlist twice as long
     assert rescored[0::2].mean() < rescored[1::2].mean()  # easy queries stop earlier than hard ones
+
+
+def test_a_pick_without_margin_gets_more_room_until_the_gate_meets_the_target(setup):
+    index, xb, spectrum = setup
+    tuning, held_out = _queries(xb, spectrum, 800, seed=1), _queries(xb, spectrum, 800, seed=2)
+    # twice the shortlist (100) misses 0.99 on the calibration half; four times (200) meets it
+    result = tune_adaptive(index, "int8@16:50,64:10", tuning, 10, 0.99, n_single=5)
+    assert result.gate.cascade == "int8@16:200,64:10" and result.gate.calibration["recall_low"] >= 0.99
+    index.gate = result.gate
+    try:
+        found = index.search(held_out, 10, str(result.cascade)).ids
+    finally:
+        index.gate = None
+    assert per_query_recall(found, index.exact_search(held_out, 10).ids).mean() >= 0.99
+    with pytest.raises(GateMissesTarget, match=r"widened 8x over int8@16:20,64:10"):
+        tune_adaptive(index, "int8@16:20,64:10", tuning, 10, 0.999, n_single=5)  # 160 candidates still miss
 
 
 def test_a_gate_that_always_continues_is_the_fixed_cascade(setup):

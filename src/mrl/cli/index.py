@@ -319,8 +319,9 @@ def tune_command(
              "meet the target (0.5: the sample mean), so the pick holds on new queries.")] = 0.9,
     dry_run: Annotated[bool, typer.Option(help="Report only; keep the current default cascade.")] = False,
     adaptive: Annotated[bool, typer.Option(
-        help="Also fit a per-query gate on the chosen cascade (its first shortlist doubled) and store the gated "
-             "cascade CASCADE@gate: easy queries rescore less. Needs at least 200 tuning queries.")] = False,
+        help="Also fit a per-query gate on the chosen cascade (its first shortlist doubled, up to 8x if needed) "
+             "and store the gated cascade CASCADE@gate: easy queries rescore less. Needs at least 200 tuning "
+             "queries.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure candidate cascades, store the cheapest that meets the target as the default."""

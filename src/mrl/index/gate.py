@@ -149,6 +149,10 @@ class Gate:
             raise MrlError(f"{path}: not a readable gate file ({e})") from None
 
 
+class GateMissesTarget(MrlError):
+    """The gated cascade's widest level itself misses the target on the calibration queries."""
+
+
 def ladder(n1: int, next_shortlist: int, steps: int = 6) -> tuple[int, ...]:
     """0 (no rescoring), then n1 / 2^j down to the next stage's shortlist, then n1 itself."""
     levels = {n1}
@@ -174,7 +178,8 @@ def fit_gate(level_recalls: np.ndarray, scores: np.ndarray, cascade: str, k: int
             narrowest scan, the one the gate reads at search time).
 
     Raises:
-        MrlError: too few queries, or the whole shortlist itself misses the target on the calibration half.
+        MrlError: too few queries; GateMissesTarget: the whole shortlist itself misses the target on the
+            calibration half.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -204,9 +209,9 @@ def fit_gate(level_recalls: np.ndarray, scores: np.ndarray, cascade: str, k: int
     gate = Gate(cascade, k, tuple(levels), mean, scale, np.array(weights), np.array(bias), float("inf"), {}, axis)
     fixed_low = lower_bound(full[cal_rows], confidence)
     if fixed_low < target:
-        raise MrlError(f"the cascade {cascade} itself reaches recall@{k} {full[cal_rows].mean():.4f} (lower bound "
-                       f"{fixed_low:.4f}) on the calibration queries, below the target {target}: a gate can only "
-                       "save work on a cascade that meets it")
+        raise GateMissesTarget(f"the cascade {cascade} itself reaches recall@{k} {full[cal_rows].mean():.4f} (lower "
+                               f"bound {fixed_low:.4f}) on the calibration queries, below the target {target}: a "
+                               "gate can only save work on a cascade that meets it")
     probs = gate.probabilities(scores[cal_rows])  # (nc, L - 1)
     best_tau, best = float("inf"), (float(full[cal_rows].mean()), fixed_low, float(levels[-1]))
     for tau in np.unique(np.concatenate([probs.ravel(), [1.0]]))[::-1]:  # lower tau = shallower levels
