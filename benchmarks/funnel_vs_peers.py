@@ -1,5 +1,8 @@
 """Funnel search vs its peers, single thread: recall@k against exact search, latency, memory, build time.
 
+Recall@k counts a returned vector as a true neighbour when it is in the exact top-k or ties the
+k-th's score (within 1e-6: a duplicate document), for every method alike (mrl.index.tune.tied_truth).
+
 Peers, all on the same unit-normalised vectors:
   exact        faiss IndexFlatIP on the full D (the reference and the ground truth)
   refine@d     faiss IndexRefineFlat over IndexPreTransform(RemapDimensionsTransform(D, d, uniform=False),
@@ -50,7 +53,7 @@ from mrl.index import MrlIndex  # noqa: E402
 from mrl.index.adaptive import tune_adaptive  # noqa: E402
 from mrl.index.cascade import parse_cascade  # noqa: E402
 from mrl.index.segment import normalize_rows  # noqa: E402
-from mrl.index.tune import describe_outcomes, pick, recall_at_k, tune  # noqa: E402
+from mrl.index.tune import TIE_EXTRA, describe_outcomes, pick, recall_at_k, tied_truth, tune  # noqa: E402
 from mrl.index.work import Work  # noqa: E402
 
 K_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -230,7 +233,8 @@ def run_exact(xb, xq, k, n_single):
     index = faiss.IndexFlatIP(xb.shape[1])
     index.add(xb)
     build = time.perf_counter() - t
-    _, truth = index.search(xq, k)
+    scores, ids = index.search(xq, min(k + TIE_EXTRA, len(xb)))
+    truth = tied_truth(scores, ids, k)  # a duplicate of the k-th true neighbour is as true (mrl's tune: the same)
     row = measure("exact IndexFlatIP full D", lambda q, ix=index: ix.search(q, k)[1], xq, truth, k, n_single,
                   build_s=build, bytes_per_vector=xb.shape[1] * 4, family="exact", n=len(xb))
     del index

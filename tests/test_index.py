@@ -11,7 +11,7 @@ import pytest
 from mrl.errors import MrlError
 from mrl.index import MrlIndex, first_stage, parse_cascade, parse_first_stage
 from mrl.index.segment import normalize_rows
-from mrl.index.tune import lower_bound, pick, recall_at_k, tune, write_report
+from mrl.index.tune import lower_bound, pick, recall_at_k, tied_truth, true_neighbours, tune, write_report
 
 D = 64
 
@@ -214,6 +214,19 @@ def test_recall_lower_bound_shrinks_with_more_queries():
     assert lower_bound(few, 0.9) < lower_bound(many, 0.9) < many.mean()
     assert lower_bound(few, 0.5) == pytest.approx(few.mean())
     assert lower_bound(np.ones(20), 0.9) == 1.0  # no spread, no margin
+
+
+def test_recall_counts_a_duplicate_of_a_true_neighbour_as_found(data, tmp_path):
+    xb, _ = data
+    twins = np.concatenate([xb[:300], xb[:1]])  # row 300 is row 0 again
+    index = MrlIndex.build(tmp_path / "i", twins, first_stages=["int8@16"])
+    q = twins[:1] + 1e-3 * np.random.default_rng(0).standard_normal((1, twins.shape[1])).astype(np.float32)
+    truth = true_neighbours(index, q, 1)
+    assert sorted(truth[0][truth[0] >= 0].tolist()) == [0, 300]  # the exact search ranks one, both are true
+    assert recall_at_k(np.array([[300]]), truth) == recall_at_k(np.array([[0]]), truth) == 1.0
+    assert recall_at_k(np.array([[1]]), truth) == 0.0
+    scores = np.array([[0.9, 0.8, 0.8, 0.7]], np.float32)
+    np.testing.assert_array_equal(tied_truth(scores, np.array([[5, 6, 7, 8]]), 2), [[5, 6, 7, -1]])
 
 
 def test_open_reports_a_missing_or_damaged_index(data, tmp_path):

@@ -20,7 +20,7 @@ from mrl.errors import MrlError
 from mrl.index.base import Searcher
 from mrl.index.cascade import Cascade, parse_cascade
 from mrl.index.gate import Gate, GateMissesTarget, fit_gate, ladder, width_ladder
-from mrl.index.tune import per_query_recall
+from mrl.index.tune import per_query_recall, true_neighbours
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def tune_adaptive(index: Searcher, fixed: str, xq: np.ndarray, k: int, target: f
     nlist = index.max_width(spec) if spec is not None else 0
     if not nlist and len(base.stages) < 2:
         raise MrlError(f"--adaptive: the tuned cascade {fixed} has no rescoring stage for a gate to shorten")
-    _, truth = index.exact_search(xq, k, adapted=True)
+    truth = true_neighbours(index, xq, k)
     for factor in WIDENING:
         plan, levels, axis = _widened(index, base, nlist, factor)
         data = width_level_data if axis == "width" else level_data
