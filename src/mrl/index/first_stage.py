@@ -72,7 +72,7 @@ def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = 16, ef_constructio
     xb = np.ascontiguousarray(xb, dtype=np.float32)
     d = xb.shape[1]
     if spec.kind == "binary":
-        index = faiss.IndexBinaryFlat(d)
+        index = _counting(faiss.IndexBinaryFlat(d))
         if len(xb):
             index.add(np.packbits(xb > 0, axis=1))
         return index
@@ -151,8 +151,20 @@ def load(spec: FirstStageSpec, source: Path | BinaryIO) -> Any:
     faiss = _faiss()
     where = str(source) if isinstance(source, (str, Path)) else faiss.PyCallbackIOReader(source.read)
     if spec.kind == "binary":
-        return faiss.read_index_binary(where)
+        return _counting(faiss.read_index_binary(where))
     return faiss.read_index(where)
+
+
+def _counting(index: Any) -> Any:
+    """Select a binary scan's top-n by counting Hamming distances, not with a heap.
+
+    Distances are small integers (0 .. d), so faiss's counting selection costs about the same for
+    any n while a heap grows with it: a 500-candidate shortlist from 50,001 x 256 bits takes
+    0.20 ms against 0.29 (2,000: 0.19 against 0.82), the same distances; equal at n = 10.
+    A runtime flag, not stored in the file: set on every build and load.
+    """
+    index.use_heap = False
+    return index
 
 
 def search(
