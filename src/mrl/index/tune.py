@@ -235,7 +235,7 @@ def _widen(index: Searcher, xq: np.ndarray, truth: np.ndarray, k: int, target: f
     for f, last in by_family.items():
         status, row = "met" if f in reached else "", last
         c: Cascade | None = parse_cascade(last.cascade, index.dim)
-        prev, gains = last.recall, []
+        prev, gains, prev_p50 = last.recall, [], last.p50_ms
         while not status:
             c = _wider(index, c) if c is not None else None
             if c is None:
@@ -253,8 +253,13 @@ def _widen(index: Searcher, xq: np.ndarray, truth: np.ndarray, k: int, target: f
                 status = "met"
             elif p50 > exact_p50:
                 status = "slower than exact"
+            elif row.p50_ms + 2 * (row.p50_ms - prev_p50) > exact_p50:
+                # a doubling doubles the part of the time that grows with the width: the next one would be
+                # slower than exact search (which always meets the target), so measuring it is waste
+                status = "next slower than exact"
             elif len(gains) >= 2 and gains[-1] + gains[-2] < NO_GAIN:
                 status = "no gain"
+            prev_p50 = row.p50_ms
         if outcomes is not None:
             outcomes[f] = {"status": status, "cascade": row.cascade, "recall": row.recall,
                            "recall_low": row.recall_low, "p50_ms": row.p50_ms}
@@ -343,7 +348,9 @@ def describe_outcomes(outcomes: dict[str, dict[str, Any]]) -> list[str]:
             continue
         why = {"met": "meets the target", "plateau": "plateaus: nothing left to widen",
                "no gain": f"plateaus: two doublings raised recall by less than {NO_GAIN}",
-               "slower than exact": f"ruled out: slower than exact search ({exact} ms) before the target"}[o["status"]]
+               "slower than exact": f"ruled out: slower than exact search ({exact} ms) before the target",
+               "next slower than exact": f"ruled out: its next widening would be slower than exact search "
+                                         f"({exact} ms; from the time the last one added)"}[o["status"]]
         lines.append(f"{family.split('/')[0]} ({family.split('/')[1]} stages): {why}; widest {o['cascade']}: "
                      f"recall {o['recall']:.4f} (low {o['recall_low']:.4f}), p50 {o['p50_ms']} ms")
     return lines
