@@ -168,11 +168,13 @@ def _counting(index: Any) -> Any:
 
 
 def search(
-    spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int, width: int | None = None
+    spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int, width: int | None = None, skip: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``n`` of ``xq`` (normalised prefixes ``(nq, d)``): ``(scores, rows)``, rows -1 when short.
 
     ``width``: lists to scan (inverted files) or ``efSearch`` (hnsw); ignored by flat structures.
+    ``skip`` (inverted files): leave out each query's ``skip`` best-ranked lists, which a narrower
+    scan already read; the top-``n`` of both scans together is that of one scan at ``width``.
     """
     xq = np.ascontiguousarray(xq, dtype=np.float32)
     n = max(1, min(n, index.ntotal)) if index.ntotal else 0
@@ -187,7 +189,7 @@ def search(
         params = _faiss().SearchParametersHNSW(efSearch=max(n, width or 16))
     elif hasattr(index, "nlist"):  # by default probe enough lists to read ~PROBE_FACTOR x n codes
         nprobe = width or max(MIN_PROBE, int(np.ceil(PROBE_FACTOR * n * index.nlist / index.ntotal)))
-        return _ivf_search(index, xq, n, min(index.nlist, nprobe))
+        return _ivf_search(index, xq, n, min(index.nlist, nprobe), skip)
     scores, rows = index.search(xq, n, params=params)
     return scores.astype(np.float32), rows.astype(np.int64)
 
@@ -196,7 +198,7 @@ _COUNTER_LOCK = threading.Lock()  # faiss's distance counters are process-wide: 
 
 
 def counted_search(
-    spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int, width: int | None = None
+    spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int, width: int | None = None, skip: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """:func:`search`, plus the codes each query scanned ``(nq,)`` and the bytes of one code.
 
@@ -210,7 +212,7 @@ def counted_search(
     with _COUNTER_LOCK if counters is not None else nullcontext():
         if counters is not None:
             counters.reset()
-        scores, rows = search(spec, index, xq, n, width)
+        scores, rows = search(spec, index, xq, n, width, skip)
         per_query = counters.ndis / max(len(xq), 1) if counters is not None else float(index.ntotal)
     return scores, rows, np.full(len(xq), per_query), code_bytes(index)
 
@@ -223,7 +225,7 @@ def code_bytes(index: Any) -> float:
     return float(size if size is not None else target.sa_code_size())
 
 
-def _ivf_search(index: Any, xq: np.ndarray, n: int, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+def _ivf_search(index: Any, xq: np.ndarray, n: int, nprobe: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """faiss's inverted-file search, in query blocks, the coarse step of big blocks done by BLAS.
 
     Blocks: faiss 1.15's multi-query fast-scan kernel indexes its per-(query, list) lookup
@@ -233,26 +235,37 @@ def _ivf_search(index: Any, xq: np.ndarray, n: int, nprobe: int) -> tuple[np.nda
     under 1 GB of tables. Coarse step: faiss ranks float16 centroids one query at a time (a
     scan of all of them, ~0.2 ms for 8,192 x 768); for a block of queries, decoding them to
     float32 once and multiplying costs microseconds per query. The chosen lists then go to
-    faiss's ``search_preassigned``, so the scan and its results are faiss's own.
+    faiss's ``search_preassigned``, so the scan and its results are faiss's own. With ``skip``,
+    faiss's quantizer ranks the lists (best first) and the ``skip`` best are left out.
     """
     faiss = _faiss()
     block = QUERY_BLOCK
     if isinstance(index, faiss.IndexIVFFastScan):
         block = max(1, min(block, LUT_BYTES_MAX // (nprobe * index.M2 * 16)))
     params = faiss.SearchParametersIVF(nprobe=nprobe)
-    if len(xq) <= block and len(xq) < BLAS_COARSE_MIN_QUERIES:
+    if skip >= nprobe:
+        return np.full((len(xq), n), -np.inf, np.float32), np.full((len(xq), n), -1, np.int64)
+    if not skip and len(xq) <= block and len(xq) < BLAS_COARSE_MIN_QUERIES:
         scores, rows = index.search(xq, n, params=params)
         return scores.astype(np.float32), rows.astype(np.int64)
-    centroids = faiss.downcast_index(index.quantizer).reconstruct_n(0, index.nlist)  # (nlist, d) float32
+    if skip:
+        params = faiss.SearchParametersIVF(nprobe=nprobe - skip)
+    else:
+        centroids = faiss.downcast_index(index.quantizer).reconstruct_n(0, index.nlist)  # (nlist, d) float32
     scores = np.empty((len(xq), n), np.float32)
     rows = np.empty((len(xq), n), np.int64)
     for a in range(0, len(xq), block):
         q = xq[a : a + block]  # (b, d)
-        sims = q @ centroids.T  # (b, nlist)
-        lists = np.argpartition(-sims, nprobe - 1, axis=1)[:, :nprobe] if nprobe < index.nlist else \
-            np.broadcast_to(np.arange(index.nlist), sims.shape)
-        lists = np.ascontiguousarray(lists, dtype=np.int64)  # (b, nprobe)
-        coarse = np.ascontiguousarray(np.take_along_axis(sims, lists, axis=1), dtype=np.float32)
+        if skip:
+            ranked_sims, ranked = index.quantizer.search(q, nprobe)  # best first
+            lists = np.ascontiguousarray(ranked[:, skip:], dtype=np.int64)  # (b, nprobe - skip)
+            coarse = np.ascontiguousarray(ranked_sims[:, skip:], dtype=np.float32)
+        else:
+            sims = q @ centroids.T  # (b, nlist)
+            lists = np.argpartition(-sims, nprobe - 1, axis=1)[:, :nprobe] if nprobe < index.nlist else \
+                np.broadcast_to(np.arange(index.nlist), sims.shape)
+            lists = np.ascontiguousarray(lists, dtype=np.int64)  # (b, nprobe)
+            coarse = np.ascontiguousarray(np.take_along_axis(sims, lists, axis=1), dtype=np.float32)
         s, r = scores[a : a + len(q)], rows[a : a + len(q)]
         index.search_preassigned_c(len(q), faiss.swig_ptr(q), n, faiss.swig_ptr(lists), faiss.swig_ptr(coarse),
                                    faiss.swig_ptr(s), faiss.swig_ptr(r), False, params, None)

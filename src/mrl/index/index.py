@@ -263,22 +263,25 @@ class MrlIndex:
     def gated_first_stage(self, xq: np.ndarray, plan: Cascade, gate: Gate, chosen: np.ndarray | None = None,
                           work: Work | None = None) -> tuple[np.ndarray, np.ndarray]:
         """A width gate's first stage: every query scans ``gate.levels[0]`` lists; the gate reads those
-        scores and the queries it sends further are searched again at their width (or ``chosen``:
-        a level index per query), one group per width."""
+        scores and the queries it sends further scan the lists up to their width (or ``chosen``: a
+        level index per query) past those first ones, one group per width; both scans merged give
+        one scan at that width."""
         (d1, n1), levels = plan.first, gate.levels
         counts: list[Work] = []  # one per scan, only when the caller counts work
 
-        def scan(q: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        def scan(q: np.ndarray, width: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
             counted = Work() if work is not None else None
             if counted is not None:
                 counts.append(counted)
-            return self._first_stage(q, plan.kind, d1, n1, width, counted)
+            return self._first_stage(q, plan.kind, d1, n1, width, counted, skip)
 
         scores, rows = scan(xq, levels[0])
         chosen = gate.choose(scores) if chosen is None else np.asarray(chosen)
         groups = [np.flatnonzero(chosen == li) for li in np.unique(chosen[chosen > 0])]
         for sel, li in zip(groups, np.unique(chosen[chosen > 0])):
-            scores[sel], rows[sel] = scan(xq[sel], levels[li])
+            s, r = scan(xq[sel], levels[li], skip=levels[0])
+            scores[sel], rows[sel] = _top(np.concatenate([scores[sel], s], axis=1),
+                                          np.concatenate([rows[sel], r], axis=1), n1)
         if work is not None:
             scanned, read = (a.copy() for a in counts[0].stages[0].totals())
             for sel, again in zip(groups, counts[1:]):
@@ -363,7 +366,8 @@ class MrlIndex:
         return spec
 
     def _first_stage(
-        self, xq: np.ndarray, kind: str | None, d: int, n: int, width: int | None = None, work: Work | None = None
+        self, xq: np.ndarray, kind: str | None, d: int, n: int, width: int | None = None, work: Work | None = None,
+        skip: int = 0,
     ) -> tuple[np.ndarray, np.ndarray]:
         spec = self._first_spec(kind, d, width)
         if spec is None:
@@ -379,9 +383,10 @@ class MrlIndex:
             if seg.n == 0 or seg.n_dead == seg.n:
                 continue
             if work is None:
-                s, r = first_stage.search(spec, seg.structure(spec), q, n + seg.n_dead, width)
+                s, r = first_stage.search(spec, seg.structure(spec), q, n + seg.n_dead, width, skip)
             else:
-                s, r, codes, size = first_stage.counted_search(spec, seg.structure(spec), q, n + seg.n_dead, width)
+                s, r, codes, size = first_stage.counted_search(spec, seg.structure(spec), q, n + seg.n_dead, width,
+                                                               skip)
                 scanned, read = scanned + codes, read + codes * size
             valid = r >= 0
             valid[valid] &= ~seg.dead[r[valid]]
