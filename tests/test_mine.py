@@ -30,12 +30,15 @@ def test_mined_triplets_are_hard_valid_and_trainable(tiny_model_dir, tiny_beir, 
     xb = encode(model, [ds.corpus[d] for d in doc_ids])
     for row in rows:
         assert ds.queries[row["anchor_id"]] == row["anchor"] and ds.corpus[row["positive_id"]] == row["positive"]
-        ranking = np.argsort(-(xb @ encode(model, [row["anchor"]])[0]))
-        top = {doc_ids[i] for i in ranking[:41]}  # range_max 40, plus the positive itself
+        scores = xb @ encode(model, [row["anchor"]])[0]
+        rank_41 = np.sort(scores)[::-1][40]  # range_max 40, plus the positive itself
         for name in ("negative_1", "negative_2"):
             neg_id = row[name.replace("negative", "negative_id", 1)]
             assert ds.corpus[neg_id] == row[name] and neg_id not in ds.qrels[row["anchor_id"]]
-            assert neg_id in top  # mined with the model: among its highest-ranked documents
+            # mined with the model: among its highest-ranked documents. The untrained encoder scores all documents
+            # within a few hundredths of each other, and sentence-transformers 6.3 scores them up to ~1e-3 apart
+            # from this encode (seen: 0.8972 against a 41st of 0.8980), so the boundary gets that slack
+            assert scores[doc_ids.index(neg_id)] >= rank_41 - 5e-3
     pairs = load_pairs(out)
     assert len(pairs.negatives) == 2 and pairs.column_ids is not None and len(pairs.column_ids) == 4
     summary = train(TrainConfig(model=str(tiny_model_dir), data=str(out), output=str(tmp_path / "m"), dims=(16, 64),
