@@ -176,6 +176,8 @@ def search(
     ``skip`` (inverted files): leave out each query's ``skip`` best-ranked lists, which a narrower
     scan already read; the top-``n`` of both scans together is that of one scan at ``width``.
     """
+    if skip and not hasattr(index, "nlist"):
+        raise ValueError(f"{spec}: only inverted files can skip lists a narrower scan read")
     xq = np.ascontiguousarray(xq, dtype=np.float32)
     n = max(1, min(n, index.ntotal)) if index.ntotal else 0
     if n == 0:
