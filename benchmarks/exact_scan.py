@@ -17,7 +17,7 @@ import faiss
 import numpy as np
 
 from mrl.index import MrlIndex
-from mrl.index.segment import normalize_rows
+from mrl.prefix import truncate, unit_rows
 
 
 def single_ms(fn, xq: np.ndarray) -> float:
@@ -43,14 +43,14 @@ def main() -> None:
     args = p.parse_args()
     faiss.omp_set_num_threads(1)
     rng = np.random.default_rng(0)
-    xb = normalize_rows(rng.standard_normal((args.n, args.dim)).astype(np.float32))
-    xq = normalize_rows(rng.standard_normal((args.queries, args.dim)).astype(np.float32))
+    xb = unit_rows(rng.standard_normal((args.n, args.dim)).astype(np.float32))
+    xq = unit_rows(rng.standard_normal((args.queries, args.dim)).astype(np.float32))
     with tempfile.TemporaryDirectory() as tmp:
         index = MrlIndex.build(f"{tmp}/i", xb, first_stages=["int8@64"])  # stores float16 vectors
         for dim in (args.dim, args.prefix):
             flat = faiss.IndexFlatIP(dim)
-            flat.add(normalize_rows(xb[:, :dim]))
-            q = normalize_rows(xq[:, :dim])
+            flat.add(truncate(xb, dim))
+            q = truncate(xq, dim)
             mrl_fn = lambda x, d=dim: index.exact_search(x, 10, dim=d)  # noqa: E731
             faiss_fn = lambda x, f=flat: f.search(x, 10)  # noqa: E731
             same = (np.asarray(mrl_fn(xq).ids) == faiss_fn(q)[1]).mean()

@@ -52,9 +52,9 @@ from mrl.errors import MrlError  # noqa: E402
 from mrl.index import MrlIndex  # noqa: E402
 from mrl.index.adaptive import tune_adaptive  # noqa: E402
 from mrl.index.cascade import parse_cascade  # noqa: E402
-from mrl.index.segment import normalize_rows  # noqa: E402
 from mrl.index.tune import TIE_EXTRA, describe_outcomes, pick, recall_at_k, tied_truth, tune  # noqa: E402
 from mrl.index.work import Work  # noqa: E402
+from mrl.prefix import unit_rows  # noqa: E402
 
 K_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 EF_SEARCH = (10, 16, 32, 64, 128, 256, 512, 1024, 2048)
@@ -71,7 +71,7 @@ def fit_generator(x: np.ndarray, coarse: int = 256, fine: int = 4096, seed: int 
     correlations between coordinates, which decide how well a prefix predicts the full-length
     similarity; a per-dimension (diagonal) model loses them and makes every prefix look useless.
     """
-    x = normalize_rows(x)
+    x = unit_rows(x)
     n, d = x.shape
 
     def kmeans(k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -120,7 +120,7 @@ def generate(n: int, dim: int, fit: dict, seed: int, n_queries: int) -> tuple[np
             block = x0[:, src]
             if jitter is not None:
                 block += rng.standard_normal(block.shape, dtype=np.float32) * jitter
-            out[a:b] = normalize_rows(block)
+            out[a:b] = unit_rows(block)
         return out
 
     return draw(n), draw(n_queries), draw(n_queries)
@@ -146,7 +146,7 @@ def clusters(n: int, dim: int, n_queries: int, spread: float, per_cluster: int =
         for a in range(0, m, 100_000):
             b = min(a + 100_000, m)
             x = centres[rng.integers(n_clusters, size=b - a)]
-            out[a:b] = normalize_rows(x + spread * rng.standard_normal((b - a, dim), dtype=np.float32) * scale)
+            out[a:b] = unit_rows(x + spread * rng.standard_normal((b - a, dim), dtype=np.float32) * scale)
         return out
 
     return draw(n), draw(n_queries), draw(n_queries)
@@ -176,8 +176,8 @@ def _flat_truth(xb: np.ndarray, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.
 def check_generator(args: argparse.Namespace) -> None:
     """Prefix-recall curves of the real embeddings and of the generator at the same size and dim."""
     real = np.load(Path(args.fit) / "corpus.npy")
-    xb = normalize_rows(real)
-    xq = normalize_rows(np.load(Path(args.fit) / "queries-dev.npy"))[:500]
+    xb = unit_rows(real)
+    xq = unit_rows(np.load(Path(args.fit) / "queries-dev.npy"))[:500]
     print("real     ", prefix_recall_curve(xb, xq))
     fit = fit_generator(real)
     sb, sq, _ = generate(len(real), real.shape[1], fit, args.seed, 500)
@@ -187,9 +187,9 @@ def check_generator(args: argparse.Namespace) -> None:
 def load_data(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     if args.data == "real":
         src = Path(args.embeddings)
-        xb = normalize_rows(np.load(src / "corpus.npy"))
-        xq = normalize_rows(np.load(src / "queries-test.npy"))[: args.nq]
-        xt = normalize_rows(np.load(src / "queries-dev.npy"))[: args.nq]
+        xb = unit_rows(np.load(src / "corpus.npy"))
+        xq = unit_rows(np.load(src / "queries-test.npy"))[: args.nq]
+        xt = unit_rows(np.load(src / "queries-dev.npy"))[: args.nq]
         return xb, xq, xt, f"real embeddings {src} ({len(xb)} x {xb.shape[1]}; test queries, dev for tuning)"
     if args.data == "clusters":
         xb, xq, xt = clusters(args.n, args.dim, args.nq, args.spread, args.per_cluster, args.decay, args.seed)

@@ -19,8 +19,8 @@ from mrl.index import MrlIndex
 from mrl.index.adaptive import level_data
 from mrl.index.cascade import parse_cascade
 from mrl.index.gate import ladder
-from mrl.index.segment import normalize_rows
 from mrl.index.tune import per_query_recall, true_neighbours
+from mrl.prefix import unit_rows
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     p.add_argument("-k", type=int, default=10)
     args = p.parse_args()
     index = MrlIndex.open(args.index)
-    xq = normalize_rows(np.load(args.queries))[: args.nq]
+    xq = unit_rows(np.load(args.queries))[: args.nq]
     plan = parse_cascade(args.cascade, index.dim)
     levels = ladder(plan.first[1], plan.stages[1][1])
     _, ids = level_data(index, xq, args.k, plan, levels)

@@ -7,7 +7,7 @@ import pytest
 
 from mrl.errors import MrlError
 from mrl.eval import EvalReport, evaluate_embeddings
-from mrl.eval.search import exact_search
+from mrl.prefix import exact_top_k as exact_search
 
 
 def test_exact_search_contract_and_ties():

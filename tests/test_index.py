@@ -10,8 +10,8 @@ import pytest
 
 from mrl.errors import MrlError
 from mrl.index import MrlIndex, first_stage, parse_cascade, parse_first_stage
-from mrl.index.segment import normalize_rows
 from mrl.index.tune import lower_bound, pick, recall_at_k, tied_truth, true_neighbours, tune, write_report
+from mrl.prefix import unit_rows
 
 D = 64
 
@@ -279,7 +279,7 @@ def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_fu
     assert_same_ranking(s, i, es, ei)
     quantizer = faiss.downcast_index(structure.quantizer)  # float16 centroids, from float32 k-means
     assert isinstance(quantizer, faiss.IndexScalarQuantizer) and quantizer.ntotal == 1024
-    batch = normalize_rows(matryoshka_like(first_stage.BLAS_COARSE_MIN_QUERIES + 6, seed=5)[:, :32])
+    batch = unit_rows(matryoshka_like(first_stage.BLAS_COARSE_MIN_QUERIES + 6, seed=5)[:, :32])
     ours = first_stage.search(spec, structure, batch, 50, width=16)  # coarse step by BLAS for a batch
     theirs = structure.search(batch, 50, params=faiss.SearchParametersIVF(nprobe=16))
     assert_same_ranking(*ours, *theirs, atol=1e-4)
@@ -304,11 +304,11 @@ def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_fu
 def test_fast_scan_rabitq_from_earlier_versions_is_searched_in_lookup_table_blocks(monkeypatch):
     # rabitq folders built before the plain scan hold a fast-scan structure: still searched, in
     # query blocks small enough for faiss's 32-bit lookup-table offsets (here 5 queries each)
-    xb = normalize_rows(matryoshka_like(2_000, seed=6)[:, :32])
+    xb = unit_rows(matryoshka_like(2_000, seed=6)[:, :32])
     structure = faiss.IndexIVFRaBitQFastScan(faiss.IndexFlatIP(32), 32, 16, faiss.METRIC_INNER_PRODUCT)
     structure.train(xb)
     structure.add(xb)
-    batch = normalize_rows(matryoshka_like(first_stage.BLAS_COARSE_MIN_QUERIES + 6, seed=7)[:, :32])
+    batch = unit_rows(matryoshka_like(first_stage.BLAS_COARSE_MIN_QUERIES + 6, seed=7)[:, :32])
     theirs = structure.search(batch, 20, params=faiss.SearchParametersIVF(nprobe=4))
     monkeypatch.setattr(first_stage, "LUT_BYTES_MAX", 5 * 4 * structure.M2 * 16)
     spec = parse_first_stage("rabitq@32")
@@ -379,7 +379,7 @@ def test_prefix_cosines_on_a_float16_memmap_match_numpy(tmp_path):
     x[5, :16] = 0  # a zero 16-dim prefix
     np.save(tmp_path / "x.npy", x)
     stored = np.load(tmp_path / "x.npy", mmap_mode="r")  # read-only, as an index opens its vectors
-    q = normalize_rows(matryoshka_like(3, seed=10)[:, :16])
+    q = unit_rows(matryoshka_like(3, seed=10)[:, :16])
     got = prefix_cosines(stored, q)
     xb = x[:, :16].astype(np.float64)
     norms = np.linalg.norm(xb, axis=1)

@@ -6,7 +6,8 @@ from conftest import synthetic_texts
 
 from mrl.encoders.model import load_model, preprocess
 from mrl.errors import MrlError
-from mrl.losses import MatryoshkaInfoNCELoss, default_dims
+from mrl.losses import MatryoshkaInfoNCELoss
+from mrl.prefix import default_dims
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from mrl.errors import MrlError
 from mrl.index import Cascade, FirstStageSpec, MrlIndex, Searcher, SearchResult, open_index, parse_cascade
-from mrl.index.segment import normalize_rows
 from mrl.index.tune import tune
+from mrl.prefix import truncate, unit_rows
 from mrl.serve import ServeSettings, create_app
 
 
@@ -21,7 +21,7 @@ class NumpySearcher:
     model = None
 
     def __init__(self, xb: np.ndarray, cascade: str = "exact@8:50,16:10") -> None:
-        self.xb = normalize_rows(xb)
+        self.xb = unit_rows(xb)
         self.dim = xb.shape[1]
         self._cascade = parse_cascade(cascade, self.dim)
         self.generation = 1
@@ -39,8 +39,8 @@ class NumpySearcher:
         return np.atleast_2d(np.asarray(xq, np.float32))
 
     def _top(self, xq, d, n, rows=None):
-        q = normalize_rows(xq[:, :d])
-        s = q @ normalize_rows(self.xb[:, :d]).T
+        q = truncate(xq, d)
+        s = q @ unit_rows(self.xb[:, :d]).T
         if rows is not None:
             mask = np.full(s.shape, -np.inf, np.float32)
             np.put_along_axis(mask, rows, 0.0, axis=1)

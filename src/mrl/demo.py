@@ -38,7 +38,7 @@ def run_demo(
     from mrl.data.beir import load_beir
     from mrl.encoders.model import embedding_dim, load_model
     from mrl.eval.evaluate import evaluate
-    from mrl.losses.matryoshka import default_dims
+    from mrl.prefix import default_dims
     from mrl.training.config import TrainConfig
     from mrl.training.loop import train
 

@@ -37,25 +37,6 @@ def check_vectors(x: Any, dim: int | None, what: str, *, owner: str = "the expec
     return arr
 
 
-def row_norms(x: np.ndarray) -> np.ndarray:
-    """Euclidean norm of every row ``(n,)`` in ``x``'s dtype (inf where the squares overflow it)."""
-    return np.sqrt(np.einsum("nd,nd->n", x, x))
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length, float32; zero rows stay zero. Rows whose squares overflow
-    float32 (values near 3.4e38) or underflow it (denormals) are scaled in float64 instead."""
-    x = np.asarray(x, np.float32)
-    norms = row_norms(x)
-    redo = ~np.isfinite(norms) | (norms < 1e-18)
-    out = x / np.where(redo, 1.0, norms).astype(np.float32)[:, None]
-    if redo.any():
-        wide = np.asarray(x[redo], np.float64)
-        wide_norms = np.linalg.norm(wide, axis=1, keepdims=True)
-        out[redo] = (wide / np.where(wide_norms > 0, wide_norms, 1.0)).astype(np.float32)
-    return out
-
-
 def check_rows(block: np.ndarray, offset: int = 0, what: str = "vectors") -> None:
     """NaN/Inf and all-zero rows (no direction) are errors naming the row."""
     bad = ~np.isfinite(block).all(axis=1)

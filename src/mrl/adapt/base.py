@@ -29,6 +29,7 @@ import numpy as np
 from mrl import vectors
 from mrl._fs import atomic_write_bytes, atomic_write_text, sha256
 from mrl.errors import MrlError
+from mrl.prefix import unit_rows
 
 FORMAT = "mrl-adaptor"
 VERSION = 1
@@ -221,7 +222,7 @@ def check_vectors(x: Any, dim: int | None, what: str) -> Any:
 def normalize_input(block: np.ndarray, offset: int = 0) -> np.ndarray:
     """Unit rows; NaN/Inf and all-zero rows (no direction) are errors naming the row."""
     vectors.check_rows(block, offset)
-    return vectors.unit_rows(block)
+    return unit_rows(block)
 
 
 def fit_pca(x: Any, dims: tuple[int, ...] | None = None) -> Adaptor:

@@ -55,7 +55,7 @@ class FitConfig:
     device: str | None = None
 
     def validate(self, dim: int) -> tuple[list[int], list[float]]:
-        from mrl.losses.matryoshka import default_dims, validate_dims
+        from mrl.prefix import check_dims, default_dims
 
         if self.kind not in FIT_KINDS + ("pca",):
             raise MrlError(f"adaptor kind {self.kind!r} is unknown (choose from: pca, {', '.join(FIT_KINDS)})")
@@ -71,7 +71,7 @@ class FitConfig:
                 raise MrlError(f"{name.replace('_', '-')} must be a finite number >= 0, got {getattr(self, name)!r}")
         if self.hidden is not None and self.hidden < 1:
             raise MrlError(f"hidden must be a positive integer, got {self.hidden!r}")
-        return validate_dims(list(self.dims or default_dims(dim)), self.weights, dim)
+        return check_dims(list(self.dims or default_dims(dim)), self.weights, dim)
 
 
 def fit_adaptor(
@@ -264,7 +264,7 @@ def heldout_scores(adaptor: Adaptor, x: np.ndarray, config: FitConfig,
     search over the whole corpus. ``pair_recall@10``: held-out queries ranking their own positive
     among all held-out positives.
     """
-    from mrl.eval.search import exact_search
+    from mrl.prefix import exact_top_k as exact_search
     from mrl.prefix import truncate
 
     _, held = _split(len(x), config.holdout, config.seed)

@@ -53,13 +53,13 @@ def eval_command(
     from mrl.errors import MrlError
     from mrl.eval.evaluate import BASELINES, evaluate, subsample
     from mrl.eval.report import plot_reports
-    from mrl.losses.matryoshka import validate_dims
+    from mrl.prefix import check_dims
 
     to_stdout = Path("-")
     out = err_console if json_out == to_stdout else console  # stdout holds only the JSON then
     dim_list = parse_ints(dims, "--dims")
     if dim_list is not None:
-        validate_dims(dim_list, None, None)
+        check_dims(dim_list, None, None)
     baselines = [b.strip() for item in baseline or [] for b in item.split(",") if b.strip()]
     for b in baselines:
         if b not in BASELINES:
@@ -92,7 +92,7 @@ def eval_command(
         ds = subsample(ds, max_queries or len(ds.queries), max_docs or len(ds.corpus))
     st_model = load_model(model, device, max_seq_length)
     if dim_list is not None:
-        validate_dims(dim_list, None, embedding_dim(st_model))
+        check_dims(dim_list, None, embedding_dim(st_model))
     if fitted is not None and fitted.input_dim != embedding_dim(st_model):
         raise MrlError(f"--adaptor {adaptor} takes {fitted.input_dim}-dim vectors; {model} gives "
                        f"{embedding_dim(st_model)}")
@@ -137,7 +137,7 @@ def _with_cross_lingual(st_model, ds, sets, dims, baselines, batch_size, model, 
     from mrl.encoders.model import embedding_dim, encode
     from mrl.eval.evaluate import evaluate_embeddings
     from mrl.eval.xling import evaluate_cross_lingual
-    from mrl.losses.matryoshka import default_dims
+    from mrl.prefix import default_dims
 
     dims = dims or default_dims(embedding_dim(st_model))
     doc_ids, qids = list(ds.corpus), list(ds.queries)

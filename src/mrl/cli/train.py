@@ -78,9 +78,9 @@ def train_command(
     if weight_list is not None and dim_list is None:
         raise MrlError("--weights needs --dims (one weight per dim)")
     if dim_list is not None:
-        from mrl.losses.matryoshka import validate_dims
+        from mrl.prefix import check_dims
 
-        validate_dims(dim_list, weight_list, None)
+        check_dims(dim_list, weight_list, None)
     if temperature is not None:
         if not temperature > 0:
             raise MrlError(f"--temperature must be positive, got {temperature}")

@@ -13,8 +13,8 @@ from mrl.data.beir import BeirDataset
 from mrl.errors import MrlError
 from mrl.eval.precision import RESCORE_SHORTLIST, RESCORED, check_dims, parse_precisions, ranked_all
 from mrl.eval.report import EvalReport
-from mrl.eval.search import exact_search
 from mrl.metrics import mrr_at_k, ndcg_at_k, recall_at_k
+from mrl.prefix import exact_top_k as exact_search
 from mrl.prefix import truncate
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def evaluate(
 
     full = embedding_dim(model)
     if dims is None:
-        from mrl.losses.matryoshka import default_dims
+        from mrl.prefix import default_dims
 
         dims = default_dims(full)
     bad = [d for d in dims if not 1 <= d <= full]

@@ -15,24 +15,9 @@ import numpy as np
 from mrl.index.cascade import Cascade
 from mrl.index.gate import Gate
 from mrl.index.work import Work
+from mrl.prefix import top_k as top
 
 Rescore = Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (queries, rows (nq, c), dim) -> scores (nq, c)
-
-
-def top(scores: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best ``n`` per row by score, sorted descending; pads with (-inf, -1) when short."""
-    nq, c = scores.shape
-    if c < n:
-        scores = np.concatenate([scores, np.full((nq, n - c), -np.inf, np.float32)], 1)
-        rows = np.concatenate([rows, np.full((nq, n - c), -1, np.int64)], 1)
-        c = n
-    if c > n:
-        part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
-        scores, rows = np.take_along_axis(scores, part, 1), np.take_along_axis(rows, part, 1)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    scores, rows = np.take_along_axis(scores, order, 1), np.take_along_axis(rows, order, 1)
-    rows = np.where(np.isfinite(scores), rows, -1)
-    return scores.astype(np.float32), rows.astype(np.int64)
 
 
 def run_stages(rescore: Rescore, xq: np.ndarray, k: int, plan: Cascade, scores: np.ndarray, rows: np.ndarray,

@@ -33,12 +33,12 @@ from mrl.index.cascade import (
     resolve_plan,
 )
 from mrl.index.funnel import run_gated, run_stages
-from mrl.index.funnel import top as _top
 from mrl.index.gate import Gate
 from mrl.index.ids import check_ids
-from mrl.index.segment import BLOCK, Segment, normalize_rows, prefix_cosines, specs_from, to_float32, write_segment
+from mrl.index.segment import BLOCK, Segment, prefix_cosines, specs_from, write_segment
 from mrl.index.work import Work
-from mrl.vectors import check_vectors, row_norms
+from mrl.prefix import check_dim, row_norms, to_float32, top_k, truncate
+from mrl.vectors import check_vectors
 
 DTYPES = ("float16", "float32")
 GATHER_ROWS = 2048  # candidate rows per gather: small buffers stay in cache and skip page faults
@@ -280,7 +280,7 @@ class MrlIndex:
         groups = [np.flatnonzero(chosen == li) for li in np.unique(chosen[chosen > 0])]
         for sel, li in zip(groups, np.unique(chosen[chosen > 0])):
             s, r = scan(xq[sel], levels[li], skip=levels[0])
-            scores[sel], rows[sel] = _top(np.concatenate([scores[sel], s], axis=1),
+            scores[sel], rows[sel] = top_k(np.concatenate([scores[sel], s], axis=1),
                                           np.concatenate([rows[sel], r], axis=1), n1)
         if work is not None:
             scanned, read = (a.copy() for a in counts[0].stages[0].totals())
@@ -319,8 +319,8 @@ class MrlIndex:
         """Exact cosine search on the stored vectors' ``dim``-prefix (default: all dims), streamed in blocks."""
         xq = self.prepare_queries(xq, adapted)  # (nq, D)
         self._check_k(k)
-        if dim is not None and not 1 <= dim <= self.dim:
-            raise MrlError(f"dim={dim}: expected 1..{self.dim}")
+        if dim is not None:
+            check_dim(dim, self.dim, "dim")
         scores, rows = self._exact_scan(xq, dim or self.dim, k)
         return SearchResult(scores, self._row_ids(rows))
 
@@ -376,7 +376,7 @@ class MrlIndex:
                 per_query = np.full(len(xq), scanned)
                 work.record(0, f"exact@{d}", d, per_query, per_query * d * self._itemsize)
             return self._exact_scan(xq, d, n)
-        q = normalize_rows(xq[:, :d])  # (nq, d)
+        q = truncate(xq, d)  # (nq, d)
         all_scores, all_rows = [], []
         scanned, read = np.zeros(len(q)), np.zeros(len(q))
         for seg, off in zip(self.segments, self._offsets[:-1]):
@@ -394,7 +394,7 @@ class MrlIndex:
             all_rows.append(np.where(valid, r + off, -1))
         if work is not None:
             work.record(0, str(spec), d, scanned, read)
-        return _top(np.concatenate(all_scores, axis=1), np.concatenate(all_rows, axis=1), n)
+        return top_k(np.concatenate(all_scores, axis=1), np.concatenate(all_rows, axis=1), n)
 
     @property
     def _itemsize(self) -> int:
@@ -406,7 +406,7 @@ class MrlIndex:
         if len(xq) > step:
             parts = [self._exact_scan(xq[a : a + step], d, n) for a in range(0, len(xq), step)]
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        q = normalize_rows(xq[:, :d])  # (nq, d)
+        q = truncate(xq, d)  # (nq, d)
         best_s = np.full((len(q), 0), -np.inf, np.float32)
         best_r = np.full((len(q), 0), -1, np.int64)
         for seg, off in zip(self.segments, self._offsets[:-1]):
@@ -414,14 +414,14 @@ class MrlIndex:
                 s = prefix_cosines(seg.vectors[start : start + BLOCK], q)  # (nq, b)
                 s[:, seg.dead[start : start + BLOCK]] = -np.inf
                 rows = np.broadcast_to(np.arange(start + off, start + off + s.shape[1]), s.shape)
-                best_s, best_r = _top(np.concatenate([best_s, s], 1), np.concatenate([best_r, rows], 1), n)
+                best_s, best_r = top_k(np.concatenate([best_s, s], 1), np.concatenate([best_r, rows], 1), n)
         return best_s, best_r
 
     def _rescore(self, xq: np.ndarray, rows: np.ndarray, d: int) -> np.ndarray:
         """Cosine at the ``d``-prefix of every candidate ``rows`` ``(nq, c)``; -inf where row is -1."""
         nq, c = rows.shape
         out = np.empty((nq, c), np.float32)
-        q = normalize_rows(xq[:, :d])  # (nq, d)
+        q = truncate(xq, d)  # (nq, d)
         step = max(1, GATHER_ROWS // max(c, 1))
         for a in range(0, nq, step):
             b = min(a + step, nq)

@@ -14,7 +14,7 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.base import Searcher
 from mrl.index.cascade import Cascade, parse_cascade
-from mrl.index.segment import normalize_rows
+from mrl.prefix import unit_rows
 from mrl.vectors import check_vectors
 
 SHORTLIST_FACTORS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
@@ -39,8 +39,8 @@ def sample_queries(index: Searcher, n: int, noise: float, seed: int = 0) -> np.n
     x = index.sample(n, seed)  # (m, D): rows drawn by default_rng(seed).choice over the live rows
     rng = np.random.default_rng(seed)
     rng.choice(index.count, size=len(x), replace=False)  # the same draw, so the noise below continues that stream
-    g = normalize_rows(rng.standard_normal(x.shape).astype(np.float32))
-    return normalize_rows(x) + noise * g
+    g = unit_rows(rng.standard_normal(x.shape).astype(np.float32))
+    return unit_rows(x) + noise * g
 
 
 def tuning_queries(index: Searcher, queries: np.ndarray | None, n_queries: int, noise: float,

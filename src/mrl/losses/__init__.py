@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from mrl.losses.distill import DistillKL, DistillMSE
 from mrl.losses.infonce import InfoNCE
-from mrl.losses.matryoshka import MatryoshkaInfoNCELoss, MatryoshkaLoss, Term, default_dims, validate_dims
+from mrl.losses.matryoshka import MatryoshkaInfoNCELoss, MatryoshkaLoss, Term
 
-__all__ = ["DistillKL", "DistillMSE", "InfoNCE", "MatryoshkaInfoNCELoss", "MatryoshkaLoss", "Term", "default_dims",
-           "validate_dims"]
+__all__ = ["DistillKL", "DistillMSE", "InfoNCE", "MatryoshkaInfoNCELoss", "MatryoshkaLoss", "Term"]

@@ -23,52 +23,7 @@ from torch import Tensor, nn
 from mrl.errors import MrlError
 from mrl.losses.distill import DistillKL
 from mrl.losses.infonce import InfoNCE
-from mrl.prefix import truncate
-
-
-def default_dims(full_dim: int, smallest: int = 32) -> list[int]:
-    """Powers of two from ``smallest`` up to ``full_dim``, plus ``full_dim`` itself."""
-    dims = []
-    d = smallest
-    while d < full_dim:
-        dims.append(d)
-        d *= 2
-    return [*dims, full_dim]
-
-
-def validate_dims(
-    dims: Sequence[int], weights: Sequence[float] | None, full_dim: int | None
-) -> tuple[list[int], list[float]]:
-    """Check dims/weights and return them sorted by dimension (ascending), weights aligned.
-
-    Raises:
-        MrlError: empty, non-positive, duplicated or too-large dims; weights of the wrong length
-            or negative weights.
-    """
-    dims = list(dims)
-    if not dims:
-        raise MrlError("dims is empty: give at least one Matryoshka dimension")
-    for d in dims:
-        if isinstance(d, bool) or not isinstance(d, int) or d <= 0:
-            raise MrlError(f"Matryoshka dim {d!r} is not a positive integer")
-        if full_dim is not None and d > full_dim:
-            raise MrlError(f"Matryoshka dim {d} is larger than the model dimension {full_dim}")
-    duplicated = sorted({d for d in dims if dims.count(d) > 1})
-    if duplicated:
-        raise MrlError(f"Matryoshka dims are duplicated: {', '.join(map(str, duplicated))}")
-    if weights is None:
-        weights = [1.0] * len(dims)
-    weights = [float(w) for w in weights]
-    if len(weights) != len(dims):
-        raise MrlError(f"{len(weights)} weights given for {len(dims)} dims: give one weight per dim")
-    if any(not math.isfinite(w) for w in weights):
-        raise MrlError(f"Matryoshka weights must be finite numbers, got {weights}")
-    if any(w < 0 for w in weights):
-        raise MrlError(f"Matryoshka weights must be non-negative, got {weights}")
-    if sum(weights) == 0:
-        raise MrlError(f"Matryoshka weights are all zero ({weights}): nothing would be trained")
-    order = sorted(range(len(dims)), key=lambda i: dims[i])
-    return [dims[i] for i in order], [weights[i] for i in order]
+from mrl.prefix import check_dims, default_dims, truncate
 
 
 @dataclass
@@ -126,7 +81,7 @@ class MatryoshkaLoss(nn.Module):
         names = [t.name for t in terms]
         if len(set(names)) != len(names):
             raise MrlError(f"term names must differ, got {names}")
-        self.dims, self.weights = validate_dims(dims, weights, full_dim)
+        self.dims, self.weights = check_dims(dims, weights, full_dim)
         self.terms = list(terms)
         self.inner = nn.ModuleList(t.loss for t in terms)  # registers learned parts (projections)
         self.plan: list[tuple[Term, dict[int, float]]] = []
@@ -218,7 +173,7 @@ class MatryoshkaInfoNCELoss(nn.Module):
             if full is None:
                 raise MrlError("dims must be given when the model dimension is unknown")
             dims = default_dims(full)
-        dims, weights = validate_dims(dims, weights, full)
+        dims, weights = check_dims(dims, weights, full)
         if distill_weight < 0 or not distill_temperature > 0:
             raise MrlError(
                 f"distill_weight must be >= 0 and distill_temperature > 0, "

@@ -23,8 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mrl.encoders.model import embedding_dim
 from mrl.errors import MrlError
 from mrl.index.base import Searcher, open_index
-from mrl.index.segment import normalize_rows
 from mrl.index.work import Work
+from mrl.prefix import truncate
 from mrl.serve.schemas import (
     Embedding,
     EmbeddingRequest,
@@ -252,7 +252,7 @@ def create_app(settings: ServeSettings, searcher: Searcher | None = None) -> Fas
         x = state.encode(texts)  # (n, D)
         if adaptor is not None:
             x = adaptor.transform(x)
-        x = normalize_rows(x[:, :dim])  # (n, dim): truncate, renormalise
+        x = truncate(x, dim)  # (n, dim): cut, renormalise
         data = [Embedding(index=i, embedding=_encode_vector(v, req.encoding_format)) for i, v in enumerate(x)]
         tokens = state.count_tokens(texts)
         return EmbeddingResponse(data=data, model=req.model or state.model_name or "mrl",

@@ -28,7 +28,8 @@ from torch import Tensor, nn
 from mrl.data.pairs import Pairs
 from mrl.data.parallel import Parallel
 from mrl.errors import MrlError
-from mrl.losses import DistillKL, DistillMSE, InfoNCE, MatryoshkaLoss, Term, default_dims, validate_dims
+from mrl.losses import DistillKL, DistillMSE, InfoNCE, MatryoshkaLoss, Term
+from mrl.prefix import check_dims, default_dims
 from mrl.training import teacher as teachers
 from mrl.training.config import TrainConfig
 
@@ -101,7 +102,7 @@ def build_objective(cfg: TrainConfig, full_dim: int, pairs: Pairs | None, parall
                     device: str | None = None, say: Callable[[str], None] | None = None,
                     barrier: Callable[[], None] | None = None) -> Objective:
     """The objective ``cfg`` asks for; a teacher model encodes what it must (once, cached) here."""
-    dims, weights = validate_dims(list(cfg.dims) if cfg.dims else default_dims(full_dim),
+    dims, weights = check_dims(list(cfg.dims) if cfg.dims else default_dims(full_dim),
                                   list(cfg.weights) if cfg.weights else None, full_dim)
     kind = distill_kind(cfg)
     weight = cfg.resolved_distill_weight

@@ -31,8 +31,8 @@ from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
 from mrl.index.ids import check_ids
 from mrl.index.qdrant.engines import Stage, VectorSpec
-from mrl.index.segment import normalize_rows
 from mrl.index.work import Work
+from mrl.prefix import truncate
 from mrl.vectors import check_vectors
 
 FORMAT = "mrl-qdrant"
@@ -298,7 +298,7 @@ class QdrantIndex:
         names = [(v.name, v.size) for v in layout(self.specs, self.rescore_dims)]
         for start in range(0, n, BATCH):
             x = np.asarray(vectors[start : start + BATCH], np.float32)
-            prefixes = {name: normalize_rows(x[:, :d]).tolist() for name, d in names}
+            prefixes = {name: truncate(x, d).tolist() for name, d in names}
             points = [(point_ids[start + i], {name: prefixes[name][i] for name, _ in names}, payloads[start + i])
                       for i in range(len(x))]
             try:  # each batch is one WAL entry / request: applied whole or not at all, also across a kill
@@ -339,7 +339,7 @@ class QdrantIndex:
 
 
 def _prefix(q: np.ndarray, d: int) -> list[float]:
-    return normalize_rows(q[None, :d])[0].tolist()
+    return truncate(q, d).tolist()
 
 
 def _keys(ids: Any, n: int) -> np.ndarray | None:
