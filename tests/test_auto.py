@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 
 from mrl.cli.main import app
 from mrl.errors import MrlError
-from mrl.index import MrlIndex, auto
-from mrl.index.auto import auto_first_stages, parse_size, resolve_first_stages
+from mrl.index import MrlIndex
+from mrl.index.first_stages import auto
+from mrl.index.first_stages.auto import auto_first_stages, parse_size, resolve_first_stages
 from mrl.index.tune import per_query_recall, tune
 
 

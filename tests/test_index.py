@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mrl.errors import MrlError
-from mrl.index import MrlIndex, first_stage, parse_cascade, parse_first_stage
+from mrl.index import MrlIndex, parse_cascade, parse_first_stage
+from mrl.index.first_stages import structures as first_stage
 from mrl.index.tune import lower_bound, pick, recall_at_k, tied_truth, true_neighbours, tune, write_report
 from mrl.prefix import unit_rows
 

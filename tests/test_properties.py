@@ -16,7 +16,9 @@ from mrl.data.beir import load_beir
 from mrl.data.pairs import load_pairs
 from mrl.errors import MrlError
 from mrl.index import MrlIndex, parse_cascade
-from mrl.index.cascade import FIRST_STAGE_KINDS, WIDTH_KINDS, Cascade
+from mrl.index.cascade import Cascade
+from mrl.index.first_stages.kinds import NAMES as FIRST_STAGE_KINDS
+from mrl.index.first_stages.kinds import WIDTH_KINDS
 
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

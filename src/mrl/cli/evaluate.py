@@ -66,11 +66,11 @@ def eval_command(
             raise MrlError(f"--baseline {b!r} is unknown (choose from: {', '.join(BASELINES)})")
     if "adaptor" in baselines and adaptor is None:
         raise MrlError("--baseline adaptor needs --adaptor ADAPTOR (a folder from mrl adapt fit)")
-    from mrl.eval.precision import check_dims, parse_precisions
+    from mrl.eval.precision import check_precision_dims, parse_precisions
 
     precisions = parse_precisions(precision)
     if dim_list is not None:
-        check_dims(precisions, dim_list)
+        check_precision_dims(precisions, dim_list)
     fitted = Adaptor.load(adaptor) if adaptor is not None else None
     if select is not None and not 0 < select <= 1:
         raise MrlError(f"--select takes a fraction in (0, 1], got {select}")

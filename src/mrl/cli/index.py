@@ -139,7 +139,7 @@ def build_command(
 ) -> None:
     """Build an index from a BEIR corpus (encoded with --model) or from precomputed vectors."""
     from mrl.index import MrlIndex
-    from mrl.index.auto import parse_size, resolve_first_stages
+    from mrl.index.first_stages.auto import parse_size, resolve_first_stages
 
     budget = parse_size(ram_budget) if ram_budget is not None else None
     if backend != "mrl" and (budget is not None or "auto" in (first_stage or [])):

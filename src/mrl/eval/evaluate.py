@@ -11,7 +11,7 @@ import numpy as np
 from mrl.adapt.base import Adaptor, fit_pca
 from mrl.data.beir import BeirDataset
 from mrl.errors import MrlError
-from mrl.eval.precision import RESCORE_SHORTLIST, RESCORED, check_dims, parse_precisions, ranked_all
+from mrl.eval.precision import RESCORE_SHORTLIST, RESCORED, check_precision_dims, parse_precisions, ranked_all
 from mrl.eval.report import EvalReport
 from mrl.metrics import mrr_at_k, ndcg_at_k, recall_at_k
 from mrl.prefix import exact_top_k as exact_search
@@ -95,7 +95,7 @@ def evaluate_embeddings(
         aq, ab = adaptor.transform(xq), adaptor.transform(xb)
         results[name] = {d: score_run(truncate(aq, d), truncate(ab, d), qids, doc_ids, qrels) for d in dims}
     quantised = [p for p in parse_precisions(",".join(precisions)) if p != "float32"]
-    check_dims(quantised, dims)
+    check_precision_dims(quantised, dims)
     for p in quantised:
         results[p], results[p + RESCORED] = {}, {}
         for d in dims:  # one structure per (precision, dim) serves the codes alone and the rescore

@@ -20,9 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from mrl.errors import MrlError
+from mrl.index.first_stages.kinds import PRECISIONS as KINDS_BY_PRECISION
+from mrl.prefix import top_k
 
-PRECISIONS = ("float32", "int8", "binary")
-BYTES_PER_DIM = {"float32": 4.0, "int8": 1.0, "binary": 0.125}
+PRECISIONS = tuple(KINDS_BY_PRECISION)  # float32, int8, binary: the first-stage kinds that are precisions
 RESCORE_SHORTLIST = 100
 RESCORED = "+rescore"
 
@@ -48,14 +49,15 @@ def is_precision_method(method: str) -> bool:
 
 def bytes_per_vector(precision: str, dim: int) -> float:
     """RAM per vector of ``dim`` dims at ``precision`` (a ``+rescore`` variant costs its codes)."""
-    return BYTES_PER_DIM[base_precision(precision)] * dim
+    return KINDS_BY_PRECISION[base_precision(precision)].bytes_per_vector(dim)
 
 
-def check_dims(precisions: list[str], dims: list[int]) -> None:
-    if "binary" in precisions:
-        odd = [d for d in dims if d % 8]
+def check_precision_dims(precisions: list[str], dims: list[int]) -> None:
+    for p in precisions:
+        step = KINDS_BY_PRECISION[p].dim_multiple
+        odd = [d for d in dims if d % step]
         if odd:
-            raise MrlError(f"--precision binary packs 8 dims per byte: dim {odd[0]} is not a multiple of 8")
+            raise MrlError(f"--precision {p} packs {step} dims per byte: dim {odd[0]} is not a multiple of {step}")
 
 
 def ranked(xq: np.ndarray, xb: np.ndarray, precision: str, depth: int, rescore: int | None) -> np.ndarray:
@@ -67,10 +69,10 @@ def ranked(xq: np.ndarray, xb: np.ndarray, precision: str, depth: int, rescore: 
 def ranked_all(xq: np.ndarray, xb: np.ndarray, precision: str, depth: int,
                rescores: list[int | None]) -> list[np.ndarray]:
     """:func:`ranked` for several rescore shortlists, from one structure and one search."""
-    from mrl.index import first_stage
-    from mrl.index.cascade import FirstStageSpec
+    from mrl.index.first_stages import structures as first_stage
+    from mrl.index.first_stages.kinds import FirstStageSpec
 
-    spec = FirstStageSpec(precision, xb.shape[1])
+    spec = FirstStageSpec(KINDS_BY_PRECISION[precision].name, xb.shape[1])
     index = first_stage.build(spec, xb)
     depth = min(depth, len(xb))
     rows = first_stage.search(spec, index, xq, max([depth, *[r or 0 for r in rescores]]))[1]  # (nq, R), best first
@@ -81,5 +83,4 @@ def _rescored(xq: np.ndarray, xb: np.ndarray, rows: np.ndarray, depth: int) -> n
     safe = np.where(rows >= 0, rows, 0)
     scores = np.einsum("qd,qrd->qr", xq, xb[safe])
     scores[rows < 0] = -np.inf
-    order = np.lexsort((rows, -scores), axis=1)[:, :depth]  # float score desc, then row
-    return np.take_along_axis(rows, order, axis=1)
+    return top_k(scores.astype(np.float32), rows, depth)[1]

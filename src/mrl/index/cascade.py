@@ -25,21 +25,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from mrl.errors import MrlError
+from mrl.index.first_stages.kinds import (
+    WIDTH_KINDS,
+    FirstStageSpec,
+    check_dim_multiple,
+    kind,
+    parse_first_stage,
+    positive_int,
+)
+
+__all__ = ["Cascade", "FirstStageSpec", "parse_cascade", "parse_first_stage", "resolve_plan"]
 
 GATE_SUFFIX = "@gate"
-FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw", "ivf8", "ivfpq", "rabitq")
-WIDTH_KINDS = ("hnsw", "ivf8", "ivfpq", "rabitq")  # first stages whose search width can be set
-
-
-@dataclass(frozen=True)
-class FirstStageSpec:
-    """A first-stage structure over the ``dim``-prefix: ``kind@dim`` (e.g. ``hnsw@64``)."""
-
-    kind: str
-    dim: int
-
-    def __str__(self) -> str:
-        return f"{self.kind}@{self.dim}"
 
 
 @dataclass(frozen=True)
@@ -68,23 +65,8 @@ class Cascade:
         return self.stages[0]
 
 
-def parse_first_stage(text: str, full_dim: int | None = None) -> FirstStageSpec:
-    """``"int8@64"`` -> ``FirstStageSpec("int8", 64)``; the error names the bad part."""
-    kind, sep, dim_text = text.strip().partition("@")
-    if not sep:
-        raise MrlError(f"first stage {text!r}: expected KIND@DIM, e.g. int8@64 (kinds: {', '.join(FIRST_STAGE_KINDS)})")
-    if kind not in FIRST_STAGE_KINDS:
-        raise MrlError(f"first stage {text!r}: unknown kind {kind!r} (expected one of {', '.join(FIRST_STAGE_KINDS)})")
-    dim = _positive_int(dim_text, f"first stage {text!r}: dimension")
-    if full_dim is not None and dim > full_dim:
-        raise MrlError(f"first stage {text!r}: dimension {dim} exceeds the vectors' dimension {full_dim}")
-    if kind == "binary" and dim % 8:
-        raise MrlError(f"first stage {text!r}: binary codes need a dimension divisible by 8")
-    return FirstStageSpec(kind, dim)
-
-
 def parse_cascade(text: str, full_dim: int | None = None) -> Cascade:
-    """Parse and validate ``[KIND@]DIM:SHORTLIST,...``.
+    """Parse and validate ``[KIND@]DIM:SHORTLIST[/WIDTH],DIM:SHORTLIST,...[@gate]``.
 
     Raises:
         MrlError: dims that do not increase or exceed ``full_dim``, shortlists that grow
@@ -100,41 +82,48 @@ def parse_cascade(text: str, full_dim: int | None = None) -> Cascade:
     if gated and len(items) < 2:
         raise MrlError(f"cascade {text!r}: a gate decides how much the next stage rescores, so a gated cascade "
                        "needs a rescoring stage, e.g. int8@64:2000,384:10@gate")
-    kind: str | None = None
-    width: int | None = None
-    stages: list[tuple[int, int]] = []
-    for i, item in enumerate(items):
-        if "@" in item:
-            if i:
-                raise MrlError(f"cascade {text!r}: only the first stage names a kind ({item!r})")
-            kind, _, item = item.partition("@")
-            if kind not in FIRST_STAGE_KINDS:
-                raise MrlError(f"cascade {text!r}: unknown first-stage kind {kind!r} "
-                               f"(expected one of {', '.join(FIRST_STAGE_KINDS)})")
-        dim_text, sep, n_text = item.partition(":")
-        if not sep:
-            raise MrlError(f"cascade {text!r}: {item!r} is not DIM:SHORTLIST")
-        n_text, slash, width_text = n_text.partition("/")
-        if slash:
-            if i:
-                raise MrlError(f"cascade {text!r}: only the first stage takes a search width ({item!r})")
-            width = _positive_int(width_text, f"cascade {text!r}: search width")
-            if kind is not None and kind not in WIDTH_KINDS:
-                raise MrlError(f"cascade {text!r}: a {kind} first stage has no search width "
-                               f"(only {', '.join(WIDTH_KINDS)} do)")
-        dim = _positive_int(dim_text, f"cascade {text!r}: dimension")
-        n = _positive_int(n_text, f"cascade {text!r}: shortlist")
-        if stages and (dim < stages[-1][0] or (dim == stages[-1][0] and len(stages) > 1)):
-            raise MrlError(f"cascade {text!r}: dimensions must increase ({stages[-1][0]} then {dim}; only the "
-                           "second stage may repeat the first's, to rescore its approximate scores exactly)")
-        if stages and n > stages[-1][1]:
-            raise MrlError(f"cascade {text!r}: a shortlist cannot grow ({stages[-1][1]} then {n})")
-        if full_dim is not None and dim > full_dim:
-            raise MrlError(f"cascade {text!r}: dimension {dim} exceeds the vectors' dimension {full_dim}")
-        stages.append((dim, n))
-    if kind == "binary" and stages[0][0] % 8:
-        raise MrlError(f"cascade {text!r}: binary codes need a dimension divisible by 8")
-    return Cascade(kind, tuple(stages), width, gated)
+    name, width, first = _first_item(text, items[0])
+    stages = [first]
+    for item in items[1:]:
+        if "@" in item or "/" in item:
+            what = "names a kind" if "@" in item else "takes a search width"
+            raise MrlError(f"cascade {text!r}: only the first stage {what} ({item!r})")
+        stages.append(_stage(text, item, stages))
+    for d, _ in stages:
+        if full_dim is not None and d > full_dim:
+            raise MrlError(f"cascade {text!r}: dimension {d} exceeds the vectors' dimension {full_dim}")
+    if name is not None:
+        check_dim_multiple(kind(name), stages[0][0], f"cascade {text!r}")
+    return Cascade(name, tuple(stages), width, gated)
+
+
+def _first_item(text: str, item: str) -> tuple[str | None, int | None, tuple[int, int]]:
+    """``[KIND@]DIM:SHORTLIST[/WIDTH]`` -> (kind, width, (dim, shortlist))."""
+    name: str | None = None
+    if "@" in item:
+        name, _, item = item.partition("@")
+        kind(name, f"cascade {text!r}")
+    item, slash, width_text = item.partition("/")
+    width = positive_int(width_text, f"cascade {text!r}: search width") if slash else None
+    if width is not None and name is not None and not kind(name).width:
+        raise MrlError(f"cascade {text!r}: a {name} first stage has no search width "
+                       f"(only {', '.join(WIDTH_KINDS)} do)")
+    return name, width, _stage(text, item, [])
+
+
+def _stage(text: str, item: str, before: list[tuple[int, int]]) -> tuple[int, int]:
+    """``DIM:SHORTLIST`` after the stages ``before``: dims increase, shortlists do not grow."""
+    dim_text, sep, n_text = item.partition(":")
+    if not sep:
+        raise MrlError(f"cascade {text!r}: {item!r} is not DIM:SHORTLIST")
+    dim = positive_int(dim_text, f"cascade {text!r}: dimension")
+    n = positive_int(n_text, f"cascade {text!r}: shortlist")
+    if before and (dim < before[-1][0] or (dim == before[-1][0] and len(before) > 1)):
+        raise MrlError(f"cascade {text!r}: dimensions must increase ({before[-1][0]} then {dim}; only the "
+                       "second stage may repeat the first's, to rescore its approximate scores exactly)")
+    if before and n > before[-1][1]:
+        raise MrlError(f"cascade {text!r}: a shortlist cannot grow ({before[-1][1]} then {n})")
+    return dim, n
 
 
 def check_k(k: object, count: int) -> None:
@@ -160,13 +149,3 @@ def resolve_plan(cascade: str | Cascade | None, k: int, default: Cascade, dim: i
             raise MrlError(f"k={k} exceeds the last shortlist of cascade {plan} ({plan.stages[-1][1]})")
     width = min(plan.width, count) if plan.width is not None else None
     return Cascade(plan.kind, tuple((d, min(n, count)) for d, n in plan.stages), width, plan.gated)
-
-
-def _positive_int(text: str, what: str) -> int:
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise MrlError(f"{what} {text.strip()!r} is not an integer") from None
-    if value <= 0:
-        raise MrlError(f"{what} must be positive, got {value}")
-    return value

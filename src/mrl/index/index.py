@@ -20,11 +20,9 @@ import numpy as np
 
 from mrl.adapt.base import Adaptor
 from mrl.errors import MrlError
-from mrl.index import first_stage, storage
-from mrl.index.auto import resolve_first_stages
+from mrl.index import storage
 from mrl.index.base import SearchResult
 from mrl.index.cascade import (
-    WIDTH_KINDS,
     Cascade,
     FirstStageSpec,
     check_k,
@@ -32,6 +30,9 @@ from mrl.index.cascade import (
     parse_first_stage,
     resolve_plan,
 )
+from mrl.index.first_stages import kinds
+from mrl.index.first_stages import structures as first_stage
+from mrl.index.first_stages.auto import resolve_first_stages
 from mrl.index.funnel import run_gated, run_stages
 from mrl.index.gate import Gate
 from mrl.index.ids import check_ids
@@ -360,8 +361,8 @@ class MrlIndex:
     def _first_spec(self, kind: str | None, d: int, width: int | None) -> FirstStageSpec | None:
         """:meth:`_spec_for`, also checking that a given search width applies to that structure."""
         spec = self._spec_for(kind, d)
-        if width is not None and (spec is None or spec.kind not in WIDTH_KINDS):
-            raise MrlError(f"a search width applies to {', '.join(WIDTH_KINDS)} first stages, "
+        if width is not None and (spec is None or not kinds.kind(spec.kind).width):
+            raise MrlError(f"a search width applies to {', '.join(kinds.WIDTH_KINDS)} first stages, "
                            f"not to {spec or f'exact@{d}'}")
         return spec
 

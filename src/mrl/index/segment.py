@@ -10,8 +10,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from mrl.index import first_stage, storage
+from mrl.index import storage
 from mrl.index.cascade import FirstStageSpec, parse_first_stage
+from mrl.index.first_stages import structures as first_stage
 from mrl.prefix import cast_into, row_norms, truncate, unit_rows
 
 BLOCK = 65_536  # rows per block when streaming vectors

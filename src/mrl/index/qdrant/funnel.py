@@ -29,6 +29,7 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
+from mrl.index.first_stages.kinds import kind, require
 from mrl.index.ids import check_ids
 from mrl.index.qdrant.engines import Stage, VectorSpec
 from mrl.index.work import Work
@@ -37,18 +38,13 @@ from mrl.vectors import check_vectors
 
 FORMAT = "mrl-qdrant"
 VERSION = 1
-KINDS = ("exact", "int8", "binary", "hnsw")  # inverted files (ivf8, ivfpq, rabitq) are faiss structures
+FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw")  # inverted files (ivf8, ivfpq, rabitq) are faiss structures
 BATCH = 512  # points per upsert (one WAL entry / one request)
 REFRESH_S = 1.0  # a server's description is re-read at most this often
 
 
 def _vector_name(spec: FirstStageSpec) -> str:
     return f"{spec.kind}-{spec.dim}"
-
-
-def _bytes_per_vector(spec: FirstStageSpec, hnsw_m: int) -> float:
-    return {"exact": 4.0 * spec.dim, "int8": float(spec.dim), "binary": spec.dim / 8,
-            "hnsw": spec.dim + 8.0 * hnsw_m}[spec.kind]
 
 
 def _hash_id(key: str) -> int:
@@ -102,9 +98,7 @@ class QdrantIndex:
         vectors = check_vectors(vectors, None, "vectors", scan=True)
         n, dim = vectors.shape
         specs = [parse_first_stage(s, dim) for s in (first_stages or [f"int8@{min(64, dim)}"])]
-        bad = [str(s) for s in specs if s.kind not in KINDS]
-        if bad:
-            raise MrlError(f"first stage {bad[0]}: the qdrant backends build {', '.join(KINDS)} first stages")
+        require(specs, FIRST_STAGE_KINDS, "qdrant")
         if len(set(specs)) != len(specs):
             raise MrlError(f"first stages {[str(s) for s in specs]}: listed twice")
         dims = sorted({int(d) for d in rescore_dims} if rescore_dims else
@@ -171,7 +165,7 @@ class QdrantIndex:
         plan = self.plan(cascade, k)
         spec = self._spec(plan.kind, plan.first[0])
         if work is not None:
-            code = {"exact": 4.0, "int8": 1.0, "binary": 0.125}.get(spec.kind, 1.0) * spec.dim
+            code = kind(spec.kind).code_bytes(spec.dim)
             ones = np.ones(len(xq))
             work.record(0, str(spec), spec.dim, ones * plan.first[1], ones * plan.first[1] * code, counted=False)
             for i, ((d, _), (_, n_prev)) in enumerate(zip(plan.stages[1:], plan.stages), start=1):
@@ -215,7 +209,8 @@ class QdrantIndex:
 
     def stats(self) -> dict[str, Any]:
         m = self.meta
-        stages = {str(s): {"bytes_per_vector": _bytes_per_vector(s, m["hnsw_m"])} for s in self.specs}
+        stages = {str(s): {"bytes_per_vector": kind(s.kind).bytes_per_vector(s.dim, hnsw_m=m["hnsw_m"])}
+                  for s in self.specs}
         return {"path": self.engine.where(), "backend": self.engine.kind, "model": m["model"], "count": self.count,
                 "dim": self.dim, "id_kind": m["id_kind"], "generation": m["generation"],
                 "default_cascade": m["default_cascade"], "first_stages": stages, "rescore_dims": self.rescore_dims,

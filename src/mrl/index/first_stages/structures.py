@@ -1,22 +1,4 @@
-"""First-stage structures over a normalised prefix, all backed by faiss.
-
-========  ==========================================  ===========================
-kind      structure                                   resident bytes per vector
-========  ==========================================  ===========================
-exact     ``IndexFlatIP`` (float32, BLAS for batches)  4 d
-int8      ``IndexScalarQuantizer`` QT_8bit             d
-binary    ``IndexBinaryFlat`` on sign bits (Hamming)   d / 8
-hnsw      ``IndexHNSWSQ`` (int8 codes + graph)         d + about 8 M
-ivf8      ``IndexIVFScalarQuantizer``: the int8 codes  d + 8 + centroids
-          of ``int8`` in inverted lists, 8-byte ids,
-          a coarse quantiser of about 8 sqrt(n) lists
-ivfpq     ``IndexIVFPQ`` (d/8-byte PQ codes, 8-byte    d / 8 + 8 + centroids
-          ids, sqrt-sized coarse quantiser)
-rabitq    ``IndexIVFRaBitQ``: 1 bit per dim plus two  d / 8 + 16 + centroids
-          float factors (RaBitQ estimates of the
-          inner product, the query quantised to 4
-          bits), 8-byte ids, the same coarse quantiser
-========  ==========================================  ===========================
+"""The faiss structures of the first stages on the mrl backend (kinds: :mod:`.kinds`).
 
 rabitq is faiss's plain RaBitQ scan, not its SIMD fast-scan variant: on 1M x 768 the plain scan
 with 4-bit queries (faiss's default ``qb``) was 15-35% faster at the same recall and needs no
@@ -46,7 +28,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from mrl.index.cascade import FirstStageSpec
+from mrl.index.first_stages.kinds import FirstStageSpec, kind, nlist
 
 TRAIN_SAMPLE = 100_000  # vectors used to fit the int8 ranges (inverted files: at least 25 per list)
 IVF_MIN = 20_000  # smallest segment that gets a trained inverted file (ivfpq, rabitq)
@@ -76,25 +58,7 @@ def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = 16, ef_constructio
         if len(xb):
             index.add(np.packbits(xb > 0, axis=1))
         return index
-    if spec.kind == "exact":
-        index = faiss.IndexFlatIP(d)
-    elif spec.kind == "int8":
-        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-    elif spec.kind == "hnsw":
-        index = faiss.IndexHNSWSQ(d, faiss.ScalarQuantizer.QT_8bit, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = ef_construction
-    elif spec.kind == "ivf8" and len(xb) >= IVF_MIN:  # codes of the whole vector, as int8 stores them
-        index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(d), d, _nlist(len(xb)), faiss.ScalarQuantizer.QT_8bit,
-                                              faiss.METRIC_INNER_PRODUCT, False)
-    elif spec.kind == "ivfpq" and len(xb) >= IVF_MIN:
-        m = next(m for m in range(max(1, d // 8), 0, -1) if d % m == 0)  # ~1 byte per 8 dims
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, _nlist(len(xb)), m, 8, faiss.METRIC_INNER_PRODUCT)
-    elif spec.kind == "rabitq" and len(xb) >= IVF_MIN:
-        index = faiss.IndexIVFRaBitQ(faiss.IndexFlatIP(d), d, _nlist(len(xb)), faiss.METRIC_INNER_PRODUCT)
-    elif spec.kind in ("ivf8", "ivfpq", "rabitq"):
-        index = faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-    else:  # parse_first_stage rejects anything else
-        raise ValueError(spec.kind)
+    index = _make(faiss, spec.kind, d, len(xb), hnsw_m, ef_construction)
     if not index.is_trained:
         if len(xb):
             rng = np.random.default_rng(seed)
@@ -108,6 +72,26 @@ def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = 16, ef_constructio
     if hasattr(index, "nlist"):
         _fp16_coarse_quantizer(index)
     return index
+
+
+def _make(faiss: Any, name: str, d: int, n: int, hnsw_m: int, ef_construction: int) -> Any:
+    """An empty faiss structure of kind ``name``; an inverted file below ``IVF_MIN`` vectors is a flat int8 one."""
+    ip, qt8 = faiss.METRIC_INNER_PRODUCT, faiss.ScalarQuantizer.QT_8bit
+    if kind(name).inverted and n >= IVF_MIN:
+        coarse = faiss.IndexFlatIP(d)
+        if name == "ivf8":  # the codes of the whole vector, as int8 stores them
+            return faiss.IndexIVFScalarQuantizer(coarse, d, nlist(n), qt8, ip, False)
+        if name == "ivfpq":
+            m = next(m for m in range(max(1, d // 8), 0, -1) if d % m == 0)  # ~1 byte per 8 dims
+            return faiss.IndexIVFPQ(coarse, d, nlist(n), m, 8, ip)
+        return faiss.IndexIVFRaBitQ(coarse, d, nlist(n), ip)
+    if name == "exact":
+        return faiss.IndexFlatIP(d)
+    if name == "hnsw":
+        index = faiss.IndexHNSWSQ(d, qt8, hnsw_m, ip)
+        index.hnsw.efConstruction = ef_construction
+        return index
+    return faiss.IndexScalarQuantizer(d, qt8, ip)  # int8, and inverted files too small to train
 
 
 def _fp16_coarse_quantizer(index: Any) -> None:
@@ -128,14 +112,6 @@ def _fp16_coarse_quantizer(index: Any) -> None:
     quantizer.this.disown()  # the inverted file owns and frees it
     index.quantizer = quantizer
     index.own_fields = True
-
-
-def _nlist(n: int) -> int:
-    # 8 sqrt(n) to the nearest power of two: 8,192 lists at 1M vectors. Finer lists hold the
-    # true neighbours in fewer codes: on 1M x 768, rabitq@512 reaches recall 0.95 after the
-    # rerank with ~128 of 4,096 lists but ~48-64 of 8,192, about half the codes scanned
-    # (docs/benchmarks.md).
-    return 1 << int(np.round(np.log2(8 * np.sqrt(n))))
 
 
 def save(index: Any, path: Path) -> None:
@@ -187,7 +163,7 @@ def search(
         scores = spec.dim - 2 * dist.astype(np.float32)
         return scores, rows.astype(np.int64)
     params = None
-    if spec.kind == "hnsw":  # per call, so concurrent searches do not share a setting
+    if kind(spec.kind).graph:  # per call, so concurrent searches do not share a setting
         params = _faiss().SearchParametersHNSW(efSearch=max(n, width or 16))
     elif hasattr(index, "nlist"):  # by default probe enough lists to read ~PROBE_FACTOR x n codes
         nprobe = width or max(MIN_PROBE, int(np.ceil(PROBE_FACTOR * n * index.nlist / index.ntotal)))

@@ -22,11 +22,11 @@ import os
 import re
 
 from mrl.errors import MrlError
+from mrl.index.first_stages.kinds import KINDS
 
 FLAT_MAX = 200_000  # from here an inverted file beats a flat scan of 64-dim int8 codes
 DEFAULT_MAX_BYTES = 256.0  # per vector, when no budget is given
 PREFIXES = (256, 128, 64)
-ID_BYTES = 8
 
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "m": 1e6, "mb": 1e6, "g": 1e9, "gb": 1e9, "t": 1e12, "tb": 1e12,
           "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40}
@@ -54,13 +54,6 @@ def bytes_per_vector_budget(n: int, ram_budget: float | None) -> float:
     return min(DEFAULT_MAX_BYTES, memory / 4 / max(n, 1)) if memory else DEFAULT_MAX_BYTES
 
 
-def centroid_bytes(n: int, p: int) -> float:
-    """float16 centroids of about 8 sqrt(n) lists, per vector."""
-    from mrl.index.first_stage import _nlist
-
-    return 2.0 * p * _nlist(n) / max(n, 1)
-
-
 def auto_first_stages(n: int, dim: int, ram_budget: float | None = None) -> list[str]:
     """The first stages ``--first-stage auto`` builds for ``n`` vectors of ``dim`` dims."""
     budget = bytes_per_vector_budget(n, ram_budget)
@@ -72,9 +65,9 @@ def auto_first_stages(n: int, dim: int, ram_budget: float | None = None) -> list
                            "budget or name a first stage (e.g. --first-stage binary@256)")
         return [f"int8@{flat}"]
     for p in PREFIXES:
-        if p <= max(dim // 2, flat) and p + ID_BYTES + centroid_bytes(n, p) <= budget:
+        if p <= max(dim // 2, flat) and KINDS["ivf8"].bytes_per_vector(p, n) <= budget:
             return [f"ivf8@{p}"]
-    smallest = flat + ID_BYTES + centroid_bytes(n, flat)
+    smallest = KINDS["ivf8"].bytes_per_vector(flat, n)
     raise MrlError(f"--ram-budget: {budget * n:.0f} B for {n} vectors is {budget:.1f} B per vector, below the "
                    f"{smallest:.1f} B of the smallest automatic first stage (ivf8@{flat}); pass a larger budget "
                    "or name a first stage (e.g. --first-stage binary@512 keeps 64 B per vector)")
