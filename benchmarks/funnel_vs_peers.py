@@ -1,7 +1,7 @@
 """Funnel search vs its peers, single thread: recall@k against exact search, latency, memory, build time.
 
 Recall@k counts a returned vector as a true neighbour when it is in the exact top-k or ties the
-k-th's score (within 1e-6: a duplicate document), for every method alike (mrl.index.tune.tied_truth).
+k-th's score (within 1e-6: a duplicate document), for every method alike (mrl.index.tuning.recall.tied_truth).
 
 Peers, all on the same unit-normalised vectors:
   exact        faiss IndexFlatIP on the full D (the reference and the ground truth)
@@ -50,9 +50,11 @@ import numpy as np  # noqa: E402
 
 from mrl.errors import MrlError  # noqa: E402
 from mrl.index import MrlIndex  # noqa: E402
-from mrl.index.adaptive import tune_adaptive  # noqa: E402
 from mrl.index.cascade import parse_cascade  # noqa: E402
-from mrl.index.tune import TIE_EXTRA, describe_outcomes, pick, recall_at_k, tied_truth, tune  # noqa: E402
+from mrl.index.tuning.adaptive import tune_adaptive  # noqa: E402
+from mrl.index.tuning.recall import TIE_EXTRA, recall_at_k, tied_truth  # noqa: E402
+from mrl.index.tuning.report import describe_outcomes  # noqa: E402
+from mrl.index.tuning.tune import pick, tune  # noqa: E402
 from mrl.index.work import Work  # noqa: E402
 from mrl.prefix import unit_rows  # noqa: E402
 

@@ -16,10 +16,9 @@ import argparse
 import numpy as np
 
 from mrl.index import MrlIndex
-from mrl.index.adaptive import level_data
 from mrl.index.cascade import parse_cascade
-from mrl.index.gate import ladder
-from mrl.index.tune import per_query_recall, true_neighbours
+from mrl.index.tuning.adaptive import ladder, level_data
+from mrl.index.tuning.recall import per_query_recall, true_neighbours
 from mrl.prefix import unit_rows
 
 

@@ -11,7 +11,8 @@ from mrl.errors import MrlError
 from mrl.index import MrlIndex
 from mrl.index.first_stages import auto
 from mrl.index.first_stages.auto import auto_first_stages, parse_size, resolve_first_stages
-from mrl.index.tune import per_query_recall, tune
+from mrl.index.tuning.recall import per_query_recall
+from mrl.index.tuning.tune import tune
 
 
 def clusters(n: int, d: int, spread: float, seed: int, per_cluster: int = 100) -> np.ndarray:
@@ -61,8 +62,8 @@ def test_default_build_then_tune_meets_the_target_on_held_out_queries(tmp_path, 
     xb = clusters(30_000, 128, spread, seed=1)
     tuning, held_out = clusters(300, 128, spread, seed=2), clusters(200, 128, spread, seed=3)
     index = MrlIndex.build(tmp_path / "i", xb, dtype="float32")  # no first stages named: auto
-    assert index.manifest["first_stages"] == ["ivf8@64"]
-    assert index.segments[0].structure(index.specs[0]).nlist == 1024
+    assert index.manifest.first_stages == ("ivf8@64",)
+    assert index.rows.segments[0].structure(index.specs[0]).nlist == 1024
     outcomes: dict = {}
     best, _ = tune(index, k=10, target_recall=0.97, queries=tuning, n_single=2, outcomes=outcomes)
     assert best is not None and outcomes["ivf8@64/2"]["status"] == "met", outcomes
@@ -81,7 +82,7 @@ def test_build_cli_takes_auto_and_a_ram_budget_and_names_bad_budgets(tmp_path):
 
     code, out = run("--out", tmp_path / "a", "--first-stage", "auto", "--ram-budget", "1MB")
     assert code == 0, out
-    assert MrlIndex.open(tmp_path / "a").manifest["first_stages"] == ["int8@64"]
+    assert MrlIndex.open(tmp_path / "a").manifest.first_stages == ("int8@64",)
     code, out = run("--out", tmp_path / "b", "--ram-budget", "10KB")
     assert code != 0 and "5.0 B per vector, below the 64 B" in out and not (tmp_path / "b").exists()
     code, out = run("--out", tmp_path / "c", "--ram-budget", "lots")
@@ -94,7 +95,7 @@ def test_build_cli_takes_auto_and_a_ram_budget_and_names_bad_budgets(tmp_path):
 
 def test_widening_an_inverted_file_doubles_the_lists_and_the_shortlist(tmp_path):
     from mrl.index.cascade import parse_cascade
-    from mrl.index.tune import _wider
+    from mrl.index.tuning.tune import _wider
 
     index = MrlIndex.build(tmp_path / "i", clusters(20_000, 64, 1.0, seed=5), first_stages=["ivf8@32"])
     nlist = index.max_width(index.specs[0])

@@ -11,10 +11,10 @@ from typer.testing import CliRunner
 from mrl.cli.main import app
 from mrl.errors import MrlError
 from mrl.index import MrlIndex
-from mrl.index.adaptive import tune_adaptive
 from mrl.index.cascade import parse_cascade
-from mrl.index.gate import Gate, GateMissesTarget, features, ladder
-from mrl.index.tune import per_query_recall
+from mrl.index.gate import Gate, features
+from mrl.index.tuning.adaptive import GateMissesTarget, ladder, tune_adaptive
+from mrl.index.tuning.recall import per_query_recall
 from mrl.index.work import Work
 
 D = 64
@@ -103,10 +103,9 @@ def test_stats_count_each_querys_own_depth(setup):
     xq = _queries(xb, spectrum, 40, seed=4)
     levels = ladder(320, 10)
     gate = Gate.always_continue("int8@16:320,64:10", 10, levels)
-    scores, rows = index._first_stage(xq, "int8", 16, 320)
     chosen = np.arange(40) % len(levels)
     work = Work()
-    index.gated_rest(xq, 10, parse_cascade("int8@16:320,64:10"), scores, rows, gate, chosen, work)
+    index.search_gated(xq, 10, parse_cascade("int8@16:320,64:10"), gate, chosen, work)
     counts = [q["candidates_rescored"] for q in work.to_dict()["per_query"]]
     assert counts == [levels[c] for c in chosen]
 
@@ -141,12 +140,12 @@ def test_tune_adaptive_from_the_cli_stores_the_gate_and_bad_input_changes_nothin
                                  "--adaptive"])
     assert result.exit_code == 0, result.output
     index = MrlIndex.open(root)
-    assert index.default_cascade.gated and index.gate is not None and index.manifest["tuning"]["adaptive"]
+    assert index.default_cascade.gated and index.gate is not None and index.manifest.tuning["adaptive"]
     assert index.verify() == []
     found = index.search(_queries(xb, spectrum, 50, seed=7), 10)  # the default: gated
     assert found.ids.shape == (50, 10) and (found.ids >= 0).all()
     # another version of the gate file, then a missing one: named
-    gate_file = root / index.manifest["gate"]["path"]
+    gate_file = root / index.manifest.gate["path"]
     doc = json.loads(gate_file.read_text())
     with pytest.raises(MrlError, match="format version 99"):
         Gate.from_dict({**doc, "version": 99}, "gate")
@@ -193,11 +192,11 @@ def test_a_width_gate_that_always_continues_is_the_fixed_cascade(ivf_setup):
     try:
         gated = index.search(xq, 10, "ivf8@32:200/16,64:10@gate")
         chosen = np.arange(60) % 3  # each query its own width: the fixed cascade at that width
-        scores, rows = index.gated_first_stage(xq, parse_cascade("ivf8@32:200/16,64:10"), index.gate, chosen)
+        per_query = index.search_gated(xq, 10, parse_cascade("ivf8@32:200/16,64:10"), index.gate, chosen)
     finally:
         index.gate = None
     np.testing.assert_array_equal(gated.ids, fixed.ids)
     np.testing.assert_array_equal(gated.scores, fixed.scores)
     for li, width in enumerate((1, 4, 16)):
-        _, expected = index._first_stage(xq[chosen == li], "ivf8", 32, 200, width)
-        np.testing.assert_array_equal(rows[chosen == li], expected)
+        expected = index.search(xq[chosen == li], 10, f"ivf8@32:200/{width},64:10")
+        np.testing.assert_array_equal(per_query.ids[chosen == li], expected.ids)

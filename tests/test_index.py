@@ -11,7 +11,9 @@ import pytest
 from mrl.errors import MrlError
 from mrl.index import MrlIndex, parse_cascade, parse_first_stage
 from mrl.index.first_stages import structures as first_stage
-from mrl.index.tune import lower_bound, pick, recall_at_k, tied_truth, true_neighbours, tune, write_report
+from mrl.index.tuning.recall import lower_bound, recall_at_k, tied_truth, true_neighbours
+from mrl.index.tuning.report import write_report
+from mrl.index.tuning.tune import pick, tune
 from mrl.prefix import unit_rows
 
 D = 64
@@ -80,13 +82,14 @@ def test_shortlists_beyond_the_corpus_are_clamped_to_it(index, data):
 @pytest.mark.parametrize("kind", ["int8", "hnsw", "exact"])
 def test_queries_in_blocks_give_what_one_block_gives(index, data, kind, monkeypatch):
     """Memory per search is bounded by running queries in blocks; blocking changes no result."""
-    import mrl.index.index as module
+    import mrl.index.local as module
+    import mrl.index.segments as rows_module
 
     xb, xq = data
     cascade = f"{kind}@16:300,32:50,{D}:10"
     want = index.search(xq, 10, cascade), index.exact_search(xq, 10)
     monkeypatch.setattr(module, "CANDIDATE_BUDGET", 700)  # 2 queries per block at a 300 shortlist
-    monkeypatch.setattr(module, "SCAN_BUDGET", 3 * (module.BLOCK + 300))
+    monkeypatch.setattr(rows_module, "SCAN_BUDGET", 3 * (rows_module.BLOCK + 300))
     got = index.search(xq, 10, cascade), index.exact_search(xq, 10)
     for (ws, wi), (gs, gi) in zip(want, got):  # equal up to float32 ties (BLAS sums blocks in another order)
         assert_same_ranking(gs, gi, ws, wi)
@@ -101,7 +104,7 @@ def test_float16_store_matches_exact_search_on_what_it_stores(data, tmp_path):
     np.testing.assert_allclose(s, es, atol=1e-6)
     _, ref_i = reference(xb, xq, 10)
     assert recall_at_k(ei, ref_i) > 0.97  # float16 rounding may swap near-ties only
-    assert (tmp_path / "i" / "segments").is_dir() and index.manifest["dtype"] == "float16"
+    assert (tmp_path / "i" / "segments").is_dir() and index.manifest.dtype == "float16"
 
 
 def test_short_cascades_trade_recall_for_work(index, data):
@@ -124,7 +127,7 @@ def test_add_upserts_delete_and_compact_track_a_plain_model(data, tmp_path):
     index = index.delete([0, 1, 5000])
     for i in (0, 1, 5000):
         del store[i]
-    assert index.count == len(store) == 1197 and len(index.segments) == 2
+    assert index.count == len(store) == 1197 and len(index.rows.segments) == 2
 
     def check(ix):
         keys = np.array(sorted(store))
@@ -135,7 +138,7 @@ def test_add_upserts_delete_and_compact_track_a_plain_model(data, tmp_path):
     check(index)
     check(MrlIndex.open(tmp_path / "i"))  # persisted
     compacted = index.compact()
-    assert len(compacted.segments) == 1 and compacted.count == 1197 and compacted.verify() == []
+    assert len(compacted.rows.segments) == 1 and compacted.count == 1197 and compacted.verify() == []
     check(compacted)
     assert not list((tmp_path / "i" / "dead").iterdir())  # tombstones of dropped segments are gone
 
@@ -235,7 +238,7 @@ def test_open_reports_a_missing_or_damaged_index(data, tmp_path):
         MrlIndex.open(tmp_path / "nothing")
     xb, _ = data
     index = MrlIndex.build(tmp_path / "i", xb[:50])
-    seg = index.segments[0].name
+    seg = index.rows.segments[0].name
     ids_file = tmp_path / "i" / "segments" / seg / "ids.npy"
     ids_file.write_bytes(ids_file.read_bytes()[:-8] + b"\x01" * 8)
     assert any("ids.npy: checksum mismatch" in p for p in MrlIndex.open(tmp_path / "i").verify())
@@ -263,7 +266,7 @@ def test_tune_picks_the_cheapest_cascade_that_meets_the_target(data, tmp_path):
     assert report["best"]["cascade"] == best.cascade and len(report["rows"]) == len(rows)
     assert (tmp_path / "report" / "tune.png").read_bytes()[:4] == b"\x89PNG"
     stored = index.set_default_cascade(best.cascade, {"recall": best.recall})
-    assert MrlIndex.open(tmp_path / "i").manifest["default_cascade"] == best.cascade == str(stored.default_cascade)
+    assert MrlIndex.open(tmp_path / "i").manifest.default_cascade == best.cascade == str(stored.default_cascade)
 
 
 @pytest.mark.parametrize("kind", ["ivf8", "ivfpq", "rabitq"])
@@ -271,7 +274,7 @@ def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_fu
     xb, xq = matryoshka_like(20_000, seed=3), matryoshka_like(20, seed=4)
     index = MrlIndex.build(tmp_path / "i", xb, first_stages=[f"{kind}@32", f"{kind}@{D}"], dtype="float32")
     spec = index.specs[0]
-    structure = index.segments[0].structure(spec)
+    structure = index.rows.segments[0].structure(spec)
     assert structure.nlist == 1024  # a trained inverted file, 8 sqrt(n) lists
     es, ei = index.exact_search(xq, 10)
     s, i = index.search(xq, 10, f"{kind}@32:{len(xb)}/1024,{D}:10")  # every list, every vector
@@ -294,12 +297,12 @@ def test_inverted_file_first_stages_train_on_large_segments_and_stay_exact_at_fu
     assert {parse_cascade(r.cascade).width for r in rows} >= {8, 64}  # tune searches widths too
     assert best is not None and parse_cascade(best.cascade).width is not None
     small = index.add(xb[:5] * -1, list(range(50_000, 50_005)))  # a tiny segment: flat int8 inside
-    assert not hasattr(small.segments[1].structure(spec), "nlist")
+    assert not hasattr(small.rows.segments[1].structure(spec), "nlist")
     assert recall_at_k(small.search(-xb[:5], 1, f"{kind}@32:50,64:1")[1], np.arange(50_000, 50_005)[:, None]) == 1
     for fn in (lambda: index.search(xq, 10, "16:100/4,64:10"), lambda: index.set_default_cascade("16:100/4,64:10")):
         with pytest.raises(MrlError, match="width applies to hnsw, ivf8, ivfpq, rabitq first stages, not to exact@16"):
             fn()
-    assert MrlIndex.open(tmp_path / "i").manifest["default_cascade"] == index.manifest["default_cascade"]
+    assert MrlIndex.open(tmp_path / "i").manifest.default_cascade == index.manifest.default_cascade
 
 
 def test_fast_scan_rabitq_from_earlier_versions_is_searched_in_lookup_table_blocks(monkeypatch):
@@ -323,7 +326,7 @@ def test_huge_and_tiny_values_keep_their_direction(tmp_path):
     xb[3] *= 1e37  # values up to ~4e37
     xb[7] *= 1e-41
     index = MrlIndex.build(tmp_path / "i", xb, first_stages=["int8@8"], dtype="float32")
-    stored = index.segments[0].vectors
+    stored = index.rows.segments[0].vectors
     np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-3)
     for row in (3, 7):
         np.testing.assert_allclose(stored[row], xb[row].astype(np.float64) / np.linalg.norm(xb[row].astype(np.float64)),
@@ -336,7 +339,7 @@ def test_tune_widens_a_first_stage_past_its_grid_until_the_target_or_the_budget(
     index = MrlIndex.build(tmp_path / "i", xb, first_stages=["binary@8"], dtype="float32")
     outcomes: dict = {}
     best, rows = tune(index, k=1, target_recall=0.99, queries=xq, n_single=3, outcomes=outcomes)
-    from mrl.index.tune import candidate_cascades
+    from mrl.index.tuning.tune import candidate_cascades
 
     grid_top = max(c.first[1] for c in candidate_cascades(index, 1))
     widened = [r for r in rows if parse_cascade(r.cascade).first[1] > 1000]  # past the grid's 1000 x k
@@ -357,7 +360,7 @@ def test_tune_widens_a_first_stage_past_its_grid_until_the_target_or_the_budget(
 
 
 def test_tune_stops_widening_a_first_stage_whose_recall_no_longer_rises(tmp_path, monkeypatch):
-    import mrl.index.tune as tune_module
+    import mrl.index.tuning.tune as tune_module
 
     xb, xq = matryoshka_like(5_000, seed=10), matryoshka_like(20, seed=11)
     index = MrlIndex.build(tmp_path / "i", xb, first_stages=["binary@8"], dtype="float32")

@@ -48,7 +48,7 @@ def _snapshot(path, xq):
     scores, ids = index.search(xq, 5, f"int8@16:{index.count},{D}:5")
     es, ei = index.exact_search(xq, 5)
     np.testing.assert_array_equal(ids, ei)  # the structures and the vectors agree
-    return index.manifest["generation"], index.count, ids
+    return index.manifest.generation, index.count, ids
 
 
 def test_sigkill_during_build_and_add_never_damages_the_committed_index(tmp_path):
@@ -89,7 +89,7 @@ def test_sigkill_during_build_and_add_never_damages_the_committed_index(tmp_path
     # the next committed change sweeps whatever the killed writers left behind
     index = MrlIndex.open(path).add(np.ones((1, D), np.float32), [10**9])
     leftovers = [p.name for p in (path / "segments").iterdir() if p.name not in
-                 {s["name"] for s in index.manifest["segments"]}]
+                 {s.name for s in index.manifest.segments}]
     assert leftovers == []
 
 
@@ -115,19 +115,19 @@ def test_a_snapshot_that_never_searched_survives_a_writer(writer, tmp_path):
         MrlIndex.open(tmp_path / "i").compact()
     else:
         MrlIndex.build(tmp_path / "i", -xb, first_stages=["int8@16"], overwrite=True)
-    assert not (tmp_path / "i" / "segments" / reader.segments[0].name).exists()  # collected
+    assert not (tmp_path / "i" / "segments" / reader.rows.segments[0].name).exists()  # collected
     for cascade, ids in expected.items():
         np.testing.assert_array_equal(reader.search(xb[:4], 5, f"{cascade}:50,{D}:5")[1], ids)
 
 
 def _edit_manifest(root, edit, restamp=True):
     """Edit the manifest in place; ``restamp``: with a fresh checksum, as a careless tool would."""
-    from mrl.index import storage
+    from mrl.index.manifest import checksum
 
     manifest = json.loads((root / "manifest.json").read_text())
     edit(manifest)
     if restamp:
-        manifest["checksum"] = storage.manifest_checksum(manifest)
+        manifest["checksum"] = checksum(manifest)
     (root / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -160,8 +160,8 @@ def test_verify_reports_every_kind_of_damage_without_a_traceback(damage, message
     from test_cli import _run
 
     index, root = _damaged_index(tmp_path, np.random.default_rng(0))
-    seg = index.segments[0].name
-    damage(root, seg, index.manifest["segments"][0]["dead"])
+    seg = index.rows.segments[0].name
+    damage(root, seg, index.manifest.segments[0].dead)
     code, out = _run("index", "verify", root)
     assert code == 1 and message in " ".join(out.split()), out
     assert "Traceback" not in out
@@ -171,7 +171,7 @@ def test_compact_refuses_to_launder_a_flipped_byte(tmp_path):
     from test_cli import _run
 
     index, root = _damaged_index(tmp_path, np.random.default_rng(1))
-    vectors = root / "segments" / index.segments[0].name / "vectors.npy"
+    vectors = root / "segments" / index.rows.segments[0].name / "vectors.npy"
     data = bytearray(vectors.read_bytes())
     data[-3] ^= 0xFF
     vectors.write_bytes(bytes(data))
@@ -185,8 +185,8 @@ def test_compact_refuses_to_launder_a_flipped_byte(tmp_path):
 @pytest.mark.parametrize("damaged", ["dead", "ids.npy"])
 def test_add_and_delete_refuse_to_rewrite_from_damaged_files(op, damaged, tmp_path):
     index, root = _damaged_index(tmp_path, np.random.default_rng(2))
-    path = root / (index.manifest["segments"][0]["dead"] if damaged == "dead"
-                   else f"segments/{index.segments[0].name}/ids.npy")
+    path = root / (index.manifest.segments[0].dead if damaged == "dead"
+                   else f"segments/{index.rows.segments[0].name}/ids.npy")
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01
     path.write_bytes(bytes(data))
@@ -210,7 +210,7 @@ def test_building_into_a_folder_removes_only_what_mrl_wrote(tmp_path):
     MrlIndex.build(root, xb, first_stages=["int8@8"]).delete([1]).compact()
     MrlIndex.build(root, xb, first_stages=["int8@8"], overwrite=True)
     assert all(p.read_text() == "the user's own" for p in mine)
-    live = {s["name"] for s in storage.read_manifest(root)["segments"]}
+    live = {s.name for s in storage.read_manifest(root).segments}
     assert {p.name for p in (root / "segments").iterdir()} == live | {"my-data"}  # mrl's old segments went
     assert [p.name for p in (root / "dead").iterdir()] == ["keep.npy"]
 

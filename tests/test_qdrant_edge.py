@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from mrl.errors import MrlError
 from mrl.index import MrlIndex, Searcher, open_index
-from mrl.index.tune import tune
+from mrl.index.tuning.tune import tune
 from mrl.serve import ServeSettings, create_app
 
 pytest.importorskip("qdrant_edge")

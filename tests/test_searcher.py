@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from mrl.errors import MrlError
 from mrl.index import Cascade, FirstStageSpec, MrlIndex, Searcher, SearchResult, open_index, parse_cascade
-from mrl.index.tune import tune
+from mrl.index.tuning.tune import tune
 from mrl.prefix import truncate, unit_rows
 from mrl.serve import ServeSettings, create_app
 

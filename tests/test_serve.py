@@ -242,7 +242,7 @@ def test_a_short_loopback_load_with_a_committing_writer_has_no_errors(served, tm
     _, model, corpus = served
     texts = list(corpus.values())[:40]
     xb = encode(model, list(corpus.values()))
-    idx = MrlIndex.build(tmp_path / "i", xb, list(corpus), model=MrlIndex.open(served[0]).manifest["model"],
+    idx = MrlIndex.build(tmp_path / "i", xb, list(corpus), model=MrlIndex.open(served[0]).manifest.model,
                          first_stages=["int8@16"])
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(ServeSettings(tmp_path / "i")), host="127.0.0.1", port=port,
@@ -270,4 +270,4 @@ def test_a_short_loopback_load_with_a_committing_writer_has_no_errors(served, tm
         server.should_exit = True
     assert result["requests"] > 50 and result["errors"] == 0, (result["error_examples"], result)
     assert set(result["routes"]) == {"search_vector", "search_text", "embeddings"}
-    assert MrlIndex.open(tmp_path / "i").manifest["generation"] > idx.manifest["generation"] + 3
+    assert MrlIndex.open(tmp_path / "i").manifest.generation > idx.manifest.generation + 3

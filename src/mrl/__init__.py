@@ -25,7 +25,7 @@ _LAZY = {
     "encode": "mrl.encoders.model",
     "load_beir": "mrl.data.beir",
     "load_pairs": "mrl.data.pairs",
-    "MrlIndex": "mrl.index.index",
+    "MrlIndex": "mrl.index.local",
     "parse_cascade": "mrl.index.cascade",
     "create_app": "mrl.serve.app",
     "ServeSettings": "mrl.serve.settings",

@@ -138,7 +138,7 @@ def build_command(
     replicas: Annotated[int | None, typer.Option(help="qdrant: replicas of each shard.", min=1)] = None,
 ) -> None:
     """Build an index from a BEIR corpus (encoded with --model) or from precomputed vectors."""
-    from mrl.index import MrlIndex
+    from mrl.index import build_index
     from mrl.index.first_stages.auto import parse_size, resolve_first_stages
 
     budget = parse_size(ram_budget) if ram_budget is not None else None
@@ -160,27 +160,26 @@ def build_command(
         err_console.print(f"  built first stage {spec} in {now - clock[0]:.1f} s")
         clock[0] = now
 
+    common = {"model": _model_record(model), "default_cascade": cascade, "hnsw_m": hnsw_m,
+              "ef_construction": ef_construction, "overwrite": overwrite}
     if backend != "mrl":
-        from mrl.index.qdrant import build_qdrant
-
         if fitted is not None:
             raise MrlError(f"--adaptor: the {backend} backend does not support adaptors yet (use --backend mrl)")
-        index: Any = build_qdrant(target, xb, id_values, api_key=api_key, overwrite=overwrite, shards=shards,
-                                  replicas=replicas, model=_model_record(model), first_stages=first_stage,
-                                  default_cascade=cascade, rescore_dims=parse_ints(rescore_dims, "--rescore-dims"),
-                                  hnsw_m=hnsw_m, ef_construction=ef_construction)
+        options = {"api_key": api_key, "shards": shards, "replicas": replicas, "first_stages": first_stage,
+                   "rescore_dims": parse_ints(rescore_dims, "--rescore-dims")}
     else:
-        index = MrlIndex.build(target, xb, id_values, model=_model_record(model), dtype=dtype, first_stages=stages,
-                               default_cascade=cascade, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                               overwrite=overwrite, progress=built, adaptor=fitted)
+        options = {"dtype": dtype, "first_stages": stages, "progress": built, "adaptor": fitted}
+    index = build_index(backend, target, xb, id_values, **common, **options)
     console.print(f"wrote {target}: {index.count} vectors of dim {index.dim} ({backend}), "
                   f"cascade {index.default_cascade}; run `mrl index tune {target}` to pick a faster one")
 
 
 def _build_target(backend: str, out: Path | None, url: str | None, collection: str | None) -> str:
     """Where a build writes, as the URI the other commands take; the extra's install hint comes now."""
-    if backend not in ("mrl", "qdrant-edge", "qdrant"):
-        raise MrlError(f"--backend {backend!r}: expected mrl, qdrant-edge or qdrant")
+    from mrl.index.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        raise MrlError(f"--backend {backend!r}: expected {', '.join(BACKENDS)}")
     if backend == "qdrant":
         from mrl.index.qdrant import require_client
 
@@ -288,11 +287,10 @@ def stats_command(index_path: IndexArg, as_json: JsonOpt = False) -> None:
 @handle_errors
 def verify_command(index_path: IndexArg) -> None:
     """Recompute every file checksum the manifest records; report every problem (exit 1 if any)."""
-    from mrl.index import open_index
-    from mrl.index.qdrant import is_qdrant_edge, is_qdrant_uri
+    from mrl.index.backends import is_local_folder, open_index
     from mrl.index.storage import verify_folder
 
-    qdrant = is_qdrant_uri(index_path) or is_qdrant_edge(index_path)
+    qdrant = not is_local_folder(index_path)  # a folder is verified from its checksums, without opening it
     problems = open_index(index_path).verify() if qdrant else verify_folder(Path(index_path))
     if problems:
         for p in problems:
@@ -326,8 +324,9 @@ def tune_command(
 ) -> None:
     """Measure candidate cascades, store the cheapest that meets the target as the default."""
     from mrl.index import open_index
-    from mrl.index.gate import MIN_TUNING_QUERIES
-    from mrl.index.tune import tune, tuning_queries, tuning_record, write_report
+    from mrl.index.tuning.adaptive import MIN_TUNING_QUERIES
+    from mrl.index.tuning.report import write_report
+    from mrl.index.tuning.tune import tune, tuning_queries, tuning_record
 
     index = open_index(index_path)
     xq = np.asarray(load_vectors(queries), dtype=np.float32) if queries else None
@@ -349,7 +348,7 @@ def tune_command(
         console.print(results_table(f"cascades (recall@{k} vs exact full-dim; low: {confidence:g} lower bound)",
                                     ["cascade", "recall", "low", "p50 ms", "batch ms/q", "B/vec"], table))
     say.print(f"wrote {report_dir}/tune.md, tune.json, tune.png")
-    from mrl.index.tune import describe_outcomes
+    from mrl.index.tuning.report import describe_outcomes
 
     for line in describe_outcomes(outcomes):
         say.print(f"  {escape(line)}")
@@ -362,7 +361,7 @@ def tune_command(
     record = tuning_record(best, k, target_recall, n_tuning, source)
     chosen, gate = best.cascade, None
     if adaptive:  # fitted before anything is stored: a failure keeps the old default
-        from mrl.index.adaptive import tune_adaptive
+        from mrl.index.tuning.adaptive import tune_adaptive
 
         result = tune_adaptive(index, best.cascade, tuning_queries(index, xq, n_queries, noise), k, target_recall,
                                confidence)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from mrl.index.base import Searcher, SearchResult, open_index
+from mrl.index.backends import build_index, open_index
+from mrl.index.base import Searcher, SearchResult, Tunable, Writer
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage
-from mrl.index.index import MrlIndex
+from mrl.index.local import MrlIndex
 
-__all__ = ["Cascade", "FirstStageSpec", "MrlIndex", "SearchResult", "Searcher", "open_index", "parse_cascade",
-           "parse_first_stage"]
+__all__ = ["Cascade", "FirstStageSpec", "MrlIndex", "SearchResult", "Searcher", "Tunable", "Writer", "build_index",
+           "open_index", "parse_cascade", "parse_first_stage"]

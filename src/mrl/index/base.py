@@ -1,8 +1,9 @@
-"""The searcher seam: what the CLI, ``tune`` and the HTTP service need from an index backend.
+"""What every index backend is to its callers: :class:`Searcher` (reads), :class:`Writer`
+(add, delete, compact, verify) and :class:`Tunable` (what ``tune`` and the gates need).
 
-``MrlIndex`` (embedded, faiss first stages over memory-mapped vectors) is the default; another
-backend (a Qdrant collection, say) implements :class:`Searcher` and is reached through
-:func:`open_index` without changes to its callers.
+``MrlIndex`` (embedded, faiss first stages over memory-mapped vectors) is the default; the
+Qdrant backends implement the same protocols, and :mod:`mrl.index.backends` is the one place
+that knows which backend a URI or folder is.
 
 >>> index = open_index("idx")                      # a folder: MrlIndex
 >>> scores, ids = index.search(xq, k=10)           # a SearchResult unpacks like the tuple
@@ -11,17 +12,14 @@ backend (a Qdrant collection, say) implements :class:`Searcher` and is reached t
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
-from mrl.errors import MrlError
-
 if TYPE_CHECKING:
     from mrl.adapt.base import Adaptor
     from mrl.index.cascade import Cascade, FirstStageSpec
+    from mrl.index.gate import Gate
     from mrl.index.work import Work
 
 
@@ -75,12 +73,6 @@ class Searcher(Protocol):
     def keys(self, ids: np.ndarray) -> list[list[str | None]]:
         """The user-facing id of every int64 id (``None`` for -1)."""
 
-    def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        """``min(n, count)`` stored vectors of distinct random live rows, float32 ``(m, dim)``."""
-
-    def max_width(self, spec: FirstStageSpec) -> int:
-        """The largest search width a first stage takes (inverted lists; 0: no width)."""
-
     def stats(self) -> dict[str, Any]:
         """At least ``count``, ``dim``, ``model``, ``id_kind``, ``generation``, ``default_cascade``,
         ``segments``, ``deleted_rows`` and ``first_stages`` (``{spec: {"bytes_per_vector"}}``)."""
@@ -88,30 +80,47 @@ class Searcher(Protocol):
     def check_adaptor(self, adaptor: Adaptor | None) -> None:
         """Refuse an adaptor the caller means to query with that is not the one the index applies."""
 
-    def set_default_cascade(self, cascade: str | Cascade, tuning: dict[str, Any] | None = None,
-                            gate: Any = None) -> Searcher:
-        """Commit a default cascade (with its tuning record and, for a gated one, its fitted gate)."""
-
     def refresh(self) -> Searcher:
         """The newest committed snapshot (``self`` when nothing changed); raises when it cannot be opened."""
 
 
-def open_index(uri: str | Path, api_key: str | None = None) -> Searcher:
-    """The searcher at ``uri``: a folder (or ``file://PATH``) holding an mrl index; a folder that
-    ``--backend qdrant-edge`` wrote, or ``qdrant-edge://PATH``; a Qdrant server's collection,
-    ``qdrant://HOST:PORT/COLLECTION`` (``qdrants://`` for https, ``api_key`` for its key)."""
-    text = str(uri)
-    scheme, sep, rest = text.partition("://")
-    from mrl.index import qdrant
+@runtime_checkable
+class Writer(Protocol):
+    """An index that takes changes; each returns the snapshot after it (nothing changes when one fails)."""
 
-    if sep and scheme in qdrant.SCHEMES:
-        return qdrant.open_qdrant(text, api_key or os.environ.get("MRL_QDRANT_API_KEY"))
-    if sep and scheme != "file":
-        raise MrlError(f"{text}: index backend {scheme!r} is not supported (supported: a folder, file://PATH, "
-                       f"{', '.join(s + '://' for s in qdrant.SCHEMES)})")
-    path = Path(rest if sep else text)
-    if qdrant.is_qdrant_edge(path):
-        return qdrant.open_qdrant(f"qdrant-edge://{path}")
-    from mrl.index.index import MrlIndex
+    def add(self, vectors: np.ndarray, ids: Any) -> Writer:
+        """Upsert: new ids are added, existing ones replaced."""
 
-    return MrlIndex.open(path)
+    def delete(self, ids: Any) -> Writer:
+        """Delete by id; every id must exist."""
+
+    def compact(self) -> Writer:
+        """Merge segments and drop deleted rows."""
+
+    def verify(self) -> list[str]:
+        """Every problem found (empty when intact)."""
+
+
+@runtime_checkable
+class Tunable(Searcher, Protocol):
+    """What ``mrl index tune`` and the adaptive gates need beyond reads, with no private access."""
+
+    #: whether :meth:`search_gated` runs (only backends that run the stage loop themselves)
+    supports_gates: bool
+
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``min(n, count)`` stored vectors of distinct random live rows, float32 ``(m, dim)``."""
+
+    def max_width(self, spec: FirstStageSpec) -> int:
+        """The largest search width a first stage takes (inverted lists; 0: no width)."""
+
+    def first_stage_scores(self, xq: np.ndarray, plan: Cascade, width: int | None = None) -> np.ndarray:
+        """The first stage's scores ``(nq, n1)`` of ``plan`` (stored-space queries), best first."""
+
+    def search_gated(self, xq: np.ndarray, k: int, plan: Cascade, gate: Gate, chosen: np.ndarray | None = None,
+                     work: Work | None = None) -> SearchResult:
+        """``plan`` with ``gate`` (``chosen``: a level per query instead of the gate's choice)."""
+
+    def set_default_cascade(self, cascade: str | Cascade, tuning: dict[str, Any] | None = None,
+                            gate: Gate | None = None) -> Tunable:
+        """Commit a default cascade (with its tuning record and, for a gated one, its fitted gate)."""

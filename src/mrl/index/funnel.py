@@ -1,9 +1,10 @@
-"""The stage loop of a cascade after its first stage: rescore, keep the best, per query block.
+"""The stage loop of a cascade: the first stage, then rescore and keep the best, per query block.
 
-``run_stages`` is the fixed cascade; ``run_gated`` lets a :class:`~mrl.index.gate.Gate` give each
-query its own depth: queries are grouped by the level the gate picked (a handful of groups, no
-per-query loop), each group rescores only the head of its shortlist, and results are put back in
-query order.
+:func:`run_cascade` is the one loop every backend that runs stages itself goes through. A
+:class:`~mrl.index.gate.Gate` gives each query its own depth: on the shortlist axis queries are
+grouped by the level the gate picked (a handful of groups, no per-query loop), each group
+rescores only the head of its shortlist; on the width axis every query scans the narrowest
+level, and those the gate sends further scan the lists past it, one group per width.
 """
 
 from __future__ import annotations
@@ -18,6 +19,54 @@ from mrl.index.work import Work
 from mrl.prefix import top_k as top
 
 Rescore = Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (queries, rows (nq, c), dim) -> scores (nq, c)
+# (queries, width, lists to skip, work) -> (scores, rows) (nq, n1): the plan's first stage at that width
+FirstStage = Callable[[np.ndarray, "int | None", int, "Work | None"], tuple[np.ndarray, np.ndarray]]
+
+
+def run_cascade(xq: np.ndarray, k: int, plan: Cascade, first_stage: FirstStage, rescore: Rescore,
+                gate: Gate | None = None, work: Work | None = None, itemsize: int = 4,
+                chosen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` ``(scores, rows)`` of ``plan``; with ``gate``, per-query depth or width (``chosen``:
+    a level index per query instead of the gate's choice)."""
+    if gate is not None and gate.axis == "width":
+        scores, rows = _width_gated_scan(first_stage, xq, plan, gate, chosen, work)
+        return run_stages(rescore, xq, k, plan, scores, rows, work, itemsize)
+    scores, rows = first_stage(xq, plan.width, 0, work)
+    if gate is not None:
+        return run_gated(rescore, xq, k, plan, scores, rows, gate, work, itemsize, chosen)
+    return run_stages(rescore, xq, k, plan, scores, rows, work, itemsize)
+
+
+def _width_gated_scan(first_stage: FirstStage, xq: np.ndarray, plan: Cascade, gate: Gate,
+                      chosen: np.ndarray | None, work: Work | None) -> tuple[np.ndarray, np.ndarray]:
+    """A width gate's first stage: every query scans ``gate.levels[0]`` lists; the gate reads those
+    scores and the queries it sends further scan the lists up to their width past those first
+    ones, one group per width; both scans merged give one scan at that width."""
+    (d1, n1), levels = plan.first, gate.levels
+    counts: list[Work] = []  # one per scan, only when the caller counts work
+
+    def scan(q: np.ndarray, width: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        counted = Work() if work is not None else None
+        if counted is not None:
+            counts.append(counted)
+        return first_stage(q, width, skip, counted)
+
+    scores, rows = scan(xq, levels[0])
+    chosen = gate.choose(scores) if chosen is None else np.asarray(chosen)
+    wider = np.unique(chosen[chosen > 0])
+    groups = [np.flatnonzero(chosen == li) for li in wider]
+    for sel, li in zip(groups, wider):
+        s, r = scan(xq[sel], levels[li], skip=levels[0])
+        scores[sel], rows[sel] = top(np.concatenate([scores[sel], s], axis=1),
+                                     np.concatenate([rows[sel], r], axis=1), n1)
+    if work is not None:
+        scanned, read = (a.copy() for a in counts[0].stages[0].totals())
+        for sel, again in zip(groups, counts[1:]):
+            c, b = again.stages[0].totals()
+            scanned[sel] += c
+            read[sel] += b
+        work.record(0, counts[0].stages[0].name, d1, scanned, read)
+    return scores, rows
 
 
 def run_stages(rescore: Rescore, xq: np.ndarray, k: int, plan: Cascade, scores: np.ndarray, rows: np.ndarray,

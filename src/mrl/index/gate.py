@@ -40,7 +40,6 @@ from mrl.errors import MrlError
 
 GATE_FORMAT, GATE_VERSION = "mrl-gate", 2  # 2 added the axis; 1 files are shortlist gates
 AXES = ("shortlist", "width")
-MIN_TUNING_QUERIES = 200  # half fit the models, half calibrate the threshold
 FEATURE_NAMES = ("s_k", "s_1 - s_k", "s_k - s_k+1", "s_k - s_2k", "s_k - s_4k", "s_k - s_n/8", "s_k - s_n/2",
                  "s_k - s_n", "std s_1..k", "mean s_1..k - mean s_k+1..4k")
 
@@ -147,82 +146,3 @@ class Gate:
                            "an ungated cascade") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise MrlError(f"{path}: not a readable gate file ({e})") from None
-
-
-class GateMissesTarget(MrlError):
-    """The gated cascade's widest level itself misses the target on the calibration queries."""
-
-
-def ladder(n1: int, next_shortlist: int, steps: int = 6) -> tuple[int, ...]:
-    """0 (no rescoring), then n1 / 2^j down to the next stage's shortlist, then n1 itself."""
-    levels = {n1}
-    for j in range(1, steps):
-        size = n1 >> j
-        if size >= next_shortlist:
-            levels.add(size)
-    return (0, *sorted(levels))
-
-
-def width_ladder(width: int, steps: int = 6) -> tuple[int, ...]:
-    """Lists scanned: width / 2^j for j = steps - 1 .. 0 (at least 1), ascending, distinct."""
-    return tuple(sorted({max(1, width >> j) for j in range(steps)}))
-
-
-def fit_gate(level_recalls: np.ndarray, scores: np.ndarray, cascade: str, k: int, levels: tuple[int, ...],
-             target: float, confidence: float = 0.9, seed: int = 0, axis: str = "shortlist") -> Gate:
-    """Fit the per-level models on half the queries and calibrate the threshold on the other half.
-
-    Args:
-        level_recalls: ``(nq, L)`` recall@k of every query at every level (the last: the whole shortlist).
-        scores: ``(nq, n1)`` the first stage's scores of the same queries (width axis: of the
-            narrowest scan, the one the gate reads at search time).
-
-    Raises:
-        MrlError: too few queries; GateMissesTarget: the whole shortlist itself misses the target on the
-            calibration half.
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    from mrl.index.tune import lower_bound
-
-    nq = len(level_recalls)
-    if nq < MIN_TUNING_QUERIES:
-        raise MrlError(f"an adaptive tune needs at least {MIN_TUNING_QUERIES} tuning queries to fit and calibrate "
-                       f"the gate (half each), got {nq}; pass more --queries or a larger --n-queries")
-    order = np.random.default_rng(seed).permutation(nq)
-    fit_rows, cal_rows = order[: nq // 2], order[nq // 2 :]
-    x = features(scores, k)
-    mean, scale = x[fit_rows].mean(axis=0), x[fit_rows].std(axis=0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    z = (x - mean) / scale
-    full = level_recalls[:, -1]
-    weights, bias = [], []
-    for i in range(len(levels) - 1):
-        y = (level_recalls[fit_rows, i] >= full[fit_rows] - 1e-9).astype(int)
-        if y.min() == y.max():  # one class: a constant model (logit +-10)
-            weights.append(np.zeros(x.shape[1]))
-            bias.append(10.0 if y[0] else -10.0)
-            continue
-        model = LogisticRegression(C=1.0, max_iter=1000).fit(z[fit_rows], y)
-        weights.append(model.coef_[0])
-        bias.append(float(model.intercept_[0]))
-    gate = Gate(cascade, k, tuple(levels), mean, scale, np.array(weights), np.array(bias), float("inf"), {}, axis)
-    fixed_low = lower_bound(full[cal_rows], confidence)
-    if fixed_low < target:
-        raise GateMissesTarget(f"the cascade {cascade} itself reaches recall@{k} {full[cal_rows].mean():.4f} (lower "
-                               f"bound {fixed_low:.4f}) on the calibration queries, below the target {target}: a "
-                               "gate can only save work on a cascade that meets it")
-    probs = gate.probabilities(scores[cal_rows])  # (nc, L - 1)
-    best_tau, best = float("inf"), (float(full[cal_rows].mean()), fixed_low, float(levels[-1]))
-    for tau in np.unique(np.concatenate([probs.ravel(), [1.0]]))[::-1]:  # lower tau = shallower levels
-        ok = probs >= tau
-        chosen = np.where(ok.any(axis=1), ok.argmax(axis=1), len(levels) - 1)
-        recalls = level_recalls[cal_rows, chosen]
-        low = lower_bound(recalls, confidence)
-        if low < target:
-            break  # recall falls as tau falls: the previous tau was the lowest that holds
-        best_tau, best = float(tau), (float(recalls.mean()), low, float(np.mean(np.asarray(levels)[chosen])))
-    calibration = {"queries_fit": len(fit_rows), "queries_calibrate": len(cal_rows), "target_recall": target,
-                   "confidence": confidence, "recall": round(best[0], 4), "recall_low": round(best[1], 4),
-                   "mean_level": round(best[2], 1), "fixed_recall": round(float(full[cal_rows].mean()), 4)}
-    return Gate(cascade, k, tuple(levels), mean, scale, gate.weights, gate.bias, best_tau, calibration, axis)

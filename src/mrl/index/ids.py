@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,3 +31,80 @@ def check_ids(ids: Any, n: int) -> np.ndarray:
     if (values == "").any():
         raise MrlError("ids: an id is the empty string")
     return values
+
+
+class IdMap:
+    """A snapshot's ids: int64 ids (and string keys) of its global rows, and the lookups between them."""
+
+    def __init__(self, ids: np.ndarray, dead: np.ndarray, id_kind: str, keys: Callable[[], np.ndarray]) -> None:
+        self.ids, self.dead, self.id_kind = ids, dead, id_kind
+        self._keys = keys  # every row's string key, built on first use (string-id indexes)
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None
+
+    def row_ids(self, rows: np.ndarray) -> np.ndarray:
+        """The ids of global rows (-1 stays -1)."""
+        return np.where(rows >= 0, self.ids[np.maximum(rows, 0)], -1).astype(np.int64)
+
+    def keys(self, ids: np.ndarray) -> list[list[str | None]]:
+        """The user-facing id of every int64 id in ``ids`` ``(nq, k)`` (``None`` for -1)."""
+        ids = np.atleast_2d(np.asarray(ids, dtype=np.int64))
+        if self.id_kind == "int":
+            return [[str(i) if i >= 0 else None for i in row] for row in ids.tolist()]
+        sorted_ids, order = self._id_lookup()
+        keys = self._keys()
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+        found = sorted_ids[pos] == ids
+        return [[str(keys[order[p]]) if f and i >= 0 else None for p, f, i in zip(prow, frow, irow)]
+                for prow, frow, irow in zip(pos, found, ids)]
+
+    def _id_lookup(self) -> tuple[np.ndarray, np.ndarray]:
+        """Live ids sorted, and the global row of each."""
+        if self._by_id is None:
+            live = np.flatnonzero(~self.dead)
+            order = live[np.argsort(self.ids[live], kind="stable")]
+            self._by_id = (self.ids[order], order)
+        return self._by_id
+
+    def live_rows_of(self, ids: np.ndarray, keys: np.ndarray | None) -> np.ndarray:
+        """Global rows of the live entries with these ids (string index: these keys); -1 if absent."""
+        if keys is not None:
+            all_keys = self._keys()
+            live = np.flatnonzero(~self.dead)
+            order = live[np.argsort(all_keys[live], kind="stable")]
+            sorted_values, wanted = all_keys[order], keys
+        else:
+            sorted_values, order = self._id_lookup()
+            wanted = ids
+        if not len(order):
+            return np.full(len(wanted), -1, np.int64)
+        pos = np.clip(np.searchsorted(sorted_values, wanted), 0, len(order) - 1)
+        return np.where(sorted_values[pos] == wanted, order[pos], -1)
+
+    def assign(self, ids: Any, n: int, next_id: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, int]:
+        """For an upsert of ``n`` vectors: ``(int64 ids, string keys or None, rows they replace (-1: new),
+        next free int id)``; an upserted string id keeps its int64 id."""
+        int_ids, keys, _, _ = assign_ids(ids, n, self.id_kind, next_id)
+        old_rows = self.live_rows_of(int_ids, keys)
+        if keys is None:
+            return int_ids, None, old_rows, max(next_id, int(int_ids.max()) + 1)
+        fresh = old_rows < 0
+        int_ids = np.where(fresh, 0, self.ids[np.maximum(old_rows, 0)])
+        int_ids[fresh] = next_id + np.arange(int(fresh.sum()))
+        return int_ids, keys, old_rows, next_id + int(fresh.sum())
+
+
+def assign_ids(ids: Any, n: int, id_kind: str | None, next_id: int
+               ) -> tuple[np.ndarray, np.ndarray | None, str, int]:
+    """(int64 ids, string keys or None, id kind, next free int id) for ``n`` new vectors."""
+    if ids is None:
+        if id_kind == "str":
+            raise MrlError("this index uses string ids; pass ids")
+        return np.arange(next_id, next_id + n, dtype=np.int64), None, "int", next_id + n
+    values = check_ids(ids, n)
+    if values.dtype.kind != "U":
+        if id_kind == "str":
+            raise MrlError("this index uses string ids; pass strings, not integers")
+        return values, None, "int", max(next_id, int(values.max()) + 1)
+    if id_kind == "int":
+        raise MrlError(f"this index uses integer ids; {values[0].item()!r} is a string")
+    return np.arange(next_id, next_id + n, dtype=np.int64), values, "str", next_id + n

@@ -6,13 +6,14 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
 from mrl.index import storage
-from mrl.index.cascade import FirstStageSpec, parse_first_stage
 from mrl.index.first_stages import structures as first_stage
+from mrl.index.first_stages.kinds import FirstStageSpec
+from mrl.index.manifest import SegmentEntry
 from mrl.prefix import cast_into, row_norms, truncate, unit_rows
 
 BLOCK = 65_536  # rows per block when streaming vectors
@@ -82,20 +83,20 @@ class Segment:
         return self._sizes[spec]
 
     @classmethod
-    def load(cls, root: Path, entry: dict[str, Any], specs: list[FirstStageSpec]) -> Segment:
-        folder = root / "segments" / entry["name"]
+    def load(cls, root: Path, entry: SegmentEntry, specs: list[FirstStageSpec]) -> Segment:
+        folder = root / "segments" / entry.name
         files = {spec: open(folder / first_stage.file_name(spec), "rb") for spec in specs}
         try:
             sizes = {spec: os.fstat(f.fileno()).st_size for spec, f in files.items()}
             vectors = np.load(folder / "vectors.npy", mmap_mode="r")
             ids = np.load(folder / "ids.npy")
-            keys = np.load(folder / "keys.npy") if "keys.npy" in entry["files"] else None
-            dead = np.load(root / entry["dead"]) if entry.get("dead") else np.zeros(len(ids), bool)
+            keys = np.load(folder / "keys.npy") if "keys.npy" in entry.files else None
+            dead = np.load(root / entry.dead) if entry.dead else np.zeros(len(ids), bool)
         except BaseException:
             for f in files.values():
                 f.close()
             raise
-        return cls(entry["name"], root, vectors, ids, keys, dead, specs, files, sizes)
+        return cls(entry.name, root, vectors, ids, keys, dead, specs, files, sizes)
 
     def close(self) -> None:
         """Close the first-stage files not read yet (also happens when the segment is collected)."""
@@ -104,9 +105,18 @@ class Segment:
         self._files.clear()
 
 
+class RowBlocks(Protocol):
+    """Vectors read a block of rows at a time (an array, a memmap, or the live rows of an index)."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, rows: slice) -> np.ndarray: ...
+
+
 def write_segment(
     root: Path,
-    vectors: np.ndarray,
+    vectors: np.ndarray | RowBlocks,
     ids: np.ndarray,
     keys: np.ndarray | None,
     specs: list[FirstStageSpec],
@@ -114,12 +124,12 @@ def write_segment(
     hnsw_m: int,
     ef_construction: int,
     progress: Any = None,
-) -> dict[str, Any]:
+) -> SegmentEntry:
     """Write a new segment (normalising ``vectors``) and build its first stages.
 
     Returns:
-        The manifest entry ``{"name", "count", "files": {file: sha256}}``; the segment is in
-        place but only becomes part of the index when a manifest naming it is committed.
+        Its manifest entry; the segment is in place but only becomes part of the index when a
+        manifest naming it is committed.
     """
     name, tmp = storage.new_segment_dir(root)
     n, dim = vectors.shape
@@ -139,8 +149,4 @@ def write_segment(
             progress(spec)
     del stored
     files = storage.commit_segment_dir(root, name, tmp)
-    return {"name": name, "count": int(n), "files": files}
-
-
-def specs_from(manifest: dict[str, Any]) -> list[FirstStageSpec]:
-    return [parse_first_stage(s) for s in manifest["first_stages"]]
+    return SegmentEntry(name, int(n), files)

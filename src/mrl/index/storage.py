@@ -34,6 +34,7 @@ from filelock import FileLock, Timeout
 
 from mrl._fs import atomic_write_text, fsync_dir, sha256, write_npy
 from mrl.errors import MrlError
+from mrl.index.manifest import Manifest, check_header, stamped
 
 __all__ = ["atomic_write_text", "fsync_dir", "sha256", "write_npy"]  # re-exported for the index modules
 
@@ -43,9 +44,6 @@ _SEGMENT_DIR = re.compile(r"(\.tmp-)?seg-[0-9a-f]{12}")
 _DEAD_FILE = re.compile(r"seg-[0-9a-f]{12}\.\d+\.npy|\.seg-[0-9a-f]{12}\.\d+\.[0-9a-f]{32}\.tmp")
 _GATE_FILE = re.compile(r"(\.tmp-)?gate-[0-9a-f]{16}\.json(-[0-9a-f]{8})?")
 _ADAPTOR_DIR = re.compile(r"(\.tmp-)?adaptor-[0-9a-f]{16}(-[0-9a-f]{8})?")
-FORMAT = "mrl-index"
-VERSION = 2  # 2: the manifest carries a checksum of its own content (version 1, without one, is still read)
-READS = (1, 2)
 
 
 @contextlib.contextmanager
@@ -129,61 +127,82 @@ def write_gate(root: Path, gate: Any) -> dict[str, Any]:
             "calibration": gate.calibration}
 
 
-def manifest_checksum(manifest: dict[str, Any]) -> str:
-    """sha256 of the manifest's content (every key but ``checksum``), independent of formatting."""
-    body = {k: v for k, v in manifest.items() if k != "checksum"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def read_manifest(root: Path) -> dict[str, Any]:
+def read_manifest(root: Path) -> Manifest:
     """The committed manifest; raises :class:`MrlError` naming the first problem (see :func:`verify_folder`)."""
     manifest, problems = _load_manifest(Path(root))
-    if problems:
+    if problems or manifest is None:
         raise MrlError(problems[0])
     return manifest
 
 
-def _load_manifest(root: Path) -> tuple[dict[str, Any] | None, list[str]]:
+def _load_manifest(root: Path) -> tuple[Manifest | None, list[str]]:
     """``(manifest, problems)`` without raising; ``manifest`` is ``None`` when it cannot be used at all."""
     path = root / MANIFEST
     if not path.is_file():
         hint = " (the folder exists but holds no committed index)" if root.is_dir() else ""
         return None, [f"{root}: not an mrl index, {MANIFEST} not found{hint}"]
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         return None, [f"{path}: not valid JSON ({e.msg} at line {e.lineno})"]
     except (OSError, UnicodeDecodeError) as e:
         return None, [f"{path}: cannot be read ({e})"]
-    if not isinstance(manifest, dict):
-        return None, [f"{path}: not an mrl index manifest (a JSON {type(manifest).__name__}, not an object)"]
-    if manifest.get("format") != FORMAT:
-        return None, [f"{path}: not an mrl index manifest (format={manifest.get('format')!r})"]
-    if manifest.get("version") not in READS:
-        return None, [f"{path}: index format version {manifest.get('version')} is not supported "
-                      f"(this mrl reads versions {', '.join(map(str, READS))})"]
-    problems = []
-    if manifest["version"] >= 2 and manifest.get("checksum") != manifest_checksum(manifest):
-        problems.append(f"{path}: checksum mismatch: the manifest was edited or damaged after it was committed")
-    shape = [f"{path}: {p}" for p in _manifest_problems(manifest)]
-    return (None if shape else manifest), problems + shape
+    problems = check_header(raw, str(path))
+    if problems and "checksum mismatch" not in problems[0]:
+        return None, problems
+    try:
+        return Manifest.parse(raw), problems
+    except MrlError as e:
+        return None, [*problems, f"{path}: {e}"]
 
 
-def commit_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    """The commit point of every change (stamps ``manifest`` with its checksum); then drop files no manifest names."""
-    manifest["version"] = VERSION
-    manifest["checksum"] = manifest_checksum(manifest)
-    atomic_write_text(Path(root) / MANIFEST, json.dumps(manifest, indent=2) + "\n")
+def stamp(root: Path) -> tuple[int, int] | None:
+    """Identity of the manifest file now in place: every commit renames a new one in."""
+    try:
+        st = (Path(root) / MANIFEST).stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def generation(root: Path) -> int | None:
+    """The committed generation, or ``None`` when no readable manifest is there."""
+    try:
+        return read_manifest(root).generation
+    except MrlError:
+        return None
+
+
+def missing_files(root: Path, manifest: Manifest) -> list[str]:
+    """Files ``manifest`` names that are not there (the adaptor and gate also checked against their
+    checksums: they are small and read whole)."""
+    missing = [f"segments/{seg.name}/{f}" for seg in manifest.segments for f in seg.files
+               if not (root / "segments" / seg.name / f).is_file()]
+    missing += [seg.dead for seg in manifest.segments if seg.dead and not (root / seg.dead).is_file()]
+    adaptor = manifest.adaptor
+    for f, digest in (adaptor or {}).get("files", {}).items():
+        path = root / adaptor["path"] / f  # type: ignore[index]  (adaptor is set when it has files)
+        if not path.is_file() or sha256(path) != digest:
+            missing.append(f"{adaptor['path']}/{f} (missing or altered)")  # type: ignore[index]
+    gate = manifest.gate
+    if gate and (not (root / gate["path"]).is_file() or sha256(root / gate["path"]) != gate["sha256"]):
+        missing.append(f"{gate['path']} (the gate: missing or altered)")
+    return missing
+
+
+def commit_manifest(root: Path, manifest: Manifest) -> None:
+    """The commit point of every change (written with its checksum); then drop files no manifest names."""
+    atomic_write_text(Path(root) / MANIFEST, json.dumps(stamped(manifest), indent=2) + "\n")
     collect_garbage(Path(root), manifest)
 
 
-def collect_garbage(root: Path, manifest: dict[str, Any]) -> None:
+def collect_garbage(root: Path, manifest: Manifest) -> None:
     """Remove segments, tombstones, adaptors and temporary files that ``manifest`` does not name.
 
     Only names mrl writes are candidates: anything else in the folder is left alone.
     """
-    live_segments = {s["name"] for s in manifest.get("segments", [])}
-    live_dead = {s["dead"] for s in manifest.get("segments", []) if s.get("dead")}
+    live_segments = {s.name for s in manifest.segments}
+    live_dead = {s.dead for s in manifest.segments if s.dead}
     seg_root = root / "segments"
     if seg_root.is_dir():
         for p in seg_root.iterdir():
@@ -196,8 +215,8 @@ def collect_garbage(root: Path, manifest: dict[str, Any]) -> None:
                 p.unlink(missing_ok=True)
     for p in root.glob(f".{MANIFEST}.*.tmp"):
         p.unlink(missing_ok=True)
-    live_adaptor = (manifest.get("adaptor") or {}).get("path")
-    live_gate = (manifest.get("gate") or {}).get("path")
+    live_adaptor = (manifest.adaptor or {}).get("path")
+    live_gate = (manifest.gate or {}).get("path")
     for p in root.iterdir():
         if p.is_dir() and p.name != live_adaptor and _ADAPTOR_DIR.fullmatch(p.name):
             shutil.rmtree(p, ignore_errors=True)
@@ -216,35 +235,23 @@ def verify_folder(root: Path) -> list[str]:
     problems += files
     if not files:
         live = 0
-        for seg in manifest["segments"]:
-            folder = root / "segments" / seg["name"]
+        for seg in manifest.segments:
+            folder = root / "segments" / seg.name
             try:
                 n = int(np.load(folder / "ids.npy", mmap_mode="r").shape[0])
                 shape = np.load(folder / "vectors.npy", mmap_mode="r").shape
             except (OSError, ValueError) as e:
-                problems.append(f"segments/{seg['name']}: cannot be read ({e})")
+                problems.append(f"segments/{seg.name}: cannot be read ({e})")
                 continue
-            if shape != (n, manifest["dim"]):
-                problems.append(f"segments/{seg['name']}/vectors.npy: shape {shape}, expected ({n}, {manifest['dim']})")
-            live += n - seg["dead_count"]
-        if live != manifest["count"]:
-            problems.append(f"{MANIFEST}: count {manifest['count']} but the segments hold {live} live vectors")
+            if shape != (n, manifest.dim):
+                problems.append(f"segments/{seg.name}/vectors.npy: shape {shape}, expected ({n}, {manifest.dim})")
+            live += n - seg.dead_count
+        if live != manifest.count:
+            problems.append(f"{MANIFEST}: count {manifest.count} but the segments hold {live} live vectors")
     return problems
 
 
-def _manifest_problems(manifest: dict[str, Any]) -> list[str]:
-    need = {"dim": int, "count": int, "dtype": str, "segments": list, "generation": int, "default_cascade": str}
-    problems = [f"the key {k!r} is missing or not {t.__name__}" for k, t in need.items()
-                if not isinstance(manifest.get(k), t)]
-    for i, seg in enumerate(manifest.get("segments") or []):
-        if not isinstance(seg, dict) or not isinstance(seg.get("name"), str) or not isinstance(seg.get("files"), dict):
-            problems.append(f"segment {i} is not an entry with a name and files")
-        elif not isinstance(seg.get("dead_count"), int):
-            problems.append(f"segment {seg['name']}: dead_count is missing")
-    return problems
-
-
-def verify_files(root: Path, manifest: dict[str, Any], bookkeeping_only: bool = False) -> list[str]:
+def verify_files(root: Path, manifest: Manifest, bookkeeping_only: bool = False) -> list[str]:
     """Recompute the checksums the manifest records; returns the problems found.
 
     ``bookkeeping_only``: only ids, keys, tombstones and the adaptor (what ``add`` and ``delete``
@@ -252,16 +259,16 @@ def verify_files(root: Path, manifest: dict[str, Any], bookkeeping_only: bool = 
     """
     problems = []
     checks = []
-    adaptor = manifest.get("adaptor")
+    adaptor = manifest.adaptor
     if adaptor:
         checks += [(f"{adaptor['path']}/{f}", s) for f, s in adaptor["files"].items()]
-    if manifest.get("gate"):
-        checks.append((manifest["gate"]["path"], manifest["gate"]["sha256"]))
-    for seg in manifest["segments"]:
-        checks += [(f"segments/{seg['name']}/{f}", s) for f, s in seg["files"].items()
+    if manifest.gate:
+        checks.append((manifest.gate["path"], manifest.gate["sha256"]))
+    for seg in manifest.segments:
+        checks += [(f"segments/{seg.name}/{f}", s) for f, s in seg.files.items()
                    if not bookkeeping_only or f in ("ids.npy", "keys.npy")]
-        if seg.get("dead"):
-            checks.append((seg["dead"], seg["dead_sha256"]))
+        if seg.dead and seg.dead_sha256:
+            checks.append((seg.dead, seg.dead_sha256))
     for rel, expected in checks:
         path = root / rel
         if not path.is_file():

@@ -22,7 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mrl.encoders.model import embedding_dim
 from mrl.errors import MrlError
-from mrl.index.base import Searcher, open_index
+from mrl.index.backends import open_index
+from mrl.index.base import Searcher
 from mrl.index.work import Work
 from mrl.prefix import truncate
 from mrl.serve.schemas import (

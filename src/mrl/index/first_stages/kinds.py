@@ -119,7 +119,7 @@ def require(specs: Iterable[FirstStageSpec], supported: Iterable[str], backend: 
     allowed = tuple(supported)
     bad = [str(s) for s in specs if s.kind not in allowed]
     if bad:
-        raise MrlError(f"first stage {bad[0]}: the {backend} backend builds {', '.join(allowed)} first stages")
+        raise MrlError(f"first stage {bad[0]}: {backend} build {', '.join(allowed)} first stages")
 
 
 def positive_int(text: str, what: str) -> int:

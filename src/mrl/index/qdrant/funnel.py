@@ -59,12 +59,15 @@ def layout(specs: list[FirstStageSpec], rescore_dims: list[int]) -> list[VectorS
 
 
 class QdrantIndex:
+    first_stage_kinds = FIRST_STAGE_KINDS
+    supports_gates = False  # Qdrant runs a whole cascade as one nested query
+
     def __init__(self, engine: Any, meta: dict[str, Any]) -> None:
         self.engine, self.meta = engine, meta
         self.dim: int = meta["dim"]
         self.specs = [parse_first_stage(s) for s in meta["first_stages"]]
         self.rescore_dims: list[int] = meta["rescore_dims"]
-        self.adaptor = None
+        self.adaptor: Any = None  # adaptors are not supported by this backend yet
         self._read_at = time.monotonic()
 
     # ------------------------------------------------------------------ open / build
@@ -98,7 +101,7 @@ class QdrantIndex:
         vectors = check_vectors(vectors, None, "vectors", scan=True)
         n, dim = vectors.shape
         specs = [parse_first_stage(s, dim) for s in (first_stages or [f"int8@{min(64, dim)}"])]
-        require(specs, FIRST_STAGE_KINDS, "qdrant")
+        require(specs, FIRST_STAGE_KINDS, "the qdrant backends")
         if len(set(specs)) != len(specs):
             raise MrlError(f"first stages {[str(s) for s in specs]}: listed twice")
         dims = sorted({int(d) for d in rescore_dims} if rescore_dims else
@@ -227,6 +230,13 @@ class QdrantIndex:
             meta["tuning"] = tuning
         self.engine.write_meta(meta)
         return QdrantIndex(self.engine, meta)
+
+    def first_stage_scores(self, xq: np.ndarray, plan: Cascade, width: int | None = None) -> np.ndarray:
+        raise MrlError("first-stage scores (for a gate) are read on the mrl backend, not on Qdrant")
+
+    def search_gated(self, xq: np.ndarray, k: int, plan: Cascade, gate: Any, chosen: np.ndarray | None = None,
+                     work: Work | None = None) -> SearchResult:
+        raise MrlError("gated cascades run on the mrl backend (Qdrant runs a whole cascade as one nested query)")
 
     def refresh(self) -> QdrantIndex:
         if time.monotonic() - self._read_at < REFRESH_S and self.engine.kind == "qdrant":

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
 from mrl.errors import MrlError
-from mrl.index.base import Searcher
+from mrl.index.base import Tunable
 from mrl.index.cascade import Cascade, parse_cascade
+from mrl.index.tuning.recall import lower_bound, per_query_recall, true_neighbours
 from mrl.prefix import unit_rows
 from mrl.vectors import check_vectors
 
@@ -34,7 +33,7 @@ class TuneRow:
     first_stage_bytes_per_vector: float
 
 
-def sample_queries(index: Searcher, n: int, noise: float, seed: int = 0) -> np.ndarray:
+def sample_queries(index: Tunable, n: int, noise: float, seed: int = 0) -> np.ndarray:
     """Corpus vectors plus Gaussian noise of relative norm ``noise``: queries near, not on, the data."""
     x = index.sample(n, seed)  # (m, D): rows drawn by default_rng(seed).choice over the live rows
     rng = np.random.default_rng(seed)
@@ -43,7 +42,7 @@ def sample_queries(index: Searcher, n: int, noise: float, seed: int = 0) -> np.n
     return unit_rows(x) + noise * g
 
 
-def tuning_queries(index: Searcher, queries: np.ndarray | None, n_queries: int, noise: float,
+def tuning_queries(index: Tunable, queries: np.ndarray | None, n_queries: int, noise: float,
                    seed: int = 0) -> np.ndarray:
     """The given queries (checked, through the index's adaptor) or sampled ones, in the stored space."""
     if queries is None:
@@ -54,7 +53,7 @@ def tuning_queries(index: Searcher, queries: np.ndarray | None, n_queries: int, 
     return index.prepare_queries(np.asarray(xq, dtype=np.float32))
 
 
-def candidate_cascades(index: Searcher, k: int) -> list[Cascade]:
+def candidate_cascades(index: Tunable, k: int) -> list[Cascade]:
     """First stage x shortlist, with and without a middle rerank at twice the first prefix, then
     a rerank at the full dimension (also after an approximate first stage on all dims);
     inverted-file first stages also try every width (lists scanned) up to their list count."""
@@ -81,71 +80,26 @@ def candidate_cascades(index: Searcher, k: int) -> list[Cascade]:
     return list(dict.fromkeys(out))
 
 
-TIE_EPS = 1e-6  # a stored vector this close to the k-th true neighbour's score is as true as it
-TIE_EXTRA = 10  # how many ranks past k the exact search looks for such ties
-
-
-def tied_truth(scores: np.ndarray, ids: np.ndarray, k: int, eps: float = TIE_EPS) -> np.ndarray:
-    """The exact top-k ids widened by the ids that tie with the k-th (``-1`` pads): ``(nq, >= k)``.
-
-    Real corpora hold duplicates (debian-pkgs' 50,001 descriptions give 48,261 distinct vectors
-    in a trained model); which of two identical documents the exact search ranks k-th is an accident of
-    order, and a cascade returning the other found a true neighbour. Recall counts it, as
-    ann-benchmarks' distance-threshold recall does.
-    """
-    if ids.shape[1] <= k:
-        return ids
-    keep = (np.arange(ids.shape[1]) < k) | (scores >= scores[:, k - 1 : k] - eps)
-    return np.where(keep, ids, -1)
-
-
-def true_neighbours(index: Searcher, xq: np.ndarray, k: int) -> np.ndarray:
-    """Exact top-k ids of ``xq`` (already in the stored space), ties with the k-th included."""
-    scores, ids = index.exact_search(xq, max(k, min(k + TIE_EXTRA, index.count)), adapted=True)
-    return tied_truth(np.asarray(scores), np.asarray(ids), k)
-
-
-def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(per_query_recall(found, truth).mean())
-
-
-def per_query_recall(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Share of each query's k found ids (``found``: ``(nq, k)``) that are true neighbours: ``(nq,)``.
-
-    ``truth`` is the exact top-k, or wider with ``-1`` padding (:func:`tied_truth`).
-    """
-    k = found.shape[1]
-    return np.array([len(set(a[a >= 0].tolist()) & set(b[b >= 0].tolist())) / k for a, b in zip(found, truth)])
-
-
-def lower_bound(recalls: np.ndarray, confidence: float) -> float:
-    """One-sided normal lower confidence bound of the mean of per-query recalls.
-
-    A cascade picked because its sample mean just reaches the target lands below it on new
-    queries about half the time; asking the bound to reach it leaves a margin that shrinks with
-    more queries (1,000 queries, confidence 0.9: about 0.002 at recall 0.99, 0.004 at 0.95).
-    """
-    if len(recalls) < 2 or confidence <= 0.5:
-        return float(recalls.mean()) if len(recalls) else 0.0
-    z = NormalDist().inv_cdf(confidence)
-    return float(recalls.mean() - z * recalls.std(ddof=1) / np.sqrt(len(recalls)))
-
-
-def _latency(index: Searcher, xq: np.ndarray, k: int, cascade: Cascade, n_single: int) -> tuple[float, float, float]:
-    index.search(xq[:1], k, cascade, adapted=True)  # warm: first-stage structures load on first use
+def latency(search: Callable[[np.ndarray], object], xq: np.ndarray, n_single: int) -> tuple[float, float, float]:
+    """``(p50, p99, batched per query)`` in ms of ``search`` over single queries and the whole batch."""
+    search(xq[:1])  # warm: first-stage structures load on first use
     times = []
     for q in xq[:n_single]:
         t = time.perf_counter()
-        index.search(q[None], k, cascade, adapted=True)
+        search(q[None])
         times.append(time.perf_counter() - t)
     t = time.perf_counter()
-    index.search(xq, k, cascade, adapted=True)
+    search(xq)
     batch = (time.perf_counter() - t) / len(xq)
     return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3), batch * 1e3
 
 
+def _latency(index: Tunable, xq: np.ndarray, k: int, cascade: Cascade, n_single: int) -> tuple[float, float, float]:
+    return latency(lambda q: index.search(q, k, cascade, adapted=True), xq, n_single)
+
+
 def tune(
-    index: Searcher,
+    index: Tunable,
     k: int = 10,
     target_recall: float = 0.99,
     queries: np.ndarray | None = None,
@@ -206,7 +160,7 @@ def _family(c: Cascade) -> str:
     return f"{c.kind}@{c.first[0]}/{len(c.stages)}"
 
 
-def _wider(index: Searcher, c: Cascade) -> Cascade | None:
+def _wider(index: Tunable, c: Cascade) -> Cascade | None:
     """The next cascade of a widening: twice the shortlist, and for inverted files also twice the
     lists scanned (a wider scan finds more true neighbours, which need room in the shortlist:
     on 1M x 768 diffuse clusters 500 candidates capped recall below 0.99 at any width)."""
@@ -222,7 +176,7 @@ def _wider(index: Searcher, c: Cascade) -> Cascade | None:
     return Cascade(c.kind, ((d1, n1), *rest), width)
 
 
-def _widen(index: Searcher, xq: np.ndarray, truth: np.ndarray, k: int, target: float, confidence: float,
+def _widen(index: Tunable, xq: np.ndarray, truth: np.ndarray, k: int, target: float, confidence: float,
            n_single: int, rows: list[TuneRow], reached: dict[str, list[tuple[int, int]]], stats: dict[str, Any],
            outcomes: dict[str, dict[str, Any]] | None) -> None:
     exact_p50 = _exact_latency(index, xq, k, n_single)
@@ -271,7 +225,7 @@ def _reach(c: Cascade) -> tuple[int, int]:
     return (c.width or 0, c.first[1])
 
 
-def _exact_latency(index: Searcher, xq: np.ndarray, k: int, n_single: int) -> float:
+def _exact_latency(index: Tunable, xq: np.ndarray, k: int, n_single: int) -> float:
     index.exact_search(xq[:1], k, adapted=True)
     times = []
     for q in xq[:n_single]:
@@ -296,64 +250,6 @@ def pick(
 def pareto(rows: list[TuneRow]) -> list[TuneRow]:
     """Rows no other row beats on both recall and single-query latency."""
     return [r for r in rows if not any(o.recall >= r.recall and o.p50_ms < r.p50_ms for o in rows)]
-
-
-def write_report(rows: list[TuneRow], best: TuneRow | None, target: float, k: int, out: Path,
-                 outcomes: dict[str, dict[str, Any]] | None = None) -> None:
-    """``tune.json``, ``tune.md`` (the table, Pareto rows marked) and ``tune.png`` (latency vs recall)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    front = {r.cascade for r in pareto(rows)}
-    (out / "tune.json").write_text(json.dumps(
-        {"k": k, "target_recall": target, "best": asdict(best) if best else None, "first_stages": outcomes or {},
-         "rows": [asdict(r) | {"pareto": r.cascade in front} for r in rows]}, indent=2) + "\n")
-    lines = [f"# Cascade tuning: recall@{k} target {target}", "",
-             "| cascade | recall | lower bound | p50 ms | p99 ms | batched ms/query | first stage B/vec | pareto |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: r.p50_ms):
-        mark = "best" if best and r.cascade == best.cascade else ("yes" if r.cascade in front else "")
-        lines.append(f"| `{r.cascade}` | {r.recall:.4f} | {r.recall_low:.4f} | {r.p50_ms:.3f} | {r.p99_ms:.3f} | "
-                     f"{r.batch_ms_per_query:.4f} | {r.first_stage_bytes_per_vector:g} | {mark} |")
-    (out / "tune.md").write_text("\n".join(lines) + "\n")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    families: dict[str, list[TuneRow]] = {}
-    for r in rows:
-        families.setdefault(r.cascade.split(":")[0], []).append(r)
-    for name, rs in families.items():
-        rs = sorted(rs, key=lambda r: r.p50_ms)
-        ax.plot([r.recall for r in rs], [r.p50_ms for r in rs], "o-", label=name, markersize=4)
-    if best:
-        ax.plot([best.recall], [best.p50_ms], "k*", markersize=14, label=f"chosen: {best.cascade}")
-    ax.axvline(target, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel(f"recall@{k} vs exact full-dimension search")
-    ax.set_ylabel("single-query latency p50 (ms)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "tune.png", dpi=120)
-    plt.close(fig)
-
-
-def describe_outcomes(outcomes: dict[str, dict[str, Any]]) -> list[str]:
-    """One line per first stage: met, or what ruled it out, with the widest cascade tried."""
-    exact = outcomes.get("exact", {}).get("p50_ms")
-    lines = []
-    for family, o in outcomes.items():
-        if family == "exact":
-            continue
-        why = {"met": "meets the target", "plateau": "plateaus: nothing left to widen",
-               "no gain": f"plateaus: two doublings raised recall by less than {NO_GAIN}",
-               "slower than exact": f"ruled out: slower than exact search ({exact} ms) before the target",
-               "next slower than exact": f"ruled out: its next widening would be slower than exact search "
-                                         f"({exact} ms; from the time the last one added)"}[o["status"]]
-        lines.append(f"{family.split('/')[0]} ({family.split('/')[1]} stages): {why}; widest {o['cascade']}: "
-                     f"recall {o['recall']:.4f} (low {o['recall_low']:.4f}), p50 {o['p50_ms']} ms")
-    return lines
 
 
 def tuning_record(best: TuneRow, k: int, target: float, n_queries: int, source: str) -> dict[str, Any]:
