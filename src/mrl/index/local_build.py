@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -23,10 +23,30 @@ from mrl.index.segment import write_segment
 from mrl.vectors import check_vectors
 
 if TYPE_CHECKING:
-    from mrl.index.local import MrlIndex
-    from mrl.index.segments import LiveRows
+    from mrl.index.first_stages.kinds import FirstStageSpec as Spec
+    from mrl.index.ids import IdMap
+    from mrl.index.segments import LiveRows, SegmentSet
 
 Progress = Callable[[FirstStageSpec], None]
+
+
+class Snapshot(Protocol):
+    """What a write needs of the snapshot it changes (an :class:`~mrl.index.local.MrlIndex`)."""
+
+    root: Path
+    manifest: Manifest
+    dim: int
+    adaptor: Adaptor | None
+    specs: list[Spec]
+    rows: SegmentSet
+    ids: IdMap
+
+    @property
+    def count(self) -> int: ...
+
+    def check_current(self, what: str | None = None) -> None: ...
+
+    def verify(self) -> list[str]: ...
 
 
 def build(path: str | Path, vectors: np.ndarray, ids: Sequence[int] | Sequence[str] | np.ndarray | None = None, *,
@@ -99,7 +119,7 @@ def _initial_cascade(spec: FirstStageSpec, dim: int) -> str:
     return f"exact@{dim}:10"
 
 
-def add(index: MrlIndex, vectors: np.ndarray, ids: Sequence[int] | Sequence[str] | np.ndarray) -> Manifest:
+def add(index: Snapshot, vectors: np.ndarray, ids: Sequence[int] | Sequence[str] | np.ndarray) -> Manifest:
     """Upsert into ``index``: new ids are added, existing ones replaced; the committed manifest."""
     vectors = check_vectors(vectors, index.dim, "vectors", owner="the index's", empty=True, scan=True)
     if len(vectors) == 0:
@@ -119,7 +139,7 @@ def add(index: MrlIndex, vectors: np.ndarray, ids: Sequence[int] | Sequence[str]
     return manifest
 
 
-def delete(index: MrlIndex, ids: Sequence[int] | Sequence[str] | np.ndarray) -> Manifest:
+def delete(index: Snapshot, ids: Sequence[int] | Sequence[str] | np.ndarray) -> Manifest:
     """Delete by id from ``index``; every id must exist (nothing changes otherwise)."""
     values = list(ids)
     if not values:
@@ -139,7 +159,7 @@ def delete(index: MrlIndex, ids: Sequence[int] | Sequence[str] | np.ndarray) -> 
     return manifest
 
 
-def compact(index: MrlIndex, live: LiveRows) -> Manifest:
+def compact(index: Snapshot, live: LiveRows) -> Manifest:
     """Rewrite the live rows of ``index`` as one segment; refuses a damaged index, naming the file."""
     problems = index.verify()
     if problems:

@@ -85,7 +85,8 @@ class Segment:
     @classmethod
     def load(cls, root: Path, entry: SegmentEntry, specs: list[FirstStageSpec]) -> Segment:
         folder = root / "segments" / entry.name
-        files = {spec: open(folder / first_stage.file_name(spec), "rb") for spec in specs}
+        files: dict[FirstStageSpec, BinaryIO] = {spec: open(folder / first_stage.file_name(spec), "rb")
+                                                 for spec in specs}
         try:
             sizes = {spec: os.fstat(f.fileno()).st_size for spec, f in files.items()}
             vectors = np.load(folder / "vectors.npy", mmap_mode="r")

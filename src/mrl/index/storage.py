@@ -179,11 +179,11 @@ def missing_files(root: Path, manifest: Manifest) -> list[str]:
     missing = [f"segments/{seg.name}/{f}" for seg in manifest.segments for f in seg.files
                if not (root / "segments" / seg.name / f).is_file()]
     missing += [seg.dead for seg in manifest.segments if seg.dead and not (root / seg.dead).is_file()]
-    adaptor = manifest.adaptor
-    for f, digest in (adaptor or {}).get("files", {}).items():
-        path = root / adaptor["path"] / f  # type: ignore[index]  (adaptor is set when it has files)
+    adaptor = manifest.adaptor or {}
+    for f, digest in adaptor.get("files", {}).items():
+        path = root / adaptor["path"] / f
         if not path.is_file() or sha256(path) != digest:
-            missing.append(f"{adaptor['path']}/{f} (missing or altered)")  # type: ignore[index]
+            missing.append(f"{adaptor['path']}/{f} (missing or altered)")
     gate = manifest.gate
     if gate and (not (root / gate["path"]).is_file() or sha256(root / gate["path"]) != gate["sha256"]):
         missing.append(f"{gate['path']} (the gate: missing or altered)")

@@ -296,6 +296,7 @@ class QdrantIndex:
         return QdrantIndex(self.engine, meta)
 
     def _upsert(self, vectors: Any, ids: np.ndarray, n: int) -> None:
+        payloads: list[dict[str, Any] | None]
         if ids.dtype.kind == "U":
             point_ids, payloads = [_hash_id(k) for k in ids.tolist()], [{"key": k} for k in ids.tolist()]
         else:

@@ -133,27 +133,30 @@ def tune(
     xq = tuning_queries(index, queries, n_queries, noise, seed)
     truth = true_neighbours(index, xq, k)
     stats = index.stats()["first_stages"]
-    rows: list[TuneRow] = []
-    reached: dict[str, list[tuple[int, int]]] = {}  # family -> (width, shortlist) that met the target
-    from tqdm.auto import tqdm
-
-    candidates = list(candidate_cascades(index, k))
-    for cascade in tqdm(candidates, desc="tune: measuring cascades", unit="cascade", disable=not progress):
-        family = f"{cascade.kind}@{cascade.first[0]}/{len(cascade.stages)}"
-        width, n1 = cascade.width or 0, cascade.first[1]
-        if any(w <= width and n <= n1 for w, n in reached.get(family, [])):
-            continue  # searches at least as wide and keeps at least as many as one that met the target
-        _, ids = index.search(xq, k, cascade, adapted=True)
-        recalls = per_query_recall(ids, truth)  # (nq,)
-        low = lower_bound(recalls, confidence)
-        p50, p99, batch = _latency(index, xq, k, cascade, n_single)
-        spec_key = f"{cascade.kind}@{cascade.first[0]}"
-        rows.append(TuneRow(str(cascade), round(float(recalls.mean()), 4), round(low, 4), round(p50, 3),
-                            round(p99, 3), round(batch, 4), stats.get(spec_key, {}).get("bytes_per_vector", 0.0)))
-        if low >= target_recall:
-            reached.setdefault(family, []).append((width, n1))
+    measure = _Measure(index, xq, truth, k, confidence, n_single, stats)
+    rows, reached = _measure_grid(measure, candidate_cascades(index, k), target_recall, progress)
     _widen(index, xq, truth, k, target_recall, confidence, n_single, rows, reached, stats, outcomes)
     return pick(rows, target_recall, max_bytes_per_vector), rows
+
+
+def _measure_grid(measure: _Measure, candidates: list[Cascade], target: float, progress: bool
+                  ) -> tuple[list[TuneRow], dict[str, list[tuple[int, int]]]]:
+    """Rows of the candidate cascades, skipping those at least as wide as one that met the target;
+    and per family, the (width, shortlist) of those that met it."""
+    from tqdm.auto import tqdm
+
+    rows: list[TuneRow] = []
+    reached: dict[str, list[tuple[int, int]]] = {}
+    for cascade in tqdm(candidates, desc="tune: measuring cascades", unit="cascade", disable=not progress):
+        family = _family(cascade)
+        width, n1 = _reach(cascade)
+        if any(w <= width and n <= n1 for w, n in reached.get(family, [])):
+            continue  # searches at least as wide and keeps at least as many as one that met the target
+        row, low = measure.with_bound(cascade)
+        rows.append(row)
+        if low >= target:
+            reached.setdefault(family, []).append((width, n1))
+    return rows, reached
 
 
 def _family(c: Cascade) -> str:
@@ -179,46 +182,71 @@ def _wider(index: Tunable, c: Cascade) -> Cascade | None:
 def _widen(index: Tunable, xq: np.ndarray, truth: np.ndarray, k: int, target: float, confidence: float,
            n_single: int, rows: list[TuneRow], reached: dict[str, list[tuple[int, int]]], stats: dict[str, Any],
            outcomes: dict[str, dict[str, Any]] | None) -> None:
+    """Widen every first stage's widest measured cascade that missed the target (see :func:`tune`)."""
     exact_p50 = _exact_latency(index, xq, k, n_single)
     by_family: dict[str, TuneRow] = {}
     for r in rows:  # each family's widest measured cascade
         c = parse_cascade(r.cascade, index.dim)
         f = _family(c)
-        if f not in by_family or (c.width or 0, c.first[1]) >= _reach(parse_cascade(by_family[f].cascade, index.dim)):
+        if f not in by_family or _reach(c) >= _reach(parse_cascade(by_family[f].cascade, index.dim)):
             by_family[f] = r
+    measure = _Measure(index, xq, truth, k, confidence, n_single, stats)
     for f, last in by_family.items():
-        status, row = "met" if f in reached else "", last
-        c: Cascade | None = parse_cascade(last.cascade, index.dim)
-        prev, gains, prev_p50 = last.recall, [], last.p50_ms
-        while not status:
-            c = _wider(index, c) if c is not None else None
-            if c is None:
-                status = "plateau"
-                break
-            _, ids = index.search(xq, k, c, adapted=True)
-            recalls = per_query_recall(ids, truth)
-            p50, p99, batch = _latency(index, xq, k, c, n_single)
-            row = TuneRow(str(c), round(float(recalls.mean()), 4), round(lower_bound(recalls, confidence), 4),
-                          round(p50, 3), round(p99, 3), round(batch, 4),
-                          stats.get(f"{c.kind}@{c.first[0]}", {}).get("bytes_per_vector", 0.0))
-            rows.append(row)
-            gains, prev = [*gains, row.recall - prev], row.recall
-            if row.recall_low >= target:
-                status = "met"
-            elif p50 > exact_p50:
-                status = "slower than exact"
-            elif row.p50_ms + 2 * (row.p50_ms - prev_p50) > exact_p50:
-                # a doubling doubles the part of the time that grows with the width: the next one would be
-                # slower than exact search (which always meets the target), so measuring it is waste
-                status = "next slower than exact"
-            elif len(gains) >= 2 and gains[-1] + gains[-2] < NO_GAIN:
-                status = "no gain"
-            prev_p50 = row.p50_ms
+        status, row = ("met", last) if f in reached else _widen_family(measure, last, target, exact_p50, rows)
         if outcomes is not None:
             outcomes[f] = {"status": status, "cascade": row.cascade, "recall": row.recall,
                            "recall_low": row.recall_low, "p50_ms": row.p50_ms}
     if outcomes is not None:
         outcomes["exact"] = {"p50_ms": round(exact_p50, 3)}
+
+
+@dataclass(frozen=True)
+class _Measure:
+    """Recall and latency of one cascade on the tuning queries, as a row."""
+
+    index: Tunable
+    xq: np.ndarray
+    truth: np.ndarray
+    k: int
+    confidence: float
+    n_single: int
+    stats: dict[str, Any]
+
+    def __call__(self, c: Cascade) -> TuneRow:
+        return self.with_bound(c)[0]
+
+    def with_bound(self, c: Cascade) -> tuple[TuneRow, float]:
+        """The row and its recall's lower bound before rounding."""
+        _, ids = self.index.search(self.xq, self.k, c, adapted=True)
+        recalls = per_query_recall(ids, self.truth)  # (nq,)
+        low = lower_bound(recalls, self.confidence)
+        p50, p99, batch = _latency(self.index, self.xq, self.k, c, self.n_single)
+        return TuneRow(str(c), round(float(recalls.mean()), 4), round(low, 4), round(p50, 3), round(p99, 3),
+                       round(batch, 4), self.stats.get(f"{c.kind}@{c.first[0]}", {}).get("bytes_per_vector", 0.0)), low
+
+
+def _widen_family(measure: _Measure, last: TuneRow, target: float, exact_p50: float, rows: list[TuneRow]
+                  ) -> tuple[str, TuneRow]:
+    """Double one family's widest cascade until it meets the target or the budget rules it out."""
+    row, gains, prev_p50 = last, [], last.p50_ms
+    wider = _wider(measure.index, parse_cascade(last.cascade, measure.index.dim))
+    while wider is not None:
+        prev, row = row.recall, measure(wider)
+        rows.append(row)
+        gains.append(row.recall - prev)
+        if row.recall_low >= target:
+            return "met", row
+        if row.p50_ms > exact_p50:
+            return "slower than exact", row
+        if row.p50_ms + 2 * (row.p50_ms - prev_p50) > exact_p50:
+            # a doubling doubles the part of the time that grows with the width: the next one would be
+            # slower than exact search (which always meets the target), so measuring it is waste
+            return "next slower than exact", row
+        if len(gains) >= 2 and gains[-1] + gains[-2] < NO_GAIN:
+            return "no gain", row
+        prev_p50 = row.p50_ms
+        wider = _wider(measure.index, wider)
+    return "plateau", row
 
 
 def _reach(c: Cascade) -> tuple[int, int]:
