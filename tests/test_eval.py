@@ -7,21 +7,21 @@ import pytest
 
 from mrl.errors import MrlError
 from mrl.eval import EvalReport, evaluate_embeddings
-from mrl.prefix import exact_top_k as exact_search
+from mrl.prefix import exact_top_k
 
 
 def test_exact_search_contract_and_ties():
     rng = np.random.default_rng(0)
     xb = rng.normal(size=(50, 8)).astype(np.float32)
     xq = rng.normal(size=(7, 8)).astype(np.float32)
-    scores, ids = exact_search(xq, xb, 5, block=3)
+    scores, ids = exact_top_k(xq, xb, 5, block=3)
     assert scores.shape == ids.shape == (7, 5) and scores.dtype == np.float32 and ids.dtype == np.int64
     ref = np.argsort(-(xq @ xb.T), axis=1, kind="stable")[:, :5]
     np.testing.assert_array_equal(ids, ref)
-    s, i = exact_search(xq, xb[:3], 5)
+    s, i = exact_top_k(xq, xb[:3], 5)
     assert (i[:, 3:] == -1).all() and np.isneginf(s[:, 3:]).all()
     tied = np.ones((4, 2), dtype=np.float32)
-    assert exact_search(tied[:1], tied, 4)[1].tolist() == [[0, 1, 2, 3]]
+    assert exact_top_k(tied[:1], tied, 4)[1].tolist() == [[0, 1, 2, 3]]
 
 
 def _synthetic(n=400, d=32, nq=60, seed=0):

@@ -271,3 +271,36 @@ def test_a_short_loopback_load_with_a_committing_writer_has_no_errors(served, tm
     assert result["requests"] > 50 and result["errors"] == 0, (result["error_examples"], result)
     assert set(result["routes"]) == {"search_vector", "search_text", "embeddings"}
     assert MrlIndex.open(tmp_path / "i").manifest.generation > idx.manifest.generation + 3
+
+
+def test_settings_from_env_sit_under_the_values_given():
+    env = {"MRL_INDEX": "idx", "MRL_MAX_BATCH": "8", "MRL_MAX_K": "50", "MRL_API_KEY": ""}  # empty: not set
+    settings = ServeSettings.from_env(env, max_k=20, model=None)
+    assert (settings.index, settings.max_batch, settings.max_k, settings.api_key, settings.model) == (
+        "idx", 8, 20, None, None)
+    assert settings.max_candidates == ServeSettings("x").max_candidates  # neither: the default
+    for bad in ("0", "-3", "lots"):
+        with pytest.raises(MrlError, match=f"MRL_MAX_BATCH='{bad}': expected a positive integer"):
+            ServeSettings.from_env({**env, "MRL_MAX_BATCH": bad})
+    with pytest.raises(MrlError, match="no index: pass one or set MRL_INDEX"):
+        ServeSettings.from_env({})
+
+
+def test_mrl_serve_reads_options_then_mrl_variables(served, monkeypatch):
+    import uvicorn
+    from test_cli import _run
+
+    path, _, _ = served
+    seen: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    for var, value in (("MRL_INDEX", str(path)), ("MRL_MAX_BATCH", "8"), ("MRL_MAX_K", "50"), ("MRL_API_KEY", KEY)):
+        monkeypatch.setenv(var, value)
+    code, out = _run("serve", "--max-k", "20", "--port", "8123")
+    assert code == 0, out
+    settings = seen["app"].state.mrl.settings
+    assert (settings.index, settings.max_batch, settings.max_k, settings.api_key, settings.preload) == (
+        str(path), 8, 20, KEY, True)
+    assert seen["port"] == 8123 and "(API key required)" in out
+    monkeypatch.setenv("MRL_MAX_BATCH", "lots")
+    code, out = _run("serve")
+    assert code == 2 and "MRL_MAX_BATCH='lots': expected a positive integer" in out

@@ -39,7 +39,7 @@ WEIGHTS = "weights.npz"
 BLOCK = 8192  # rows transformed at a time: bounded memory for memory-mapped inputs
 
 #: The arrays each kind needs, and their shapes in terms of the input dim D and hidden width H.
-_ARRAYS = {
+_ARRAYS: dict[str, dict[str, tuple[str, ...]]] = {
     "pca": {"mean": ("D",), "rotation": ("D", "D")},
     "orthogonal": {"rotation": ("D", "D")},
     "mlp": {"rotation": ("D", "D"), "w1": ("D", "H"), "b1": ("H",), "w2": ("H", "D"), "b2": ("D",)},
@@ -122,7 +122,9 @@ class Adaptor:
             raise MrlError(f"{root}: exists and is not a folder")
         root.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v, np.float32) for k, v in self.arrays.items()})
+        # Any: numpy's stubs would match a dict of arrays against savez's allow_pickle keyword
+        weights: dict[str, Any] = {k: np.asarray(v, np.float32) for k, v in self.arrays.items()}
+        np.savez(buf, **weights)
         atomic_write_bytes(root / WEIGHTS, buf.getvalue())
         config = {
             "format": FORMAT, "version": VERSION, "kind": self.kind, "input_dim": self.input_dim,

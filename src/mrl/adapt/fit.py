@@ -107,7 +107,7 @@ def fit_adaptor(
     fit_s = time.perf_counter() - t0
     info = {
         "training": {**{k: v for k, v in asdict(config).items() if k != "device"}, "dims": dims, "weights": weights,
-                     "n_vectors": len(x), "n_pairs": len(queries) if supervised else 0,
+                     "n_vectors": len(x), "n_pairs": len(pairs[0]) if pairs is not None else 0,
                      "supervised": supervised, "fit_s": round(fit_s, 1)},
         "scores": heldout_scores(start, x, config, pairs),
     }
@@ -141,6 +141,16 @@ def neighbours(x: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     return np.stack([r[m][: k1 - 1] for r, m in zip(nn, keep)])  # (len(rows), k)
 
 
+@dataclass(frozen=True)
+class _TrainSet:
+    """The fit's training rows on the device: corpus rows and their neighbours; pairs when supervised."""
+
+    xt: Any  # (n_train, D)
+    nn: np.ndarray | None  # (n_train, k): each row's nearest training rows (None: no neighbour term)
+    qt: Any = None  # (m_train, D) queries
+    pt: Any = None  # (m_train, D) their positives
+
+
 def _fit_torch(
     x: np.ndarray,
     dims: Sequence[int],
@@ -150,7 +160,6 @@ def _fit_torch(
     progress: bool,
 ) -> Adaptor:
     import torch
-    from torch.nn.utils import parametrize
     from tqdm.auto import tqdm
 
     from mrl.adapt.model import AdaptorModule
@@ -159,35 +168,19 @@ def _fit_torch(
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    train_rows, _ = _split(len(x), config.holdout, config.seed)
-    k = min(config.neighbours, len(train_rows) - 1)
-    uses_nn = config.neighbour_weight > 0 or config.distribution_weight > 0
-    nn = neighbours(x[train_rows], np.arange(len(train_rows)), k) if uses_nn and k > 0 else None
-    xt = torch.from_numpy(x[train_rows]).to(device)  # (n_train, D)
-    if pairs is not None:
-        pair_rows, _ = _split(len(pairs[0]), config.holdout, config.seed)
-        qt = torch.from_numpy(pairs[0][pair_rows]).to(device)
-        pt = torch.from_numpy(pairs[1][pair_rows]).to(device)
+    data = _train_set(x, config, pairs, device)
     rotation = fit_pca(x).arrays["rotation"]  # principal axes; the uncentred start keeps inner products
     module = AdaptorModule(config.kind, rotation, config.hidden).to(device)
     opt = torch.optim.Adam(module.parameters(), lr=config.lr)
-    b = min(config.batch_size, len(xt))
-    steps_per_epoch = max(1, len(xt) // b)
-    if pairs is not None:
-        steps_per_epoch = max(steps_per_epoch, len(qt) // b)
+    b = min(config.batch_size, len(data.xt))
+    steps_per_epoch = max(1, len(data.xt) // b)
+    if data.qt is not None:
+        steps_per_epoch = max(steps_per_epoch, len(data.qt) // b)
     total = config.epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.05 * total + 1)) * (1 - s / total))
     bar = tqdm(total=total, desc=f"fitting {config.kind} adaptor", disable=not progress, unit="step")
     for _ in range(total):
-        idx = torch.from_numpy(rng.choice(len(xt), size=b, replace=False)).to(device)
-        with parametrize.cached():  # the rotation is computed once per step, not once per call
-            terms = _unsupervised_terms(module, xt, idx, nn, dims, config)
-            if pairs is not None and config.ranking_weight > 0:
-                pidx = torch.from_numpy(rng.choice(len(qt), size=min(b, len(qt)), replace=False)).to(device)
-                terms["ranking"] = config.ranking_weight * _ranking(module, qt[pidx], pt[pidx], dims, config.scale)
-            loss = sum(sum(w * t[i] for i, w in enumerate(weights)) for t in terms.values())
-        if not torch.isfinite(loss):
-            raise MrlError("the adaptor loss became NaN or Inf; lower --lr")
+        loss = _loss(module, data, dims, weights, config, rng, b)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -196,6 +189,43 @@ def _fit_torch(
         bar.set_postfix(loss=f"{float(loss.detach()):.4f}", refresh=False)
     bar.close()
     return Adaptor(config.kind, x.shape[1], tuple(dims), module.export())
+
+
+def _train_set(x: np.ndarray, config: FitConfig, pairs: tuple[np.ndarray, np.ndarray] | None,
+               device: str) -> _TrainSet:
+    """The rows the fit trains on (the held-out ones left out), with their neighbours, on ``device``."""
+    import torch
+
+    train_rows, _ = _split(len(x), config.holdout, config.seed)
+    k = min(config.neighbours, len(train_rows) - 1)
+    uses_nn = config.neighbour_weight > 0 or config.distribution_weight > 0
+    nn = neighbours(x[train_rows], np.arange(len(train_rows)), k) if uses_nn and k > 0 else None
+    xt = torch.from_numpy(x[train_rows]).to(device)  # (n_train, D)
+    if pairs is None:
+        return _TrainSet(xt, nn)
+    pair_rows, _ = _split(len(pairs[0]), config.holdout, config.seed)
+    return _TrainSet(xt, nn, torch.from_numpy(pairs[0][pair_rows]).to(device),
+                     torch.from_numpy(pairs[1][pair_rows]).to(device))
+
+
+def _loss(module: Any, data: _TrainSet, dims: Sequence[int], weights: Sequence[float], config: FitConfig,
+          rng: np.random.Generator, b: int) -> Any:
+    """One step's loss on a random batch of ``b`` rows (and of pairs): every term at every dim, weighted."""
+    import torch
+    from torch.nn.utils import parametrize
+
+    device = data.xt.device
+    idx = torch.from_numpy(rng.choice(len(data.xt), size=b, replace=False)).to(device)
+    with parametrize.cached():  # the rotation is computed once per step, not once per call
+        terms = _unsupervised_terms(module, data.xt, idx, data.nn, dims, config)
+        if data.qt is not None and config.ranking_weight > 0:
+            pidx = torch.from_numpy(rng.choice(len(data.qt), size=min(b, len(data.qt)), replace=False)).to(device)
+            terms["ranking"] = config.ranking_weight * _ranking(module, data.qt[pidx], data.pt[pidx], dims,
+                                                                config.scale)
+        loss: Any = sum(sum(w * t[i] for i, w in enumerate(weights)) for t in terms.values())  # a 0-dim tensor
+    if not torch.isfinite(loss):
+        raise MrlError("the adaptor loss became NaN or Inf; lower --lr")
+    return loss
 
 
 def _unsupervised_terms(module: Any, xt: Any, idx: Any, nn: np.ndarray | None, dims: Sequence[int],
@@ -264,21 +294,20 @@ def heldout_scores(adaptor: Adaptor, x: np.ndarray, config: FitConfig,
     search over the whole corpus. ``pair_recall@10``: held-out queries ranking their own positive
     among all held-out positives.
     """
-    from mrl.prefix import exact_top_k as exact_search
-    from mrl.prefix import truncate
+    from mrl.prefix import exact_top_k, truncate
 
     _, held = _split(len(x), config.holdout, config.seed)
     out: dict[str, Any] = {"heldout_rows": int(len(held))}
     if len(held) == 0:
         return out
     k = min(10, len(x) - 1)
-    _, truth = exact_search(x[held], x, k + 1)
+    _, truth = exact_top_k(x[held], x, k + 1)
     truth = truth[:, 1:]  # drop the row itself
     adapted = adaptor.transform(x)
     for name, data in (("truncate", x), ("adaptor", adapted)):
         scores = {}
         for d in adaptor.dims:
-            _, got = exact_search(truncate(data[held], d), truncate(data, d), k + 1)
+            _, got = exact_top_k(truncate(data[held], d), truncate(data, d), k + 1)
             scores[str(d)] = round(_overlap(got, truth, held), 4)
         out.setdefault("neighbour_recall@10", {})[name] = scores
     if pairs is not None:
@@ -289,7 +318,7 @@ def heldout_scores(adaptor: Adaptor, x: np.ndarray, config: FitConfig,
                                    ("adaptor", (adaptor.transform(q[hp]), adaptor.transform(p[hp])))):
                 scores = {}
                 for d in adaptor.dims:
-                    _, got = exact_search(truncate(qq, d), truncate(pp, d), min(10, len(hp)))
+                    _, got = exact_top_k(truncate(qq, d), truncate(pp, d), min(10, len(hp)))
                     scores[str(d)] = round(float((got == np.arange(len(hp))[:, None]).any(axis=1).mean()), 4)
                 out.setdefault("pair_recall@10", {})[name] = scores
             out["heldout_pairs"] = int(len(hp))

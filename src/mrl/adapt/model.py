@@ -16,6 +16,8 @@ class AdaptorModule(nn.Module):
     input's coordinate order.
     """
 
+    start: Tensor  # (D, D) the fixed start rotation, a buffer
+
     def __init__(self, kind: str, rotation: np.ndarray, hidden: int | None = None) -> None:
         super().__init__()
         d = rotation.shape[0]

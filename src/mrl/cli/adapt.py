@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import numpy as np
 import typer
@@ -55,46 +55,66 @@ def _pairs_from_beir(st_model: Any, model: str, data: Path, split: str,
     return xb, xq[[q_row[q] for q, _ in pairs]], xb[[d for _, d in pairs]]
 
 
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Adaptor folder to write.")]
+VectorsOpt = Annotated[Path | None, typer.Option(help="Corpus vectors .npy (n, D): fit unsupervised.")]
+QueryVectorsOpt = Annotated[Path | None, typer.Option(
+    help="With --vectors: query vectors .npy (m, D) of relevant pairs (supervised).")]
+PositiveVectorsOpt = Annotated[Path | None, typer.Option(
+    help="With --query-vectors: the relevant document's vector for each query row, .npy (m, D).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Frozen model that encodes --data.",
+                                              envvar="MRL_MODEL")]
+DataOpt = Annotated[Path | None, typer.Option(help="BEIR folder; its --split qrels give the pairs.")]
+SplitOpt = Annotated[str, typer.Option(help="qrels split of --data that gives the pairs.")]
+UnsupervisedOpt = Annotated[bool, typer.Option(help="With --data: ignore the qrels, corpus vectors only.")]
+KindOpt = Annotated[str, typer.Option(help="orthogonal (a rotation: full-dim scores unchanged), mlp (residual "
+                                           "MLP after a rotation) or pca (the baseline).")]
+DimsOpt = Annotated[str | None, typer.Option(help="Prefix dims to fit (default: 32,64,... + full).")]
+WeightsOpt = Annotated[str | None, typer.Option(help="One loss weight per dim.")]
+EpochsOpt = Annotated[int, typer.Option(help="Passes over the corpus vectors (or pairs, if more).")]
+BatchSizeOpt = Annotated[int, typer.Option(help="Rows per step.", min=2)]
+LrOpt = Annotated[float, typer.Option(help="Adam learning rate.")]
+NeighboursOpt = Annotated[int, typer.Option(help="Nearest neighbours per row whose similarities are kept.")]
+DistributionWeightOpt = Annotated[float, typer.Option(
+    help="Weight of the order-preserving term (KL of score distributions).")]
+PairwiseWeightOpt = Annotated[float, typer.Option(help="Weight of in-batch similarity preservation.")]
+NeighbourWeightOpt = Annotated[float, typer.Option(help="Weight of neighbour similarity preservation.")]
+RankingWeightOpt = Annotated[float, typer.Option(help="Weight of InfoNCE on the pairs (supervised).")]
+HiddenOpt = Annotated[int | None, typer.Option(help="Width of the mlp kind's hidden layer (default: input dim).")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
+DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present).")]
+EncodeBatchSizeOpt = Annotated[int, typer.Option(help="Encoding batch size with --model.", min=1)]
+
+_Fitting = tuple[Any, Any, Any, str]  # corpus vectors, query vectors, positive vectors (or None), source
+
+
 @app.command("fit")
 @handle_errors
 def fit_command(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Adaptor folder to write.")],
-    vectors: Annotated[Path | None, typer.Option(help="Corpus vectors .npy (n, D): fit unsupervised.")] = None,
-    query_vectors: Annotated[Path | None, typer.Option(
-        help="With --vectors: query vectors .npy (m, D) of relevant pairs (supervised).")] = None,
-    positive_vectors: Annotated[Path | None, typer.Option(
-        help="With --query-vectors: the relevant document's vector for each query row, .npy (m, D).")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Frozen model that encodes --data.",
-                                              envvar="MRL_MODEL")] = None,
-    data: Annotated[Path | None, typer.Option(help="BEIR folder; its --split qrels give the pairs.")] = None,
-    split: Annotated[str, typer.Option(help="qrels split of --data that gives the pairs.")] = "train",
-    unsupervised: Annotated[bool, typer.Option(help="With --data: ignore the qrels, corpus vectors only.")] = False,
-    kind: Annotated[str, typer.Option(help="orthogonal (a rotation: full-dim scores unchanged), mlp (residual "
-                                           "MLP after a rotation) or pca (the baseline).")] = "orthogonal",
-    dims: Annotated[str | None, typer.Option(help="Prefix dims to fit (default: 32,64,... + full).")] = None,
-    weights: Annotated[str | None, typer.Option(help="One loss weight per dim.")] = None,
-    epochs: Annotated[int, typer.Option(help="Passes over the corpus vectors (or pairs, if more).")] = _D.epochs,
-    batch_size: Annotated[int, typer.Option(help="Rows per step.", min=2)] = _D.batch_size,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = _D.lr,
-    neighbours: Annotated[int, typer.Option(
-        help="Nearest neighbours per row whose similarities are kept.")] = _D.neighbours,
-    distribution_weight: Annotated[float, typer.Option(
-        help="Weight of the order-preserving term (KL of score distributions).")] = _D.distribution_weight,
-    pairwise_weight: Annotated[float, typer.Option(
-        help="Weight of in-batch similarity preservation.")] = _D.pairwise_weight,
-    neighbour_weight: Annotated[float, typer.Option(
-        help="Weight of neighbour similarity preservation.")] = _D.neighbour_weight,
-    ranking_weight: Annotated[float, typer.Option(
-        help="Weight of InfoNCE on the pairs (supervised).")] = _D.ranking_weight,
-    hidden: Annotated[int | None, typer.Option(
-        help="Width of the mlp kind's hidden layer (default: input dim).")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present).")] = None,
-    encode_batch_size: Annotated[int, typer.Option(help="Encoding batch size with --model.", min=1)] = 64,
+    out: OutOpt,
+    vectors: VectorsOpt = None,
+    query_vectors: QueryVectorsOpt = None,
+    positive_vectors: PositiveVectorsOpt = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    split: SplitOpt = "train",
+    unsupervised: UnsupervisedOpt = False,
+    kind: KindOpt = "orthogonal",
+    dims: DimsOpt = None,
+    weights: WeightsOpt = None,
+    epochs: EpochsOpt = _D.epochs,
+    batch_size: BatchSizeOpt = _D.batch_size,
+    lr: LrOpt = _D.lr,
+    neighbours: NeighboursOpt = _D.neighbours,
+    distribution_weight: DistributionWeightOpt = _D.distribution_weight,
+    pairwise_weight: PairwiseWeightOpt = _D.pairwise_weight,
+    neighbour_weight: NeighbourWeightOpt = _D.neighbour_weight,
+    ranking_weight: RankingWeightOpt = _D.ranking_weight,
+    hidden: HiddenOpt = None,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = None,
+    encode_batch_size: EncodeBatchSizeOpt = 64,
 ) -> None:
     """Fit an adaptor on corpus vectors (unsupervised) or with query/document pairs (supervised)."""
-    from mrl.adapt.base import check_vectors
-    from mrl.adapt.fit import fit_adaptor
     from mrl.encoders.model import pick_device
 
     if (vectors is None) == (data is None):
@@ -107,27 +127,47 @@ def fit_command(
                        neighbour_weight=neighbour_weight, distribution_weight=distribution_weight,
                        ranking_weight=ranking_weight, hidden=hidden, seed=seed, device=device)
     pick_device(device)  # a missing GPU is an error now, not after encoding and neighbour search
-    xq: Any = None
-    xp: Any = None
     if vectors is not None:
-        xb: Any = check_vectors(load_array(vectors, "--vectors"), None, f"--vectors {vectors}")
-        config.validate(xb.shape[1])
-        if query_vectors is not None and positive_vectors is not None:
-            xq, xp = load_array(query_vectors, "--query-vectors"), load_array(positive_vectors, "--positive-vectors")
-        source = str(vectors)
-    else:
-        if model is None:
-            raise MrlError("--data needs --model (the frozen model that encodes it)")
-        if not data.is_dir():  # type: ignore[union-attr]
-            raise MrlError(f"--data {data}: no such folder")
-        from mrl.encoders.model import embedding_dim, load_model
+        fitting = _from_vectors(vectors, query_vectors, positive_vectors, config)
+    else:  # data is set: exactly one of --vectors and --data is (checked above)
+        fitting = _from_beir(model, cast(Path, data), split, unsupervised, config, encode_batch_size)
+    _fit_and_save(fitting, config, out)
 
-        st_model = load_model(model, device)
-        config.validate(embedding_dim(st_model))  # options checked before any encoding starts
-        xb, xq, xp = _pairs_from_beir(st_model, model, data, split, encode_batch_size)
-        if unsupervised:
-            xq = xp = None
-        source = f"{model} on {data}"
+
+def _from_vectors(vectors: Path, query_vectors: Path | None, positive_vectors: Path | None,
+                  config: FitConfig) -> _Fitting:
+    """The vectors of ``.npy`` files (memory-mapped), the config checked against their dimension."""
+    from mrl.adapt.base import check_vectors
+
+    xb = check_vectors(load_array(vectors, "--vectors"), None, f"--vectors {vectors}")
+    config.validate(xb.shape[1])
+    xq = xp = None
+    if query_vectors is not None and positive_vectors is not None:
+        xq, xp = load_array(query_vectors, "--query-vectors"), load_array(positive_vectors, "--positive-vectors")
+    return xb, xq, xp, str(vectors)
+
+
+def _from_beir(model: str | None, data: Path, split: str, unsupervised: bool, config: FitConfig,
+               encode_batch_size: int) -> _Fitting:
+    """The vectors of a BEIR folder encoded with the frozen model, the config checked before encoding."""
+    from mrl.encoders.model import embedding_dim, load_model
+
+    if model is None:
+        raise MrlError("--data needs --model (the frozen model that encodes it)")
+    if not data.is_dir():
+        raise MrlError(f"--data {data}: no such folder")
+    st_model = load_model(model, config.device)
+    config.validate(embedding_dim(st_model))  # options checked before any encoding starts
+    xb, xq, xp = _pairs_from_beir(st_model, model, data, split, encode_batch_size)
+    if unsupervised:
+        xq = xp = None
+    return xb, xq, xp, f"{model} on {data}"
+
+
+def _fit_and_save(fitting: _Fitting, config: FitConfig, out: Path) -> None:
+    from mrl.adapt.fit import fit_adaptor
+
+    xb, xq, xp, source = fitting
     adaptor = fit_adaptor(xb, config, xq, xp)
     adaptor = type(adaptor)(adaptor.kind, adaptor.input_dim, adaptor.dims, adaptor.arrays,
                             {**adaptor.info, "source": source})

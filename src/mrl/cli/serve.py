@@ -11,24 +11,39 @@ from mrl.errors import MrlError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
+# Options left out are read from MRL_* (ServeSettings.from_env), then take ServeSettings' defaults.
+IndexArg = Annotated[str | None, typer.Argument(
+    help="Index folder, qdrant-edge://PATH or qdrant://HOST:PORT/COLLECTION (default: $MRL_INDEX).",
+    metavar="INDEX", show_default=False)]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", "-m", help="Model for text (default: $MRL_MODEL, else the index's).", show_default=False)]
+ApiKeyOpt = Annotated[str | None, typer.Option(
+    help="Require 'Authorization: Bearer KEY' (default: $MRL_API_KEY, else none).", show_default=False)]
+MaxBodyOpt = Annotated[int | None, typer.Option(
+    help="Largest request body accepted (default: $MRL_MAX_BODY_BYTES, else 4194304).", min=1, show_default=False)]
+MaxBatchOpt = Annotated[int | None, typer.Option(
+    help="Most texts or vectors per request (default: $MRL_MAX_BATCH, else 256).", min=1, show_default=False)]
+MaxKOpt = Annotated[int | None, typer.Option(
+    help="Largest k accepted (default: $MRL_MAX_K, else 1000).", min=1, show_default=False)]
+MaxCandidatesOpt = Annotated[int | None, typer.Option(
+    help="Most first-stage candidates per request (queries x shortlist, clamped to the index; default: "
+         "$MRL_MAX_CANDIDATES, else 1048576).", min=1, show_default=False)]
+LogLevelOpt = Annotated[str, typer.Option(
+    help="uvicorn's log level: critical, error, warning, info (one line per request) or debug.")]
+
 
 @handle_errors
 def serve_command(
-    index_path: Annotated[str, typer.Argument(
-        help="Index folder, qdrant-edge://PATH or qdrant://HOST:PORT/COLLECTION.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Model for text (default: the index's).",
-                                              envvar="MRL_MODEL")] = None,
+    index_path: IndexArg = None,
+    model: ModelOpt = None,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.", min=1, max=65535)] = 8000,
-    api_key: Annotated[str | None, typer.Option(help="Require 'Authorization: Bearer KEY'.",
-                                                envvar="MRL_API_KEY")] = None,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.", min=1)] = 4 << 20,
-    max_batch: Annotated[int, typer.Option(help="Most texts or vectors per request.", min=1)] = 256,
-    max_k: Annotated[int, typer.Option(help="Largest k accepted.", min=1)] = 1000,
-    log_level: Annotated[str, typer.Option(
-        help="uvicorn's log level: critical, error, warning, info (one line per request) or debug.")] = "info",
-    max_candidates: Annotated[int, typer.Option(
-        help="Most first-stage candidates per request (queries x shortlist, clamped to the index).", min=1)] = 1 << 20,
+    api_key: ApiKeyOpt = None,
+    max_body_bytes: MaxBodyOpt = None,
+    max_batch: MaxBatchOpt = None,
+    max_k: MaxKOpt = None,
+    log_level: LogLevelOpt = "info",
+    max_candidates: MaxCandidatesOpt = None,
 ) -> None:
     """Serve POST /search, POST /v1/embeddings (OpenAI-compatible), GET /healthz and GET /stats."""
     import uvicorn
@@ -38,7 +53,9 @@ def serve_command(
 
     from mrl.serve import ServeSettings, create_app
 
-    settings = ServeSettings(index_path, model, api_key, max_body_bytes, max_batch, max_k, max_candidates, preload=True)
+    settings = ServeSettings.from_env(index=index_path, model=model, api_key=api_key, max_body_bytes=max_body_bytes,
+                                      max_batch=max_batch, max_k=max_k, max_candidates=max_candidates, preload=True)
     app = create_app(settings)
-    console.print(f"serving {index_path} on http://{host}:{port}" + (" (API key required)" if api_key else ""))
+    console.print(f"serving {settings.index} on http://{host}:{port}"
+                  + (" (API key required)" if settings.api_key else ""))
     uvicorn.run(app, host=host, port=port, log_level=log_level)

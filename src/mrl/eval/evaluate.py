@@ -14,8 +14,7 @@ from mrl.errors import MrlError
 from mrl.eval.precision import RESCORE_SHORTLIST, RESCORED, check_precision_dims, parse_precisions, ranked_all
 from mrl.eval.report import EvalReport
 from mrl.metrics import mrr_at_k, ndcg_at_k, recall_at_k
-from mrl.prefix import exact_top_k as exact_search
-from mrl.prefix import truncate
+from mrl.prefix import exact_top_k, truncate
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -30,7 +29,7 @@ def score_run(
     xq: np.ndarray, xb: np.ndarray, qids: Sequence[str], doc_ids: Sequence[str], qrels: dict
 ) -> dict[str, float]:
     """nDCG@10, Recall@10, Recall@100 and MRR@10 (means over queries) of exact search."""
-    _, idx = exact_search(xq, xb, METRIC_DEPTH)
+    _, idx = exact_top_k(xq, xb, METRIC_DEPTH)
     return score_ranking(idx, qids, doc_ids, qrels)
 
 
@@ -72,6 +71,26 @@ def evaluate_embeddings(
             (methods ``int8``, ``int8+rescore`` ...; see :mod:`mrl.eval.precision`).
     """
     full = xb.shape[1]
+    named = _check_inputs(xq, xb, dims, baselines, adaptors)
+    dims = sorted(set(dims) | {full})
+    results: dict[str, dict[int, dict[str, float]]] = {"truncate": {}}
+    for d in dims:
+        results["truncate"][d] = score_run(truncate(xq, d), truncate(xb, d), qids, doc_ids, qrels)
+    methods = ({"pca": fit_pca(xb)} if "pca" in baselines else {}) | named
+    for name, adaptor in methods.items():
+        aq, ab = adaptor.transform(xq), adaptor.transform(xb)
+        results[name] = {d: score_run(truncate(aq, d), truncate(ab, d), qids, doc_ids, qrels) for d in dims}
+    results |= _score_quantised(xq, xb, qids, doc_ids, qrels, dims, precisions, rescore)
+    return EvalReport(
+        model=model_name, dataset=dataset, split=split, n_queries=len(qids), n_docs=len(doc_ids),
+        full_dim=full, results=results,
+    )
+
+
+def _check_inputs(xq: np.ndarray, xb: np.ndarray, dims: Sequence[int], baselines: Sequence[str],
+                  adaptors: Adaptor | Mapping[str, Adaptor] | None) -> dict[str, Adaptor]:
+    """The adaptors by method name, after checking dimensions, dims and baselines."""
+    full = xb.shape[1]
     if xq.shape[1] != full:
         raise MrlError(f"query dimension {xq.shape[1]} differs from corpus dimension {full}")
     for d in dims:
@@ -86,14 +105,14 @@ def evaluate_embeddings(
     for name, adaptor in named.items():
         if adaptor.input_dim != full:
             raise MrlError(f"{name}: the adaptor takes {adaptor.input_dim}-dim vectors, the embeddings have {full}")
-    dims = sorted(set(dims) | {full})
-    results: dict[str, dict[int, dict[str, float]]] = {"truncate": {}}
-    for d in dims:
-        results["truncate"][d] = score_run(truncate(xq, d), truncate(xb, d), qids, doc_ids, qrels)
-    methods = ({"pca": fit_pca(xb)} if "pca" in baselines else {}) | named
-    for name, adaptor in methods.items():
-        aq, ab = adaptor.transform(xq), adaptor.transform(xb)
-        results[name] = {d: score_run(truncate(aq, d), truncate(ab, d), qids, doc_ids, qrels) for d in dims}
+    return named
+
+
+def _score_quantised(xq: np.ndarray, xb: np.ndarray, qids: Sequence[str], doc_ids: Sequence[str], qrels: dict,
+                     dims: list[int], precisions: Sequence[str],
+                     rescore: int) -> dict[str, dict[int, dict[str, float]]]:
+    """Per quantised precision (not float32): the metrics of the codes alone and with a float rescore."""
+    results: dict[str, dict[int, dict[str, float]]] = {}
     quantised = [p for p in parse_precisions(",".join(precisions)) if p != "float32"]
     check_precision_dims(quantised, dims)
     for p in quantised:
@@ -102,10 +121,7 @@ def evaluate_embeddings(
             alone, rescored = ranked_all(truncate(xq, d), truncate(xb, d), p, METRIC_DEPTH, [None, rescore])
             results[p][d] = score_ranking(alone, qids, doc_ids, qrels)
             results[p + RESCORED][d] = score_ranking(rescored, qids, doc_ids, qrels)
-    return EvalReport(
-        model=model_name, dataset=dataset, split=split, n_queries=len(qids), n_docs=len(doc_ids),
-        full_dim=full, results=results,
-    )
+    return results
 
 
 def evaluate(
@@ -150,7 +166,7 @@ def subsample(data: BeirDataset, max_queries: int, max_docs: int, seed: int = 0)
     judged = sorted({d for q in qids for d in qrels[q]})
     others = sorted(set(data.corpus) - set(judged))
     n_more = max(0, min(len(others), max_docs - len(judged)))
-    picked = rng.choice(len(others), size=n_more, replace=False) if n_more else []
+    picked: list[int] = rng.choice(len(others), size=n_more, replace=False).tolist() if n_more else []
     keep = judged + [others[i] for i in sorted(picked)]
     return BeirDataset(
         corpus={d: data.corpus[d] for d in keep},

@@ -1,10 +1,17 @@
-"""Service settings: a frozen dataclass, filled from arguments or ``MRL_*`` environment variables."""
+"""Service settings: a frozen dataclass, filled from arguments and ``MRL_*`` environment variables."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from mrl.errors import MrlError
+
+ENV_PREFIX = "MRL_"
+_FROM_ENV = ("index", "model", "api_key", "max_body_bytes", "max_batch", "max_k", "max_candidates")
 
 
 @dataclass(frozen=True)
@@ -19,19 +26,32 @@ class ServeSettings:
     preload: bool = False  # load the model and first-stage structures at start-up, not on first use
 
     @classmethod
-    def from_env(cls, **overrides: object) -> ServeSettings:
-        """``MRL_INDEX``, ``MRL_MODEL``, ``MRL_API_KEY``, ``MRL_MAX_BODY_BYTES``, ``MRL_MAX_BATCH``, ``MRL_MAX_K``,
-        ``MRL_MAX_CANDIDATES``."""
-        env = os.environ
-        values: dict[str, object] = {
-            "index": env.get("MRL_INDEX"),
-            "model": env.get("MRL_MODEL"),
-            "api_key": env.get("MRL_API_KEY"),
-        }
-        for name in ("max_body_bytes", "max_batch", "max_k", "max_candidates"):
-            if f"MRL_{name.upper()}" in env:
-                values[name] = int(env[f"MRL_{name.upper()}"])
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:
+        """Settings from ``MRL_INDEX``, ``MRL_MODEL``, ``MRL_API_KEY``, ``MRL_MAX_BODY_BYTES``,
+        ``MRL_MAX_BATCH``, ``MRL_MAX_K`` and ``MRL_MAX_CANDIDATES`` (``environ``, default
+        ``os.environ``; empty ones are not set), under ``overrides`` (``None``: not given). What
+        neither sets keeps its default. ``mrl serve`` builds its settings so: its options win.
+
+        Raises:
+            MrlError: no index, or a limit that is not a positive integer (naming the variable).
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in _FROM_ENV:
+            var = ENV_PREFIX + name.upper()
+            if env.get(var):
+                values[name] = _positive_int(var, env[var]) if name.startswith("max_") else env[var]
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values.get("index") is None:
-            raise ValueError("no index: pass one or set MRL_INDEX")
-        return cls(**{k: v for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+            raise MrlError(f"no index: pass one or set {ENV_PREFIX}INDEX")
+        return cls(**values)
+
+
+def _positive_int(var: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise MrlError(f"{var}={raw!r}: expected a positive integer")
+    return value

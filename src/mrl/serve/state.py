@@ -1,0 +1,110 @@
+"""What the routes share: the searcher (refreshed when another process commits), the text model
+(loaded once, used by one request at a time) and the request counts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from mrl.encoders.model import embedding_dim
+from mrl.errors import MrlError
+from mrl.index.backends import open_index
+from mrl.index.base import Searcher
+from mrl.serve.errors import ApiError
+from mrl.serve.settings import ServeSettings
+
+
+class TextEncoder:
+    """The model that turns text into vectors, loaded on first use (or by :meth:`model`)."""
+
+    def __init__(self, name: str | None) -> None:
+        self.name = name  # None: the service takes vectors only
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self._lock = threading.Lock()  # one encode at a time (torch already uses every core)
+
+    def model(self) -> Any:
+        """The loaded model; a 400 naming the cause when this service has none."""
+        if self._model is None:
+            if self.name is None:
+                raise ApiError(400, "this service has no model (the index was built from vectors and no --model "
+                                    "was given): send vectors instead of text")
+            from mrl.encoders.model import load_model
+
+            with self._load_lock:
+                if self._model is None:
+                    self._model = load_model(self.name)
+        return self._model
+
+    @property
+    def loaded(self) -> Any:
+        """The model once loaded, else None."""
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return embedding_dim(self.model())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors at the model's full dimension, ``(len(texts), dim)``."""
+        from mrl.encoders.model import encode
+
+        model = self.model()
+        with self._lock:  # a tokenizer is not thread-safe: concurrent requests corrupt its padding
+            return encode(model, texts)
+
+    def count_tokens(self, texts: list[str]) -> int:
+        model = self.model()
+        with self._lock:
+            return int(sum(len(ids) for ids in model.tokenizer(texts, truncation=True)["input_ids"]))
+
+
+class ServiceState:
+    """The served snapshot of the index, the text model, the settings and the request counts.
+
+    When a newer snapshot cannot be opened (damaged, edited, files missing), the service keeps
+    serving the last one that opened and reports why in ``/healthz`` and ``/stats``.
+    """
+
+    def __init__(self, settings: ServeSettings, searcher: Searcher | None = None) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._index: Searcher = searcher if searcher is not None else open_index(settings.index)
+        self.problem: str | None = None  # why the newest snapshot is not being served
+        self.encoder = TextEncoder(settings.model or self._index.model)
+        self.started = time.time()
+        self.requests: dict[str, int] = {}
+
+    @property
+    def index(self) -> Searcher:
+        """The newest snapshot that opens (the last good one, with :attr:`problem` set, otherwise)."""
+        with self._lock:
+            try:
+                self._index, self.problem = self._index.refresh(), None
+            except (MrlError, OSError) as e:
+                self.problem = f"serving generation {self._index.generation}: {e}"
+        return self._index
+
+    @property
+    def _model(self) -> Any:
+        """The loaded text model, None before the first use (what ``preload`` is seen by)."""
+        return self.encoder.loaded
+
+    def snapshot(self) -> dict[str, Any]:
+        index = self.index
+        return {"generation": index.generation, "stale": self.problem is not None, "problem": self.problem}
+
+    def warm(self) -> None:
+        """Read every first-stage structure (a search through each) and load the model (when there is one) now."""
+        index = self._index
+        probe = index.sample(1)
+        for spec in index.first_stages:
+            index.search(probe, 1, f"{spec}:1", adapted=True)
+        if self.encoder.name is not None:
+            self.encoder.encode(["warm-up"])
+
+    def count(self, route: str) -> None:
+        self.requests[route] = self.requests.get(route, 0) + 1
