@@ -123,7 +123,33 @@ def test_the_grammar_of_gated_cascades():
         parse_cascade("int8@64:100@gate")
 
 
-def test_tune_adaptive_from_the_cli_stores_the_gate_and_bad_input_changes_nothing(tmp_path):
+def _timings(monkeypatch, fixed_ms, gated_ms):
+    """tune_adaptive times the fixed cascade, then the gated one: give them these p50s."""
+    import mrl.index.tuning.adaptive as adaptive
+
+    given = iter([(fixed_ms, fixed_ms, fixed_ms), (gated_ms, gated_ms, gated_ms)])
+    monkeypatch.setattr(adaptive, "latency", lambda search, xq, n_single: (search(xq[:1]), next(given))[1])
+
+
+def test_a_gate_slower_than_its_fixed_cascade_is_not_stored(tmp_path, monkeypatch):
+    xb, spectrum = _corpus(2500, seed=5)
+    root = tmp_path / "i"
+    MrlIndex.build(root, xb, first_stages=["int8@16"], dtype="float32")
+    q = tmp_path / "q.npy"
+    np.save(q, _queries(xb, spectrum, 400, seed=6))
+    _timings(monkeypatch, 1.0, 2.0)
+    result = CliRunner().invoke(app, ["index", "tune", str(root), "--queries", str(q), "--target-recall", "0.9",
+                                      "--adaptive"])
+    assert result.exit_code == 0, result.output
+    assert "the gate is not faster than the fixed cascade" in result.output
+    index = MrlIndex.open(root)
+    assert not index.default_cascade.gated and index.gate is None and not list(root.glob("gate-*"))
+    assert index.manifest.tuning["adaptive"] is False and index.manifest.tuning["gate_rejected"]["gated_p50_ms"] == 2
+    assert f"chosen: {index.default_cascade}" in result.output.replace("\n", " ")
+
+
+def test_tune_adaptive_from_the_cli_stores_the_gate_and_bad_input_changes_nothing(tmp_path, monkeypatch):
+    _timings(monkeypatch, 2.0, 1.0)  # the gate wins (timings on a tiny index are noise)
     xb, spectrum = _corpus(2500, seed=5)
     root = tmp_path / "i"
     MrlIndex.build(root, xb, first_stages=["int8@16"], dtype="float32")

@@ -96,7 +96,7 @@ def truncate(x: ArrayT, dim: int, normalize: bool = True) -> ArrayT:
         return unit_rows(prefix[None])[0] if prefix.ndim == 1 else unit_rows(prefix)  # type: ignore[return-value]
     import torch.nn.functional as F  # noqa: N812  (torch only when a tensor is given)
 
-    return F.normalize(prefix, p=2, dim=-1)  # type: ignore[no-any-return]
+    return F.normalize(prefix, p=2, dim=-1)  # type: ignore[return-value]  # a tensor in, a tensor out
 
 
 def unit_rows(x: Any, dtype: Any = np.float32) -> np.ndarray:
@@ -144,10 +144,7 @@ def to_float32(x: np.ndarray) -> np.ndarray:
 def cast_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Write ``x`` as float32 into ``out`` (same shape) and return ``out``; float16 through torch."""
     if x.dtype == np.float16 and x.size >= CAST_MIN:
-        try:
-            import torch
-        except ImportError:  # the index does not need torch; numpy's cast is only slower
-            torch = None
+        torch = _torch()
         if torch is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # a read-only memmap: torch only reads it
@@ -156,6 +153,15 @@ def cast_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
             return out
     np.copyto(out, x, casting="unsafe")
     return out
+
+
+def _torch() -> Any:
+    """torch when installed (the index and the ONNX service do not need it; numpy's cast is only slower)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
 
 
 # ---------------------------------------------------------------------- top-k

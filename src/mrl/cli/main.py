@@ -9,8 +9,8 @@ from mrl.cli.demo import demo
 from mrl.cli.encode import encode_command
 from mrl.cli.evaluate import eval_command
 from mrl.cli.index import app as index_app
-from mrl.cli.index import search_command
 from mrl.cli.mine import mine_command
+from mrl.cli.search import search_command
 from mrl.cli.select import select_command
 from mrl.cli.serve import serve_command
 from mrl.cli.train import train_command

@@ -73,6 +73,9 @@ class Searcher(Protocol):
     def keys(self, ids: np.ndarray) -> list[list[str | None]]:
         """The user-facing id of every int64 id (``None`` for -1)."""
 
+    def sample(self, n: int, seed: int = 0) -> np.ndarray:
+        """``min(n, count)`` stored vectors of distinct random live rows, float32 ``(m, dim)``."""
+
     def stats(self) -> dict[str, Any]:
         """At least ``count``, ``dim``, ``model``, ``id_kind``, ``generation``, ``default_cascade``,
         ``segments``, ``deleted_rows`` and ``first_stages`` (``{spec: {"bytes_per_vector"}}``)."""
@@ -107,9 +110,6 @@ class Tunable(Searcher, Protocol):
 
     #: whether :meth:`search_gated` runs (only backends that run the stage loop themselves)
     supports_gates: bool
-
-    def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        """``min(n, count)`` stored vectors of distinct random live rows, float32 ``(m, dim)``."""
 
     def max_width(self, spec: FirstStageSpec) -> int:
         """The largest search width a first stage takes (inverted lists; 0: no width)."""

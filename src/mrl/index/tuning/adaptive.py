@@ -11,7 +11,7 @@ Only the mrl backend runs gated cascades (Qdrant runs a whole cascade as one nes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -141,37 +141,21 @@ def fit_gate(level_recalls: np.ndarray, scores: np.ndarray, cascade: str, k: int
         MrlError: too few queries; GateMissesTarget: the whole shortlist itself misses the target on the
             calibration half.
     """
-    from sklearn.linear_model import LogisticRegression
-
     nq = len(level_recalls)
     if nq < MIN_TUNING_QUERIES:
         raise MrlError(f"an adaptive tune needs at least {MIN_TUNING_QUERIES} tuning queries to fit and calibrate "
                        f"the gate (half each), got {nq}; pass more --queries or a larger --n-queries")
     order = np.random.default_rng(seed).permutation(nq)
     fit_rows, cal_rows = order[: nq // 2], order[nq // 2 :]
-    x = features(scores, k)
-    mean, scale = x[fit_rows].mean(axis=0), x[fit_rows].std(axis=0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    z = (x - mean) / scale
-    full = level_recalls[:, -1]
-    weights, bias = [], []
-    for i in range(len(levels) - 1):
-        y = (level_recalls[fit_rows, i] >= full[fit_rows] - 1e-9).astype(int)
-        if y.min() == y.max():  # one class: a constant model (logit +-10)
-            weights.append(np.zeros(x.shape[1]))
-            bias.append(10.0 if y[0] else -10.0)
-            continue
-        model = LogisticRegression(C=1.0, max_iter=1000).fit(z[fit_rows], y)
-        weights.append(model.coef_[0])
-        bias.append(float(model.intercept_[0]))
-    gate = Gate(cascade, k, tuple(levels), mean, scale, np.array(weights), np.array(bias), float("inf"), {}, axis)
-    fixed_low = lower_bound(full[cal_rows], confidence)
+    gate = _fit_levels(level_recalls[fit_rows], features(scores[fit_rows], k), cascade, k, levels, axis)
+    full = level_recalls[cal_rows, -1]
+    fixed_low = lower_bound(full, confidence)
     if fixed_low < target:
-        raise GateMissesTarget(f"the cascade {cascade} itself reaches recall@{k} {full[cal_rows].mean():.4f} (lower "
+        raise GateMissesTarget(f"the cascade {cascade} itself reaches recall@{k} {full.mean():.4f} (lower "
                                f"bound {fixed_low:.4f}) on the calibration queries, below the target {target}: a "
                                "gate can only save work on a cascade that meets it")
     probs = gate.probabilities(scores[cal_rows])  # (nc, L - 1)
-    best_tau, best = float("inf"), (float(full[cal_rows].mean()), fixed_low, float(levels[-1]))
+    best_tau, best = float("inf"), (float(full.mean()), fixed_low, float(levels[-1]))
     for tau in np.unique(np.concatenate([probs.ravel(), [1.0]]))[::-1]:  # lower tau = shallower levels
         ok = probs >= tau
         chosen = np.where(ok.any(axis=1), ok.argmax(axis=1), len(levels) - 1)
@@ -182,5 +166,28 @@ def fit_gate(level_recalls: np.ndarray, scores: np.ndarray, cascade: str, k: int
         best_tau, best = float(tau), (float(recalls.mean()), low, float(np.mean(np.asarray(levels)[chosen])))
     calibration = {"queries_fit": len(fit_rows), "queries_calibrate": len(cal_rows), "target_recall": target,
                    "confidence": confidence, "recall": round(best[0], 4), "recall_low": round(best[1], 4),
-                   "mean_level": round(best[2], 1), "fixed_recall": round(float(full[cal_rows].mean()), 4)}
-    return Gate(cascade, k, tuple(levels), mean, scale, gate.weights, gate.bias, best_tau, calibration, axis)
+                   "mean_level": round(best[2], 1), "fixed_recall": round(float(full.mean()), 4)}
+    return replace(gate, threshold=best_tau, calibration=calibration)
+
+
+def _fit_levels(level_recalls: np.ndarray, x: np.ndarray, cascade: str, k: int, levels: tuple[int, ...],
+                axis: str) -> Gate:
+    """One logistic model per level below the last (does it lose nothing against the whole shortlist?),
+    on standardised features ``x`` of the fitting half; the threshold is left open (inf)."""
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    z = (x - mean) / scale
+    full = level_recalls[:, -1]
+    weights, bias = [], []
+    for i in range(len(levels) - 1):
+        y = (level_recalls[:, i] >= full - 1e-9).astype(int)
+        if y.min() == y.max():  # one class: a constant model (logit +-10)
+            weights.append(np.zeros(x.shape[1]))
+            bias.append(10.0 if y[0] else -10.0)
+            continue
+        model = LogisticRegression(C=1.0, max_iter=1000).fit(z, y)
+        weights.append(model.coef_[0])
+        bias.append(float(model.intercept_[0]))
+    return Gate(cascade, k, tuple(levels), mean, scale, np.array(weights), np.array(bias), float("inf"), {}, axis)

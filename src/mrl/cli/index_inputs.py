@@ -1,0 +1,99 @@
+"""What the index commands read: vectors, ids, a corpus to encode, an adaptor; and the options they share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from mrl.cli.common import console
+from mrl.errors import MrlError
+
+IndexArg = Annotated[str, typer.Argument(
+    help="Index folder, or qdrant-edge://PATH, qdrant://HOST:PORT/COLLECTION (key: $MRL_QDRANT_API_KEY).")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model folder or 'minilm' (encodes texts).",
+                                              envvar="MRL_MODEL")]
+DataOpt = Annotated[Path | None, typer.Option(help="BEIR folder whose corpus.jsonl[.gz] is encoded.")]
+VectorsOpt = Annotated[Path | None, typer.Option(
+    help="Precomputed vectors: .npy of shape (n, D), or a folder of shards from `mrl encode` (with its ids).")]
+IdsOpt = Annotated[Path | None, typer.Option(help="Ids, one per line (.txt) or .npy; default 0..n-1.")]
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (messages go to stderr).")]
+AdaptorOpt = Annotated[Path | None, typer.Option(
+    help="Adaptor folder (mrl adapt fit): store adapted vectors and adapt every query and addition.")]
+
+
+def load_adaptor(path: Path | None) -> Any:
+    if path is None:
+        return None
+    from mrl.adapt import Adaptor
+
+    return Adaptor.load(path)
+
+
+def load_vectors(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise MrlError(f"{path}: no such file")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise MrlError(f"{path}: not a .npy array ({e})") from None
+
+
+def load_ids(path: Path) -> np.ndarray:
+    """Ids from a text file (one per line; all-integer files give int ids) or a .npy array."""
+    if not path.is_file():
+        raise MrlError(f"{path}: no such file")
+    if path.suffix == ".npy":
+        return np.asarray(load_vectors(path))
+    from mrl.data.io import read_lines
+
+    lines = read_lines(path)
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            raise MrlError(f"{path}:{i}: empty id")
+    values = [line.strip() for line in lines]
+    try:
+        numbers = [int(v) for v in values]
+    except ValueError:
+        return np.array(values, dtype=str)
+    too_big = [i for i, v in enumerate(numbers, 1) if not -(2**63) <= v < 2**63]
+    if too_big:
+        raise MrlError(f"{path}:{too_big[0]}: id {values[too_big[0] - 1]} does not fit in 64 bits")
+    return np.array(numbers, dtype=np.int64)
+
+
+def _encode_corpus(model: str, data: Path, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    from mrl.data.beir import load_corpus
+    from mrl.encoders.model import encode, load_model
+
+    corpus = load_corpus(data)
+    st_model = load_model(model)
+    console.print(f"encoding {len(corpus)} documents from {data} with {model}")
+    xb = encode(st_model, list(corpus.values()), batch_size, show_progress=True)
+    return xb, np.array(list(corpus), dtype=str)
+
+
+def read_inputs(model: str | None, data: Path | None, vectors: Path | None, ids: Path | None,
+            batch_size: int) -> tuple[np.ndarray, Any]:
+    if (vectors is None) == (data is None):
+        raise MrlError("give either --vectors X.npy [--ids ids.txt] or --model PATH --data BEIR_DIR")
+    if data is not None:
+        if model is None:
+            raise MrlError("--data needs --model to encode the corpus")
+        if ids is not None:
+            raise MrlError("--ids goes with --vectors; with --data the corpus ids are used")
+        return _encode_corpus(model, data, batch_size)
+    assert vectors is not None
+    if vectors.is_dir():  # a folder of shards from `mrl encode`: its ids come with it
+        from mrl.data.vectors import load_folder
+
+        if ids is not None:
+            raise MrlError(f"--ids: {vectors} is an embeddings folder and carries its own ids")
+        return load_folder(vectors)
+    return load_vectors(vectors), (load_ids(ids) if ids is not None else None)
+
+
