@@ -228,3 +228,25 @@ def test_concurrent_first_searches_of_a_fresh_snapshot(tmp_path):
             got = list(pool.map(lambda _, f=fresh: f.search(xb[:2], 5, f"hnsw@16:40,{D}:5")[1], range(16)))
         for ids in got:
             np.testing.assert_array_equal(ids, want)
+
+
+@pytest.mark.parametrize("command", [["index", "compact"], ["index", "stats"], ["search", "--vectors", "Q"]])
+def test_a_vectors_file_cut_short_is_refused_by_name_and_nothing_changes(tmp_path, command):
+    from typer.testing import CliRunner
+
+    from mrl.cli.main import app
+
+    root = tmp_path / "i"
+    xb = np.random.default_rng(0).standard_normal((500, 32)).astype(np.float32)
+    MrlIndex.build(root, xb, first_stages=["int8@16"])
+    np.save(tmp_path / "q.npy", xb[:2])
+    vectors = next(root.glob("segments/*/vectors.npy"))
+    with open(vectors, "r+b") as f:
+        f.truncate(20_000)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    args = [a if a != "Q" else str(tmp_path / "q.npy") for a in command]
+    result = CliRunner().invoke(app, [*args[:2], str(root), *args[2:]] if args[0] == "index" else
+                                [args[0], str(root), *args[1:]])
+    assert result.exit_code == 1, result.output
+    assert f"{vectors.name}: cannot be read" in result.output and "Traceback" not in result.output
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

@@ -10,6 +10,7 @@ from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 
+from mrl.errors import MrlError
 from mrl.index import storage
 from mrl.index.first_stages import structures as first_stage
 from mrl.index.first_stages.kinds import FirstStageSpec
@@ -89,10 +90,10 @@ class Segment:
                                                  for spec in specs}
         try:
             sizes = {spec: os.fstat(f.fileno()).st_size for spec, f in files.items()}
-            vectors = np.load(folder / "vectors.npy", mmap_mode="r")
-            ids = np.load(folder / "ids.npy")
-            keys = np.load(folder / "keys.npy") if "keys.npy" in entry.files else None
-            dead = np.load(root / entry.dead) if entry.dead else np.zeros(len(ids), bool)
+            vectors = _read(folder / "vectors.npy", mmap=True)
+            ids = _read(folder / "ids.npy")
+            keys = _read(folder / "keys.npy") if "keys.npy" in entry.files else None
+            dead = _read(root / entry.dead) if entry.dead else np.zeros(len(ids), bool)
         except BaseException:
             for f in files.values():
                 f.close()
@@ -104,6 +105,18 @@ class Segment:
         for f in self._files.values():
             f.close()
         self._files.clear()
+
+
+def _read(path: Path, mmap: bool = False) -> np.ndarray:
+    """A committed .npy file; a damaged one (cut short, overwritten) is an error naming it. A missing one
+    raises FileNotFoundError: the caller tells a concurrent writer's cleanup from damage."""
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError) as e:
+        raise MrlError(f"{path}: cannot be read ({e}); the index is damaged and nothing was changed "
+                       "(`mrl index verify` lists every problem)") from None
 
 
 class RowBlocks(Protocol):
