@@ -34,8 +34,8 @@ test-slow: setup-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slow
 
 lint: setup-test
-	$(BIN)/pip install --quiet "ruff==0.17.6"
 	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) demo-out runs

@@ -91,7 +91,7 @@ def truncate(x: ArrayT, dim: int, normalize: bool = True) -> ArrayT:
     check_dim(dim, full)
     prefix = x[..., :dim]  # type: ignore[index]
     if not normalize:
-        return prefix  # type: ignore[no-any-return]
+        return prefix
     if isinstance(prefix, np.ndarray):
         return unit_rows(prefix[None])[0] if prefix.ndim == 1 else unit_rows(prefix)  # type: ignore[return-value]
     import torch.nn.functional as F  # noqa: N812  (torch only when a tensor is given)

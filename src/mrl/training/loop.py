@@ -164,7 +164,7 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
     plan = plan or par_plan
     assert plan is not None
     head_ids = {id(p) for p in head_params}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in head_ids]}]
+    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if id(p) not in head_ids]}]
     extra = head_params + list(objective.modules().parameters())  # the head and the losses' projections
     if extra:
         groups.append({"params": extra, "lr": cfg.head_lr, "weight_decay": 0.0})
@@ -204,7 +204,7 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
     t0 = time.perf_counter() - elapsed
     n_tokens = 0
     for step in range(start_step, plan.total):
-        batches = []
+        batches: list[tuple[list[dict[str, Any]] | None, list[int] | None]] = []
         for cols, p in ((columns, plan if pairs is not None else None), (par_columns, par_plan)):
             if p is None or not cols:
                 batches.append((None, None))

@@ -65,7 +65,8 @@ def mine(model_name: str, data: str | Path, out: str | Path, split: str = "train
     mined = mine_hard_negatives(
         pairs, model, anchor_column_name="anchor", positive_column_name="positive", corpus=texts,
         range_min=options.range_min, range_max=options.range_max, relative_margin=options.relative_margin,
-        max_score=options.max_score, num_negatives=options.num_negatives, sampling_strategy=options.sampling,
+        max_score=options.max_score, num_negatives=options.num_negatives,
+        sampling_strategy="random" if options.sampling == "random" else "top",
         output_format="n-tuple", batch_size=options.batch_size, use_faiss=True, verbose=False,
     )
     negative_columns = [f"negative_{i}" for i in range(1, options.num_negatives + 1)]

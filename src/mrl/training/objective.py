@@ -146,14 +146,15 @@ def _load_teacher(spec: str, cfg: TrainConfig, pairs: Pairs | None, parallel: Pa
         needed: dict[str, Sequence[str | None]] = {}
         if distil_pairs:
             assert pairs is not None
-            ids = pairs.column_ids or tuple([None] * len(pairs) for _ in range(2 + len(pairs.negatives)))
+            ids = pairs.column_ids or tuple([None] * len(pairs)  # type: ignore[list-item]  # no ids: each None
+                                            for _ in range(2 + len(pairs.negatives)))
             for name, column in zip(["anchor", "positive", *[f"negative {i + 1}" for i in range(99)]], ids):
                 needed[f"{name} ids of {cfg.data}"] = column
         if parallel is not None:
             needed["source ids of --parallel"] = parallel.ids
         teacher = teachers.from_folders(spec, needed)
         pair_keys = [list(c) for c in pairs.column_ids] if distil_pairs and pairs and pairs.column_ids else None
-        parallel_keys = list(parallel.ids) if parallel is not None else None  # type: ignore[arg-type]
+        parallel_keys = list(parallel.ids) if parallel is not None else None
         return teacher, pair_keys, parallel_keys
     if Path(spec).exists() and not Path(spec).is_dir():
         raise MrlError(f"--teacher {spec}: a file, not a model folder or an `mrl encode` folder")

@@ -59,7 +59,8 @@ def from_folders(spec: str, needed: dict[str, Sequence[str | None]]) -> Teacher:
         needed: ``{what: ids}`` per data column (``"anchor ids of data.jsonl"``); a ``None`` id
             means the data names no id for that text.
     """
-    parts, ids = [], []
+    parts: list[np.ndarray] = []
+    ids: list[str] = []
     for folder in spec.split(","):
         if not Path(folder).is_dir():
             raise MrlError(f"--teacher: folder does not exist: {folder}")
@@ -83,7 +84,7 @@ def from_folders(spec: str, needed: dict[str, Sequence[str | None]]) -> Teacher:
         if any(k is None for k in wanted):
             raise MrlError(f"--teacher {spec}: precomputed teacher vectors are looked up by id, and the {what} "
                            "are not named (BEIR ids, anchor_id/positive_id columns, or 'id' in a parallel file)")
-        missing = sorted({k for k in wanted if k not in rows})
+        missing = sorted({k for k in wanted if k is not None and k not in rows})
         if missing:
             raise MrlError(f"--teacher {spec}: {len(missing)} {what} have no teacher vector, e.g. "
                            f"{', '.join(map(repr, missing[:3]))}")
