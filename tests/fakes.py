@@ -168,6 +168,7 @@ class NumpyIndex:
         values = list(ids)
         if not values:
             raise MrlError("delete: no ids given")
+        check_ids(values, len(values))
         have = (self._keys if self._keys is not None else self._ids).tolist()
         where = {v: r for r, v in enumerate(have)}
         missing = [v for v in values if (str(v) if self._keys is not None else v) not in where]

@@ -272,6 +272,8 @@ def test_delete_removes_and_an_unknown_id_changes_nothing(backend: Case, fresh: 
         deleted.delete([ids[6], new])  # one known, one unknown: nothing is deleted
     with pytest.raises(MrlError):
         deleted.delete([ids[5]])  # already gone
+    with pytest.raises(MrlError, match="appears 2 times"):
+        deleted.delete([ids[6], ids[6]])  # an id named twice: refused on every backend
     now = deleted.refresh()
     assert now.count == N_WRITE - 1 and now.generation == generation
     assert _key(now, xb[6:7]) == [[str(ids[6])]]

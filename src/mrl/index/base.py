@@ -95,7 +95,7 @@ class Writer(Protocol):
         """Upsert: new ids are added, existing ones replaced."""
 
     def delete(self, ids: Any) -> Writer:
-        """Delete by id; every id must exist."""
+        """Delete by id; every id must exist and be named once (else nothing changes)."""
 
     def compact(self) -> Writer:
         """Merge segments and drop deleted rows."""

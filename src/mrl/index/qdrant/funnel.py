@@ -267,6 +267,7 @@ class QdrantIndex:
         values = list(ids)
         if not values:
             raise MrlError("delete: no ids given")
+        check_ids(values, len(values))  # one rule on every backend: an id named twice is refused
         point_ids = [_hash_id(str(v)) for v in values] if self.meta["id_kind"] == "str" else [int(v) for v in values]
         present = {i for i, _, _ in self.engine.retrieve(point_ids, False, None)}
         missing = [v for v, p in zip(values, point_ids) if p not in present]
