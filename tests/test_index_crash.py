@@ -250,3 +250,21 @@ def test_a_vectors_file_cut_short_is_refused_by_name_and_nothing_changes(tmp_pat
     assert result.exit_code == 1, result.output
     assert f"{vectors.name}: cannot be read" in result.output and "Traceback" not in result.output
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_float64_beyond_float32_is_stored_by_direction_and_verify_finds_non_finite_rows(tmp_path):
+    from mrl.index import storage
+
+    rng = np.random.default_rng(4)
+    xb = rng.standard_normal((300, 32))
+    huge = MrlIndex.build(tmp_path / "h", xb * 1e300, first_stages=["int8@16"])  # float64 beyond float32's range
+    plain = MrlIndex.build(tmp_path / "p", xb, first_stages=["int8@16"])
+    np.testing.assert_array_equal(huge.search(xb[:20], 5).ids, plain.search(xb[:20], 5).ids)
+    assert huge.add(xb[:3] * -1e300, [0, 1, 2]).search(-xb[:3], 1).ids[:, 0].tolist() == [0, 1, 2]
+    assert storage.verify_folder(tmp_path / "h") == []
+    vectors = next((tmp_path / "p").glob("segments/*/vectors.npy"))
+    stored = np.load(vectors)
+    stored[7, 3] = np.nan
+    np.save(vectors, stored)  # as an older mrl stored float64 beyond float32: checksums match, rows are NaN
+    _edit_manifest(tmp_path / "p", lambda m: m["segments"][0]["files"].update({"vectors.npy": storage.sha256(vectors)}))
+    assert any("vectors.npy: row 7 holds NaN or Inf" in p for p in storage.verify_folder(tmp_path / "p"))

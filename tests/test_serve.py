@@ -86,7 +86,7 @@ def test_embeddings_truncate_and_renormalise(client, served):
     ("/v1/embeddings", {"input": ["ok", "\udfff"]}, 422, "text 1 holds a lone surrogate (U+DFFF)"),
     ("/search", {"query": "x", "k": True}, 422, "k: Input should be a valid integer"),
     ("/search", {"query": "x", "k": "10"}, 422, "k: Input should be a valid integer"),
-    ("/search", {"vector": [1e39] * 64}, 400, "row 0 holds NaN or Inf"),  # beyond float32
+    ("/search", {"vector": [float("inf")] * 64}, 400, "row 0 holds NaN or Inf"),  # really infinite (1e39: valid)
 ])
 def test_bad_requests_get_clear_4xx(client, route, payload, status, message):
     r = client.post(route, content=json.dumps(payload), headers={"content-type": "application/json"})
@@ -304,3 +304,56 @@ def test_mrl_serve_reads_options_then_mrl_variables(served, monkeypatch):
     monkeypatch.setenv("MRL_MAX_BATCH", "lots")
     code, out = _run("serve")
     assert code == 2 and "MRL_MAX_BATCH='lots': expected a positive integer" in out
+
+
+def test_the_whole_work_of_a_request_is_bounded(served):
+    """Every rescoring stage counts (queries x candidates x prefix), and a cascade has at most 8 stages."""
+    path, model, corpus = served
+    client = TestClient(create_app(ServeSettings(path, max_work=20 * len(corpus) * 64)))
+    vec = encode(model, ["a query"])[0].tolist()
+    amplifier = ",".join(f"{d}:{len(corpus)}" for d in range(1, 65))  # one stage per dimension
+    r = client.post("/search", json={"vector": vec, "k": 5, "cascade": amplifier})
+    assert r.status_code == 422 and "64 stages, more than the 8" in r.json()["error"]["message"]
+    heavy = f"int8@16:{len(corpus)},32:{len(corpus)},48:{len(corpus)},64:5"  # 16 + 32 + 48 + 64 dims per candidate
+    r = client.post("/search", json={"vector": [vec] * 9, "k": 5, "cascade": heavy})
+    assert r.status_code == 422 and "max_work" in r.json()["error"]["message"]
+    assert client.post("/search", json={"vector": [vec] * 2, "k": 5, "cascade": heavy}).is_success
+    assert client.get("/stats").json()["limits"]["max_work"] == 20 * len(corpus) * 64
+
+
+def test_a_request_abandoned_or_out_of_time_is_not_encoded(monkeypatch):
+    import anyio
+
+    import mrl.encoders.model as model_module
+    from mrl.serve.errors import ApiError
+    from mrl.serve.state import Liveness, TextEncoder
+
+    calls = []
+    monkeypatch.setattr(model_module, "encode", lambda model, texts: calls.append(texts))
+    encoder = TextEncoder("unused")
+    encoder._model = object()  # loaded
+
+    class Gone:
+        async def is_disconnected(self) -> bool:
+            return True
+
+    async def in_a_worker(alive):
+        return await anyio.to_thread.run_sync(lambda: encoder.encode(["text"], alive))
+
+    with pytest.raises(ApiError, match="closed the connection"):
+        anyio.run(in_a_worker, Liveness(Gone(), 60))
+    with pytest.raises(ApiError, match="max_seconds"):
+        anyio.run(in_a_worker, Liveness(None, -1))
+    assert calls == []
+    anyio.run(in_a_worker, Liveness(None, 60))
+    assert calls == [["text"]]
+
+
+def test_vectors_beyond_float32_keep_their_direction(served):
+    path, model, corpus = served
+    client = TestClient(create_app(ServeSettings(path)))
+    vec = encode(model, ["a query"])[0].astype(np.float64)
+    want = client.post("/search", json={"vector": vec.tolist(), "k": 5}).json()["results"]
+    got = client.post("/search", json={"vector": (vec * 1e300).tolist(), "k": 5})
+    assert got.status_code == 200, got.text
+    assert [h["id"] for h in got.json()["results"][0]] == [h["id"] for h in want[0]]

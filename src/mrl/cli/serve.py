@@ -28,6 +28,12 @@ MaxKOpt = Annotated[int | None, typer.Option(
 MaxCandidatesOpt = Annotated[int | None, typer.Option(
     help="Most first-stage candidates per request (queries x shortlist, clamped to the index; default: "
          "$MRL_MAX_CANDIDATES, else 1048576).", min=1, show_default=False)]
+MaxWorkOpt = Annotated[int | None, typer.Option(
+    help="Most work per request: queries x the cascade's candidate-dimensions (every stage's candidates x its "
+         "prefix; default: $MRL_MAX_WORK, else 67108864).", min=1, show_default=False)]
+MaxSecondsOpt = Annotated[int | None, typer.Option(
+    help="A request not encoded or searched within this many seconds gets 503; one whose client has gone is "
+         "dropped (default: $MRL_MAX_SECONDS, else 60).", min=1, show_default=False)]
 LogLevelOpt = Annotated[str, typer.Option(
     help="uvicorn's log level: critical, error, warning, info (one line per request) or debug.")]
 
@@ -44,6 +50,8 @@ def serve_command(
     max_k: MaxKOpt = None,
     log_level: LogLevelOpt = "info",
     max_candidates: MaxCandidatesOpt = None,
+    max_work: MaxWorkOpt = None,
+    max_seconds: MaxSecondsOpt = None,
 ) -> None:
     """Serve POST /search, POST /v1/embeddings (OpenAI-compatible), GET /healthz and GET /stats."""
     import uvicorn
@@ -54,7 +62,8 @@ def serve_command(
     from mrl.serve import ServeSettings, create_app
 
     settings = ServeSettings.from_env(index=index_path, model=model, api_key=api_key, max_body_bytes=max_body_bytes,
-                                      max_batch=max_batch, max_k=max_k, max_candidates=max_candidates, preload=True)
+                                      max_batch=max_batch, max_k=max_k, max_candidates=max_candidates,
+                                      max_work=max_work, max_seconds=max_seconds, preload=True)
     app = create_app(settings)
     console.print(f"serving {settings.index} on http://{host}:{port}"
                   + (" (API key required)" if settings.api_key else ""))

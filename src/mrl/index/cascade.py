@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mrl.errors import MrlError
+from mrl.errors import LimitError, MrlError
 from mrl.index.first_stages.kinds import (
     WIDTH_KINDS,
     FirstStageSpec,
@@ -37,6 +37,7 @@ from mrl.index.first_stages.kinds import (
 __all__ = ["Cascade", "FirstStageSpec", "parse_cascade", "parse_first_stage", "resolve_plan"]
 
 GATE_SUFFIX = "@gate"
+MAX_STAGES = 8  # a first stage and up to 7 rescoring stages: more only multiplies the work of a query
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,13 @@ class Cascade:
     def first(self) -> tuple[int, int]:
         return self.stages[0]
 
+    @property
+    def work(self) -> int:
+        """Candidate-dimensions one query costs: the first shortlist at its prefix, then every stage's
+        candidates (the previous shortlist) at that stage's prefix. Bounds the work of a request."""
+        (d1, n1), rest = self.stages[0], self.stages[1:]
+        return d1 * n1 + sum(d * n_prev for (d, _), (_, n_prev) in zip(rest, self.stages))
+
 
 def parse_cascade(text: str, full_dim: int | None = None) -> Cascade:
     """Parse and validate ``[KIND@]DIM:SHORTLIST[/WIDTH],DIM:SHORTLIST,...[@gate]``.
@@ -82,6 +90,9 @@ def parse_cascade(text: str, full_dim: int | None = None) -> Cascade:
     if gated and len(items) < 2:
         raise MrlError(f"cascade {text!r}: a gate decides how much the next stage rescores, so a gated cascade "
                        "needs a rescoring stage, e.g. int8@64:2000,384:10@gate")
+    if len(items) > MAX_STAGES:
+        raise LimitError(f"cascade {text[:60]!r}...: {len(items)} stages, more than the {MAX_STAGES} a cascade may "
+                         "have (MAX_STAGES)")
     name, width, first = _first_item(text, items[0])
     stages = [first]
     for item in items[1:]:

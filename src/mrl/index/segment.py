@@ -149,7 +149,11 @@ def write_segment(
     n, dim = vectors.shape
     out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.dtype(dtype), shape=(n, dim))
     for start in range(0, n, BLOCK):
-        out[start : start + BLOCK] = unit_rows(vectors[start : start + BLOCK])
+        rows = unit_rows(vectors[start : start + BLOCK])  # renormalised before the cast to the stored dtype
+        if not np.isfinite(rows).all():  # the inputs were checked: this would be a bug, never stored data
+            raise MrlError(f"vectors: row {start + int(np.argmax(~np.isfinite(rows).all(axis=1)))} is not finite "
+                           "after normalisation; nothing was written")
+        out[start : start + BLOCK] = rows
     out.flush()
     del out
     storage.write_npy(tmp / "ids.npy", np.asarray(ids, dtype=np.int64))

@@ -245,10 +245,22 @@ def verify_folder(root: Path) -> list[str]:
                 continue
             if shape != (n, manifest.dim):
                 problems.append(f"segments/{seg.name}/vectors.npy: shape {shape}, expected ({n}, {manifest.dim})")
+            else:
+                problems += _non_finite(folder / "vectors.npy", f"segments/{seg.name}/vectors.npy")
             live += n - seg.dead_count
         if live != manifest.count:
             problems.append(f"{MANIFEST}: count {manifest.count} but the segments hold {live} live vectors")
     return problems
+
+
+def _non_finite(path: Path, rel: str, block: int = 65_536) -> list[str]:
+    """The first stored row that is NaN or infinite (nothing non-finite is ever written; this finds damage)."""
+    vectors = np.load(path, mmap_mode="r")
+    for start in range(0, len(vectors), block):
+        bad = ~np.isfinite(np.asarray(vectors[start : start + block])).all(axis=1)
+        if bad.any():
+            return [f"{rel}: row {start + int(np.argmax(bad))} holds NaN or Inf"]
+    return []
 
 
 def verify_files(root: Path, manifest: Manifest, bookkeeping_only: bool = False) -> list[str]:

@@ -11,7 +11,7 @@ from fastapi import Depends, Header, Request
 from mrl.index.base import Searcher
 from mrl.serve.errors import ApiError
 from mrl.serve.settings import ServeSettings
-from mrl.serve.state import ServiceState, TextEncoder
+from mrl.serve.state import Liveness, ServiceState, TextEncoder
 
 
 def current_state(request: Request) -> ServiceState:
@@ -43,6 +43,14 @@ def current_encoder(state: StateDep) -> TextEncoder:
 
 
 EncoderDep = Annotated[TextEncoder, Depends(current_encoder)]
+
+
+def liveness(request: Request, settings: SettingsDep) -> Liveness:
+    """The request's time limit and connection, checked before its expensive steps."""
+    return Liveness(request, settings.max_seconds)
+
+
+AliveDep = Annotated[Liveness, Depends(liveness)]
 
 
 def require_key(

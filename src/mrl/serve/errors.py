@@ -8,7 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mrl.errors import MrlError
+from mrl.errors import LimitError, MrlError
 
 
 class ApiError(Exception):
@@ -41,7 +41,8 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResp
 
 
 async def _mrl_error(_: Request, exc: MrlError) -> JSONResponse:
-    return error_response(400, str(exc), "invalid_request_error")  # bad values the index names (dim, cascade)
+    # bad values the index names (dim, cascade): 400; a stated limit passed (stages of a cascade): 422
+    return error_response(422 if isinstance(exc, LimitError) else 400, str(exc), "invalid_request_error")
 
 
 def add_error_handlers(app: FastAPI) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 from mrl.errors import MrlError
 
 ENV_PREFIX = "MRL_"
-_FROM_ENV = ("index", "model", "api_key", "max_body_bytes", "max_batch", "max_k", "max_candidates")
+_FROM_ENV = ("index", "model", "api_key", "max_body_bytes", "max_batch", "max_k", "max_candidates", "max_work",
+             "max_seconds")
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,15 @@ class ServeSettings:
     max_batch: int = 256  # texts or vectors per request
     max_k: int = 1000
     max_candidates: int = 1 << 20  # queries x first-stage shortlist (clamped to the index) per request
+    max_work: int = 1 << 26  # queries x candidate-dimensions of the cascade (Cascade.work) per request
+    max_seconds: int = 60  # a request not encoded or searched by then gets 503; work nobody waits for is dropped
     preload: bool = False  # load the model and first-stage structures at start-up, not on first use
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:
         """Settings from ``MRL_INDEX``, ``MRL_MODEL``, ``MRL_API_KEY``, ``MRL_MAX_BODY_BYTES``,
-        ``MRL_MAX_BATCH``, ``MRL_MAX_K`` and ``MRL_MAX_CANDIDATES`` (``environ``, default
+        ``MRL_MAX_BATCH``, ``MRL_MAX_K``, ``MRL_MAX_CANDIDATES``, ``MRL_MAX_WORK`` and
+        ``MRL_MAX_SECONDS`` (``environ``, default
         ``os.environ``; empty ones are not set), under ``overrides`` (``None``: not given). What
         neither sets keeps its default. ``mrl serve`` builds its settings so: its options win.
 

@@ -17,6 +17,35 @@ from mrl.serve.errors import ApiError
 from mrl.serve.settings import ServeSettings
 
 
+class Liveness:
+    """Whether a request is still wanted: its client connected and its time limit not passed.
+
+    Checked by the worker thread right before the expensive steps (encoding, searching), after any
+    wait for the encoder: abandoned requests queued behind a slow one cost nothing.
+    """
+
+    def __init__(self, request: Any, max_seconds: float) -> None:
+        self.request, self.max_seconds = request, max_seconds
+        self.deadline = time.monotonic() + max_seconds
+
+    def check(self, before: str) -> None:
+        if time.monotonic() > self.deadline:
+            raise ApiError(503, f"the request waited longer than this service's limit of {self.max_seconds:g} s "
+                                f"(max_seconds) before {before}; nothing was done", "timeout")
+        if self.request is not None and _disconnected(self.request):
+            raise ApiError(499, "the client closed the connection; nothing was done", "client_closed")
+
+
+def _disconnected(request: Any) -> bool:
+    """``request.is_disconnected()`` from a worker thread (routes run in anyio's threads)."""
+    import anyio.from_thread
+
+    try:
+        return bool(anyio.from_thread.run(request.is_disconnected))
+    except RuntimeError:  # not in a worker thread (a direct call in tests): cannot tell, assume connected
+        return False
+
+
 class TextEncoder:
     """The model that turns text into vectors, loaded on first use (or by :meth:`model`)."""
 
@@ -48,12 +77,15 @@ class TextEncoder:
     def dim(self) -> int:
         return embedding_dim(self.model())
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Unit vectors at the model's full dimension, ``(len(texts), dim)``."""
+    def encode(self, texts: list[str], alive: Liveness | None = None) -> np.ndarray:
+        """Unit vectors at the model's full dimension, ``(len(texts), dim)``; ``alive`` is checked once
+        the encoder is this request's (a request abandoned while it waited is not encoded)."""
         from mrl.encoders.model import encode
 
         model = self.model()
         with self._lock:  # a tokenizer is not thread-safe: concurrent requests corrupt its padding
+            if alive is not None:
+                alive.check("encoding")
             return encode(model, texts)
 
     def count_tokens(self, texts: list[str]) -> int:

@@ -153,8 +153,9 @@ class QdrantIndex:
 
     def prepare_queries(self, xq: Any, adapted: bool = False) -> np.ndarray:
         xq = np.atleast_2d(xq) if np.ndim(xq) == 1 else xq
-        return np.asarray(check_vectors(xq, self.dim, "queries", owner="the index's", empty=True, scan=True),
-                          np.float32)
+        # not cast to float32 here: the prefixes are renormalised first (values beyond float32's range keep
+        # their direction), then sent as floats
+        return check_vectors(xq, self.dim, "queries", owner="the index's", empty=True, scan=True)
 
     def search(self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None, *,
                adapted: bool = False, work: Work | None = None) -> SearchResult:
@@ -304,7 +305,7 @@ class QdrantIndex:
             point_ids, payloads = [int(i) for i in ids.tolist()], [None] * n
         names = [(v.name, v.size) for v in layout(self.specs, self.rescore_dims)]
         for start in range(0, n, BATCH):
-            x = np.asarray(vectors[start : start + BATCH], np.float32)
+            x = np.asarray(vectors[start : start + BATCH])  # renormalised before any cast (see truncate)
             prefixes = {name: truncate(x, d).tolist() for name, d in names}
             points = [(point_ids[start + i], {name: prefixes[name][i] for name, _ in names}, payloads[start + i])
                       for i in range(len(x))]
