@@ -357,3 +357,28 @@ def test_vectors_beyond_float32_keep_their_direction(served):
     got = client.post("/search", json={"vector": (vec * 1e300).tolist(), "k": 5})
     assert got.status_code == 200, got.text
     assert [h["id"] for h in got.json()["results"][0]] == [h["id"] for h in want[0]]
+
+
+def test_a_rebuild_with_another_model_reloads_the_encoder_or_keeps_the_last_good_snapshot(
+        tiny_model_dir, tiny_beir, tmp_path):
+    from conftest import build_tiny_model
+
+    corpus = load_corpus(tiny_beir)
+    texts, ids = list(corpus.values()), list(corpus)
+    other = build_tiny_model(tmp_path / "m32", hidden=32, corpus=texts)
+    first = encode(load_model(str(tiny_model_dir)), texts)
+    second = encode(load_model(str(other)), texts)
+    for explicit in (False, True):
+        path = tmp_path / f"idx-{explicit}"
+        MrlIndex.build(path, first, ids, model=str(tiny_model_dir), first_stages=["int8@16"])
+        client = TestClient(create_app(ServeSettings(path, model=str(tiny_model_dir) if explicit else None)))
+        assert client.post("/search", json={"query": texts[0], "k": 1}).json()["results"][0][0]["id"] == ids[0]
+        MrlIndex.build(path, second, ids, model=str(other), first_stages=["int8@16"], overwrite=True)
+        health = client.get("/healthz").json()
+        r = client.post("/search", json={"query": texts[0], "k": 1})
+        assert r.status_code == 200 and r.json()["results"][0][0]["id"] == ids[0], r.text
+        if explicit:  # the service's own model gives 64 dims: the 32-dim rebuild is not served, and it says why
+            assert health["status"] == "degraded" and "dimension 32" in health["problem"] and health["generation"] == 1
+        else:  # the index's model changed: the encoder follows it
+            assert health["status"] == "ok" and health["generation"] == 2
+            assert client.get("/stats").json()["model"] == str(other)

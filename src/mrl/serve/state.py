@@ -112,13 +112,28 @@ class ServiceState:
 
     @property
     def index(self) -> Searcher:
-        """The newest snapshot that opens (the last good one, with :attr:`problem` set, otherwise)."""
+        """The newest snapshot that opens and fits the text model (the last good one, with :attr:`problem`
+        set, otherwise). An index rebuilt with another model reloads the encoder (unless the service was
+        given a model of its own); with another dimension than that model's, the last good one stays."""
         with self._lock:
             try:
-                self._index, self.problem = self._index.refresh(), None
+                fresh = self._index.refresh()
             except (MrlError, OSError) as e:
                 self.problem = f"serving generation {self._index.generation}: {e}"
+                return self._index
+            self.problem = self._adopt(fresh) if fresh is not self._index else None
         return self._index
+
+    def _adopt(self, fresh: Searcher) -> str | None:
+        """Serve ``fresh`` if its vectors fit the text model; else keep the old snapshot and say why."""
+        if self.settings.model is None and fresh.model != self.encoder.name:
+            self.encoder = TextEncoder(fresh.model)  # the index's own model: loaded on first use
+        elif fresh.dim != self._index.dim and self.encoder.name is not None:
+            return (f"serving generation {self._index.generation}: generation {fresh.generation} has dimension "
+                    f"{fresh.dim}, but this service encodes text with {self.encoder.name} (dimension "
+                    f"{self._index.dim}); restart it with a model of dimension {fresh.dim}")
+        self._index = fresh
+        return None
 
     @property
     def _model(self) -> Any:
