@@ -247,7 +247,7 @@ def test_a_vectors_file_cut_short_is_refused_by_name_and_nothing_changes(tmp_pat
     args = [a if a != "Q" else str(tmp_path / "q.npy") for a in command]
     result = CliRunner().invoke(app, [*args[:2], str(root), *args[2:]] if args[0] == "index" else
                                 [args[0], str(root), *args[1:]])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert f"{vectors.name}: cannot be read" in result.output and "Traceback" not in result.output
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -165,7 +166,8 @@ def add_command(
     from mrl.index import open_index
 
     index = open_index(index_path)
-    xb, id_values = read_inputs(model or (index.model if data else None), data, vectors, ids, batch_size)
+    xb, id_values = read_inputs(model or (index.model if data else None), data, vectors, ids, batch_size,
+                                index.stats()["id_kind"])
     if id_values is None:
         raise MrlError("--ids is required when adding vectors (which ids do they get or replace?)")
     before = index.count
@@ -184,14 +186,14 @@ def delete_command(
     """Delete by id; if any id is unknown nothing is deleted."""
     from mrl.index import open_index
 
-    values = list(id_list or []) + ([str(v) for v in load_ids(ids)] if ids else [])
     index = open_index(index_path)
-    if index.stats()["id_kind"] == "int":
-        try:
-            parsed: list[Any] = [int(v) for v in values]
-        except ValueError:
-            bad = next(v for v in values if not v.lstrip("-").isdigit())
-            raise MrlError(f"{index_path} uses integer ids; {bad!r} is not one") from None
+    kind = index.stats()["id_kind"]
+    values = list(id_list or []) + ([str(v) for v in load_ids(ids, kind)] if ids else [])
+    if kind == "int":
+        bad = [v for v in values if re.fullmatch(r"-?[0-9]+", v) is None]
+        if bad:
+            raise MrlError(f"{index_path} uses integer ids; {bad[0]!r} is not one")
+        parsed: list[Any] = [int(v) for v in values]
     else:
         parsed = values
     before = index.count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,8 +44,12 @@ def load_vectors(path: Path) -> np.ndarray:
         raise MrlError(f"{path}: not a .npy array ({e})") from None
 
 
-def load_ids(path: Path) -> np.ndarray:
-    """Ids from a text file (one per line; all-integer files give int ids) or a .npy array."""
+def load_ids(path: Path, kind: str | None = None) -> np.ndarray | list[str]:
+    """Ids from a text file (one per line, a byte-order mark ignored) or a .npy array.
+
+    A text file gives int ids when every line is an ASCII integer (``-?[0-9]+``: not ``1_000`` or
+    ``٣``), else string ids; ``kind`` ("str" or "int", an existing index's) decides instead.
+    """
     if not path.is_file():
         raise MrlError(f"{path}: no such file")
     if path.suffix == ".npy":
@@ -56,14 +61,16 @@ def load_ids(path: Path) -> np.ndarray:
         if not line.strip():
             raise MrlError(f"{path}:{i}: empty id")
     values = [line.strip() for line in lines]
-    try:
-        numbers = [int(v) for v in values]
-    except ValueError:
-        return np.array(values, dtype=str)
-    too_big = [i for i, v in enumerate(numbers, 1) if not -(2**63) <= v < 2**63]
+    numeric = [re.fullmatch(r"-?[0-9]+", v) is not None for v in values]
+    if kind == "str" or (kind is None and not all(numeric)):
+        return values  # a list: numpy would drop a trailing NUL, which the id check names
+    if not all(numeric):
+        bad = numeric.index(False)
+        raise MrlError(f"{path}:{bad + 1}: {values[bad]!r} is not an integer id (this index uses integer ids)")
+    too_big = [i for i, v in enumerate(values, 1) if not -(2**63) <= int(v) < 2**63]
     if too_big:
         raise MrlError(f"{path}:{too_big[0]}: id {values[too_big[0] - 1]} does not fit in 64 bits")
-    return np.array(numbers, dtype=np.int64)
+    return np.array([int(v) for v in values], dtype=np.int64)
 
 
 def _encode_corpus(model: str, data: Path, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +85,7 @@ def _encode_corpus(model: str, data: Path, batch_size: int) -> tuple[np.ndarray,
 
 
 def read_inputs(model: str | None, data: Path | None, vectors: Path | None, ids: Path | None,
-            batch_size: int) -> tuple[np.ndarray, Any]:
+                batch_size: int, id_kind: str | None = None) -> tuple[np.ndarray, Any]:
     if (vectors is None) == (data is None):
         raise MrlError("give either --vectors X.npy [--ids ids.txt] or --model PATH --data BEIR_DIR")
     if data is not None:
@@ -94,6 +101,6 @@ def read_inputs(model: str | None, data: Path | None, vectors: Path | None, ids:
         if ids is not None:
             raise MrlError(f"--ids: {vectors} is an embeddings folder and carries its own ids")
         return load_folder(vectors)
-    return load_vectors(vectors), (load_ids(ids) if ids is not None else None)
+    return load_vectors(vectors), (load_ids(ids, id_kind) if ids is not None else None)
 
 

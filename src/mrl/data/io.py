@@ -51,6 +51,7 @@ def read_lines(path: Path) -> list[str]:
     except OSError as e:
         raise MrlError(f"{path}: cannot be read ({e.strerror})") from None
     lines = []
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not part of the first line
     for lineno, chunk in enumerate(raw.split(b"\n"), start=1):
         try:
             lines.append(chunk.decode("utf-8").rstrip("\r"))

@@ -9,14 +9,24 @@ import numpy as np
 
 from mrl.errors import MrlError
 
+MAX_ID_LENGTH = 256  # characters of a string id: keys are stored as fixed-width arrays per segment
+INT64_MAX = 2**63 - 1
+
 
 def check_ids(ids: Any, n: int) -> np.ndarray:
-    """``ids`` for ``n`` vectors as an array: int64 (non-negative) or str (non-empty), 1-D, unique.
+    """``ids`` for ``n`` vectors as an array: int64 (0 .. 2^63 - 1) or str (non-empty, at most
+    ``MAX_ID_LENGTH`` characters, valid UTF-8 without control characters), 1-D, unique.
 
     Raises:
-        MrlError: naming the count, the repeated id, the negative or empty one, or the dtype.
+        MrlError: naming the count, the repeated id, the negative, too large, empty, too long or
+            unencodable one, or the dtype.
     """
-    values = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
+    if not isinstance(ids, np.ndarray):
+        ids = list(ids)
+        _check_strings([v for v in ids if isinstance(v, str)])  # before numpy drops a trailing NUL
+    values = np.asarray(ids)
+    if values.dtype.kind == "u" and len(values) and int(values.max()) > INT64_MAX:
+        raise MrlError(f"ids: {int(values.max())} does not fit in a signed 64-bit id (at most {INT64_MAX})")
     if values.ndim != 1 or len(values) != n:
         raise MrlError(f"ids: {len(values) if values.ndim == 1 else values.shape} ids for {n} vectors")
     uniq, counts = np.unique(values, return_counts=True)
@@ -28,9 +38,22 @@ def check_ids(ids: Any, n: int) -> np.ndarray:
         return values.astype(np.int64)
     if values.dtype.kind != "U":
         raise MrlError(f"ids: expected integers or strings, got dtype {values.dtype}")
+    _check_strings(values.tolist())
     if (values == "").any():
         raise MrlError("ids: an id is the empty string")
     return values
+
+
+def _check_strings(values: list[str]) -> None:
+    for v in values:
+        if len(v) > MAX_ID_LENGTH:
+            raise MrlError(f"ids: {v[:40]!r}... is {len(v)} characters long; ids have at most {MAX_ID_LENGTH}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise MrlError(f"ids: {v!r} holds a control character (NUL, tab, newline ...); ids are printable text")
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MrlError(f"ids: {v!r} is not valid text (a lone surrogate); ids must be UTF-8") from None
 
 
 class IdMap:
