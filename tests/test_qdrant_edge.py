@@ -252,3 +252,16 @@ def test_qdrant_client_local_mode_runs_the_same_funnel(built, data, tmp_path):
 def test_an_unreachable_server_is_named(data):
     with pytest.raises(MrlError, match=r"qdrant://127.0.0.1:9/docs: qdrant .* failed .*(refused|connect)"):
         build_qdrant("qdrant://127.0.0.1:9/docs", data[0][:10])
+
+
+def test_one_index_kind_per_folder(data, tmp_path):
+    from mrl.index import build_index
+
+    xb = data[0]
+    build_index("mrl", str(tmp_path / "a"), xb[:50], first_stages=["int8@16"])
+    with pytest.raises(MrlError, match="holds a mrl index; one index kind per folder"):
+        build_index("qdrant-edge", f"qdrant-edge://{tmp_path / 'a'}", xb[:50], first_stages=["int8@16"])
+    build_index("qdrant-edge", f"qdrant-edge://{tmp_path / 'b'}", xb[:50], first_stages=["int8@16"])
+    with pytest.raises(MrlError, match="holds a qdrant-edge index"):
+        build_index("mrl", str(tmp_path / "b"), xb[:50], first_stages=["int8@16"], overwrite=True)
+    assert MrlIndex.open(tmp_path / "a").count == 50

@@ -382,3 +382,58 @@ def test_a_rebuild_with_another_model_reloads_the_encoder_or_keeps_the_last_good
         else:  # the index's model changed: the encoder follows it
             assert health["status"] == "ok" and health["generation"] == 2
             assert client.get("/stats").json()["model"] == str(other)
+
+
+def test_with_a_key_only_healthz_is_open_and_an_empty_key_is_refused(served):
+    from mrl.errors import MrlError
+
+    path, _, _ = served
+    client = TestClient(create_app(ServeSettings(path, api_key=KEY)))
+    assert client.get("/healthz").status_code == 200
+    for route in ("/openapi.json", "/stats"):
+        assert client.get(route).status_code == 401
+    assert client.get("/docs").status_code == 404 and client.get("/redoc").status_code == 404
+    schema = client.get("/openapi.json", headers={"Authorization": f"Bearer {KEY}"})
+    assert schema.status_code == 200 and "/search" in schema.json()["paths"]
+    with pytest.raises(MrlError, match="--api-key is empty"):
+        ServeSettings(path, api_key="")
+
+
+def test_an_unvalidated_model_name_is_refused_not_echoed(client):
+    r = client.post("/v1/embeddings", content='{"input": "a", "model": "\\ud800"}',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["error"]["message"].startswith("model:")
+    assert client.post("/v1/embeddings", json={"input": "a", "model": "m" * 300}).status_code == 422
+
+
+def test_a_body_that_stops_arriving_gets_408(served):
+    """A Content-Length larger than the body sent: the connection is answered, not held forever."""
+    import uvicorn
+
+    path, _, _ = served
+    app = create_app(ServeSettings(path, read_timeout_s=0.5))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if server.started:
+                break
+            time.sleep(0.05)
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            conn.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000\r\n\r\n{\"k\": 3")
+            reply = b""
+            while b"stopped arriving" not in reply:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            reply = reply.decode()
+        assert reply.startswith("HTTP/1.1 408") and "stopped arriving" in reply
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -26,6 +26,18 @@ def sha256(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def disk_bytes(root: Path) -> int:
+    """Bytes of the files under ``root``; files another process removes meanwhile are not counted."""
+    total = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:  # removed by a writer's garbage collection since the listing
+                continue
+    return total
+
+
 def temporary_name(path: Path) -> Path:
     """A hidden sibling of ``path`` that no other writer picks: ``.NAME.<uuid>.tmp``."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")

@@ -97,7 +97,22 @@ def build_index(backend: str, uri: str, vectors: Any, ids: Any = None, **options
     """A new index of ``backend`` at ``uri`` from ``vectors``; the options are the backend's build options."""
     if backend not in BACKENDS:
         raise MrlError(f"--backend {backend!r}: expected {', '.join(BACKENDS)}")
+    held = folder_kind(uri)
+    if held is not None and held != backend:  # a folder opens as one kind: a second one inside would never be read
+        raise MrlError(f"{uri}: the folder holds a {held} index; one index kind per folder: build the {backend} "
+                       "index into another folder, or remove that one first")
     return BACKENDS[backend].build(uri, vectors, ids, **options)
+
+
+def folder_kind(uri: str | Path) -> str | None:
+    """Which local index a folder holds (``mrl`` or ``qdrant-edge``), or ``None`` (none, or not a folder URI)."""
+    scheme, sep, rest = str(uri).partition("://")
+    if sep and scheme not in ("file", "qdrant-edge"):
+        return None
+    folder = Path(rest if sep else str(uri))
+    if (folder / EDGE_META).is_file():
+        return "qdrant-edge"
+    return "mrl" if (folder / "manifest.json").is_file() else None
 
 
 def is_local_folder(uri: str | Path) -> bool:

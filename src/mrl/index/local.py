@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from mrl._fs import disk_bytes
 from mrl.adapt.base import Adaptor
 from mrl.errors import MrlError
 from mrl.index import storage
@@ -304,7 +305,7 @@ class MrlIndex:
     # ------------------------------------------------------------------ inspection
     def stats(self) -> dict[str, Any]:
         m = self.manifest
-        disk = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        disk = disk_bytes(self.root)
         stages = {}
         for spec in self.specs:
             total = self.rows.resident_bytes(spec)

@@ -8,9 +8,10 @@ the dependencies of :mod:`mrl.serve.deps`).
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from mrl.index.base import Searcher
+from mrl.serve.deps import require_key
 from mrl.serve.errors import add_error_handlers
 from mrl.serve.middleware import BodyLimit
 from mrl.serve.routes import router
@@ -25,9 +26,15 @@ def create_app(settings: ServeSettings, searcher: Searcher | None = None) -> Fas
     state = ServiceState(settings, searcher)
     if settings.preload:
         state.warm()
-    app = FastAPI(title="mrl", summary="Matryoshka funnel search and embeddings")
+    keyed = settings.api_key is not None  # with a key only /healthz is open: the schema needs it, no docs pages
+    app = FastAPI(title="mrl", summary="Matryoshka funnel search and embeddings",
+                  docs_url=None if keyed else "/docs", redoc_url=None if keyed else "/redoc",
+                  openapi_url=None if keyed else "/openapi.json")
     app.state.mrl = state
     add_error_handlers(app)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s)
     app.include_router(router)
+    if keyed:
+        app.add_api_route("/openapi.json", lambda: app.openapi(), dependencies=[Depends(require_key)],
+                          include_in_schema=False)
     return app

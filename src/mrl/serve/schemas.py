@@ -70,12 +70,12 @@ class EmbeddingRequest(BaseModel):
     """The OpenAI embeddings request (``input`` as text; token arrays are not supported)."""
 
     input: str | list[str]
-    model: str | None = None
+    model: str | None = Field(None, max_length=256)
     dimensions: int | None = Field(None, ge=1, strict=True)
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
 
-    _text = field_validator("input")(_valid_text)
+    _text = field_validator("input", "model", "user")(_valid_text)
 
 
 class Embedding(BaseModel):

@@ -27,6 +27,11 @@ class ServeSettings:
     max_work: int = 1 << 26  # queries x candidate-dimensions of the cascade (Cascade.work) per request
     max_seconds: int = 60  # a request not encoded or searched by then gets 503; work nobody waits for is dropped
     preload: bool = False  # load the model and first-stage structures at start-up, not on first use
+    read_timeout_s: float = 30.0  # a request body that stops arriving (a Content-Length it never sends) gets 408
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None and not self.api_key.strip():
+            raise MrlError("--api-key is empty: every request would be refused; give a key or leave it out")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServeSettings:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mrl._fs import atomic_write_text
+from mrl._fs import atomic_write_text, disk_bytes
 from mrl.errors import MrlError
 
 EDGE_HINT = "the qdrant-edge backend needs qdrant-edge-py: pip install 'mrl[qdrant]'"
@@ -182,7 +182,7 @@ class EdgeEngine:
         return int(self.shard.info().segments_count)
 
     def disk_bytes(self) -> int:
-        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+        return disk_bytes(self.root)
 
     def where(self) -> str:
         return str(self.root)
