@@ -268,3 +268,32 @@ def test_float64_beyond_float32_is_stored_by_direction_and_verify_finds_non_fini
     np.save(vectors, stored)  # as an older mrl stored float64 beyond float32: checksums match, rows are NaN
     _edit_manifest(tmp_path / "p", lambda m: m["segments"][0]["files"].update({"vectors.npy": storage.sha256(vectors)}))
     assert any("vectors.npy: row 7 holds NaN or Inf" in p for p in storage.verify_folder(tmp_path / "p"))
+
+
+def test_many_adds_keep_descriptors_bounded_under_a_low_open_files_limit(tmp_path):
+    """200 adds under `ulimit -n 256` (~175 adds broke search and compact before merging existed)."""
+    script = r'''
+import resource, sys
+import numpy as np
+from mrl.index import MrlIndex
+from mrl.index.local_build import MAX_SEGMENTS
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+rng = np.random.default_rng(0)
+root = sys.argv[1]
+first = rng.standard_normal((20, 16)).astype(np.float32)
+index = MrlIndex.build(root, first, np.arange(20), first_stages=["int8@8"])
+added = [first]
+for i in range(200):
+    x = rng.standard_normal((2, 16)).astype(np.float32)
+    index = MrlIndex.open(root).add(x, [20 + 2 * i, 21 + 2 * i])
+    added.append(x)
+xb = np.concatenate(added)
+index = MrlIndex.open(root)
+assert len(index.rows.segments) <= MAX_SEGMENTS and index.count == len(xb)
+np.testing.assert_array_equal(index.search(xb[::7], 1, f"int8@8:{len(xb)},16:1").ids[:, 0], np.arange(len(xb))[::7])
+assert index.compact().count == len(xb) and index.verify() == []
+print("ok", len(index.rows.segments))
+'''
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "i")], capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-2000:]

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from mrl.index.segments import LiveRows, SegmentSet
 
 Progress = Callable[[FirstStageSpec], None]
+MAX_SEGMENTS = 32  # an add past this many segments merges the smallest ones (descriptors stay bounded)
+MERGE = 16  # how many of the smallest segments one merge rewrites
 
 
 class Snapshot(Protocol):
@@ -135,8 +137,31 @@ def add(index: Snapshot, vectors: np.ndarray, ids: Sequence[int] | Sequence[str]
         manifest = index.rows.tombstoned(index.root, m.next(), replaced)
         manifest = replace(manifest, segments=(*manifest.segments, entry),
                            count=index.count - len(replaced) + len(vectors), next_id=next_id)
+        if len(manifest.segments) > MAX_SEGMENTS:
+            manifest = merge_smallest(index.root, manifest)
         storage.commit_manifest(index.root, manifest)
     return manifest
+
+
+def merge_smallest(root: Path, manifest: Manifest) -> Manifest:
+    """``manifest`` with its ``MERGE`` smallest segments (by live rows) rewritten as one.
+
+    Every add makes a segment, and an open snapshot holds a few descriptors per segment: merging
+    keeps both bounded (at most ``MAX_SEGMENTS``) whatever the number of adds, at the cost of
+    rewriting only small segments (each row is rewritten about log(adds) times, as in an LSM tree).
+    """
+    from mrl.index.segments import LiveRows, SegmentSet
+
+    order = sorted(range(len(manifest.segments)),
+                   key=lambda i: manifest.segments[i].count - manifest.segments[i].dead_count)
+    chosen = sorted(order[:MERGE])
+    rows = SegmentSet.load(root, replace(manifest, segments=tuple(manifest.segments[i] for i in chosen)))
+    live = rows.live_rows()
+    keys = rows.keys()[live] if manifest.id_kind == "str" else None
+    entry = write_segment(root, LiveRows(rows, live, manifest.dim), rows.ids[live], keys, manifest.specs,
+                          manifest.dtype, manifest.hnsw_m, manifest.ef_construction)
+    kept = tuple(s for i, s in enumerate(manifest.segments) if i not in set(chosen))
+    return replace(manifest, segments=(*kept, entry))
 
 
 def delete(index: Snapshot, ids: Sequence[int] | Sequence[str] | np.ndarray) -> Manifest:

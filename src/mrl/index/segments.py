@@ -37,6 +37,7 @@ class SegmentSet:
     @classmethod
     def load(cls, root: Path, manifest: Manifest) -> SegmentSet:
         specs = manifest.specs
+        _allow_descriptors(len(manifest.segments) * (2 + len(specs)))
         return cls([Segment.load(root, entry, specs) for entry in manifest.segments])
 
     @property
@@ -154,6 +155,20 @@ class SegmentSet:
             manifest = manifest.with_segment(i, SegmentEntry(entry.name, entry.count, entry.files, rel, digest,
                                                              int(dead.sum())))
         return manifest
+
+
+def _allow_descriptors(needed: int) -> None:
+    """Raise this process's soft limit of open files toward its hard limit when a snapshot needs more
+    (an index written by many adds before merging existed still opens, and can be compacted)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed + 256  # beside the index: sockets, models, the interpreter's own files
+    if soft != resource.RLIM_INFINITY and soft < want:
+        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
 
 
 class LiveRows:
