@@ -265,3 +265,47 @@ def test_one_index_kind_per_folder(data, tmp_path):
     with pytest.raises(MrlError, match="holds a qdrant-edge index"):
         build_index("mrl", str(tmp_path / "b"), xb[:50], first_stages=["int8@16"], overwrite=True)
     assert MrlIndex.open(tmp_path / "a").count == 50
+
+
+_HOLD = r"""
+import sys, time
+from mrl.index.qdrant import open_qdrant
+open_qdrant("qdrant-edge://" + sys.argv[1]).count
+print("open", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_rebuild_respects_the_lock_and_a_failed_one_keeps_the_old_index(data, tmp_path, monkeypatch):
+    from mrl.index.qdrant import engines
+
+    xb, _ = data
+    root = tmp_path / "i"
+    QdrantEdgeIndex.build(root, xb[:300], [f"d{i}" for i in range(300)], first_stages=["int8@8"])
+    close_edge(root)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(root)], stdout=subprocess.PIPE, text=True)
+    try:  # a running service holds the shard: a rebuild is refused, not done under it
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(MrlError, match="another process has this qdrant-edge index open"):
+            QdrantEdgeIndex.build(root, xb[:50], first_stages=["int8@8"], overwrite=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    calls = []
+
+    def failing(self, points):  # the rebuild dies after its first batch
+        calls.append(len(points))
+        if len(calls) > 1:
+            raise RuntimeError("disk full")
+        return real(self, points)
+
+    real = engines.EdgeEngine.upsert
+    monkeypatch.setattr(engines.EdgeEngine, "upsert", failing)
+    with pytest.raises(MrlError, match="disk full"):
+        QdrantEdgeIndex.build(root, xb, first_stages=["int8@8"], overwrite=True)
+    monkeypatch.undo()
+    index = QdrantEdgeIndex.open(root)
+    assert index.count == 300 and index.keys(index.search(xb[:2], 1, f"int8@8:300,{D}:1").ids) == [["d0"], ["d1"]]
+    assert len([p for p in root.iterdir() if p.name.startswith("shard")]) == 1  # the half-built shard is gone
+    rebuilt = QdrantEdgeIndex.build(root, xb[:100], first_stages=["int8@8"], overwrite=True)
+    assert rebuilt.count == 100 and len([p for p in root.iterdir() if p.name.startswith("shard")]) == 1

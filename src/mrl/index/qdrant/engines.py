@@ -10,7 +10,9 @@ the same nested query (a list of :class:`Stage`, first stage first), and return 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from mrl.errors import MrlError
 EDGE_HINT = "the qdrant-edge backend needs qdrant-edge-py: pip install 'mrl[qdrant]'"
 CLIENT_HINT = "the qdrant backend needs qdrant-client: pip install 'mrl[qdrant]'"
 META = "mrl-qdrant.json"
-_SHARDS: dict[Path, Any] = {}  # one open edge shard per folder in this process (Qdrant locks it)
+_SHARDS: dict[Path, tuple[Any, str]] = {}  # one open edge shard (and its name) per folder (Qdrant locks it)
 
 
 def require_edge() -> Any:
@@ -64,12 +66,14 @@ class Stage:
 
 
 class EdgeEngine:
-    """qdrant-edge: ``root/shard`` plus ``root/mrl-qdrant.json`` for mrl's description."""
+    """qdrant-edge: a shard folder plus ``root/mrl-qdrant.json`` for mrl's description, which names the
+    shard (``"shard"``; ``shard`` when absent, as written before). A rebuild writes a new shard beside
+    the old one and commits by renaming the description in: a kill before that keeps the old index."""
 
     kind = "qdrant-edge"
 
-    def __init__(self, root: Path, shard: Any) -> None:
-        self.root, self.shard, self.qe = root, shard, require_edge()
+    def __init__(self, root: Path, shard: Any, name: str = "shard") -> None:
+        self.root, self.shard, self.name, self.qe = root, shard, name, require_edge()
 
     @classmethod
     def open(cls, root: str | Path) -> EdgeEngine:
@@ -77,18 +81,12 @@ class EdgeEngine:
         if root not in _SHARDS:
             if not (root / META).is_file():
                 raise MrlError(f"{root}: not a qdrant-edge index ({META} not found)")
-            if not (root / "shard").is_dir():
-                raise MrlError(f"{root}: {META} names a qdrant-edge shard, but {root}/shard is missing")
-            try:
-                _SHARDS[root] = require_edge().EdgeShard.load(str(root / "shard"))
-            except MrlError:
-                raise
-            except Exception as e:  # qdrant_edge raises plain Exception with its message
-                if "WouldBlock" in str(e):
-                    raise MrlError(f"{root}: another process has this qdrant-edge index open (Qdrant allows one); "
-                                   "stop it, or change the index through that process") from None
-                raise MrlError(f"{root}: qdrant-edge cannot load the shard ({e})") from None
-        return cls(root, _SHARDS[root])
+            name = _shard_name(root)
+            if not (root / name).is_dir():
+                raise MrlError(f"{root}: {META} names a qdrant-edge shard, but {root}/{name} is missing")
+            _SHARDS[root] = (_load_shard(root, name), name)
+        shard, name = _SHARDS[root]
+        return cls(root, shard, name)
 
     @classmethod
     def exists(cls, root: str | Path) -> bool:
@@ -103,9 +101,10 @@ class EdgeEngine:
             if not overwrite:
                 raise MrlError(f"{root}: an index already exists there (pass overwrite / --overwrite to replace it)")
             close_edge(root)
-            shutil.rmtree(root / "shard", ignore_errors=True)
-            (root / META).unlink(missing_ok=True)
+            if (root / META).is_file():  # refused while another process (a running service) holds it
+                _load_shard(root, _shard_name(root)).close()
         root.mkdir(parents=True, exist_ok=True)
+        name = f"shard-{uuid.uuid4().hex[:12]}"  # beside the old shard: it stays the index until the commit
         params = {}
         for v in vectors:
             quant = {"int8": qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True),
@@ -116,11 +115,11 @@ class EdgeEngine:
                                                  quantization_config=quant, hnsw_config=hnsw)
         config = qe.EdgeConfig(vectors=params, optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1))
         try:
-            shard = qe.EdgeShard.create(str(root / "shard"), config)
+            shard = qe.EdgeShard.create(str(root / name), config)
         except Exception as e:
             raise MrlError(f"{root}: qdrant-edge cannot create the shard ({e})") from None
-        _SHARDS[root] = shard
-        return cls(root, shard)
+        _SHARDS[root] = (shard, name)
+        return cls(root, shard, name)
 
     def read_meta(self) -> dict[str, Any]:
         path = self.root / META
@@ -130,7 +129,16 @@ class EdgeEngine:
             raise MrlError(f"{path}: cannot be read ({e})") from None
 
     def write_meta(self, meta: dict[str, Any]) -> None:
-        atomic_write_text(self.root / META, json.dumps(meta, indent=2) + "\n")  # the commit point
+        """The commit point (names this shard); then the shards no description names are removed."""
+        atomic_write_text(self.root / META, json.dumps({**meta, "shard": self.name}, indent=2) + "\n")
+        for p in self.root.iterdir():
+            if p.is_dir() and p.name != self.name and re.fullmatch(r"shard(-[0-9a-f]{12})?", p.name):
+                shutil.rmtree(p, ignore_errors=True)
+
+    def abandon(self) -> None:
+        """Drop a shard that was being built and never committed (the previous index stays the index)."""
+        close_edge(self.root)
+        shutil.rmtree(self.root / self.name, ignore_errors=True)
 
     def upsert(self, points: list[tuple[int, dict[str, list[float]], dict | None]]) -> None:
         qe = self.qe
@@ -189,9 +197,31 @@ class EdgeEngine:
 
 
 def close_edge(root: Path) -> None:
-    shard = _SHARDS.pop(Path(root).resolve(), None)
-    if shard is not None:
-        shard.close()
+    held = _SHARDS.pop(Path(root).resolve(), None)
+    if held is not None:
+        held[0].close()
+
+
+def _shard_name(root: Path) -> str:
+    try:
+        name = json.loads((root / META).read_text(encoding="utf-8")).get("shard", "shard")
+    except (OSError, ValueError, AttributeError) as e:
+        raise MrlError(f"{root / META}: cannot be read ({e})") from None
+    if not isinstance(name, str) or not re.fullmatch(r"shard(-[0-9a-f]{12})?", name):
+        raise MrlError(f"{root / META}: shard {name!r} is not a shard this mrl writes")
+    return name
+
+
+def _load_shard(root: Path, name: str) -> Any:
+    try:
+        return require_edge().EdgeShard.load(str(root / name))
+    except MrlError:
+        raise
+    except Exception as e:  # qdrant_edge raises plain Exception with its message
+        if "WouldBlock" in str(e):
+            raise MrlError(f"{root}: another process has this qdrant-edge index open (Qdrant allows one); "
+                           "stop it, or change the index through that process") from None
+        raise MrlError(f"{root}: qdrant-edge cannot load the shard ({e})") from None
 
 
 class ClientEngine:

@@ -116,7 +116,13 @@ class QdrantIndex:
                 "default_cascade": cascade}
         cls(None, meta)._check_cascade(parse_cascade(cascade, dim))  # before anything is written
         index = cls(create(layout(specs, dims)), meta)
-        index._upsert(vectors, keys if keys is not None else np.asarray(ids if ids is not None else np.arange(n)), n)
+        try:
+            index._upsert(vectors, keys if keys is not None else np.asarray(ids if ids is not None else np.arange(n)),
+                          n)
+        except BaseException:
+            if hasattr(index.engine, "abandon"):  # qdrant-edge: the shard built beside the old one goes
+                index.engine.abandon()
+            raise
         index.engine.write_meta(meta)  # the commit point: without it the data is not an index
         return index
 
