@@ -297,3 +297,39 @@ print("ok", len(index.rows.segments))
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "i")], capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-2000:]
+
+
+def test_a_full_disk_is_named_and_changes_nothing(tmp_path, monkeypatch):
+    """Injected ENOSPC: in a segment's vectors (build, add) and in a tombstone (delete, through the CLI)."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    from mrl.cli.main import app
+    from mrl.index import segment, storage
+
+    xb = np.random.default_rng(2).standard_normal((300, 16)).astype(np.float32)
+    index = MrlIndex.build(tmp_path / "i", xb, first_stages=["int8@8"])
+    before = {p: p.read_bytes() for p in (tmp_path / "i").rglob("*") if p.is_file()}
+    real = segment._write_vectors
+
+    def full(path, vectors, dtype):
+        real(path, vectors[:10], dtype)  # some bytes land, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(segment, "_write_vectors", full)
+    with pytest.raises(MrlError, match="no space left on the device while writing a segment; nothing was changed"):
+        index.add(xb[:5] * 2, [1000, 1001, 1002, 1003, 1004])
+    with pytest.raises(MrlError, match="no space left"):
+        MrlIndex.build(tmp_path / "i", xb, first_stages=["int8@8"], overwrite=True)
+    monkeypatch.undo()
+    assert {p: p.read_bytes() for p in (tmp_path / "i").rglob("*") if p.is_file()} == before  # no partial files
+
+    def no_room(path, array):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(storage, "write_npy", no_room)
+    result = CliRunner().invoke(app, ["index", "delete", str(tmp_path / "i"), "3"])
+    assert result.exit_code == 2 and "no space left on the device" in result.output and "Traceback" not in result.output
+    monkeypatch.undo()
+    assert MrlIndex.open(tmp_path / "i").count == 300 and storage.verify_folder(tmp_path / "i") == []

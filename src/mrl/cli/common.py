@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -39,6 +40,15 @@ def handle_errors(fn: F) -> F:
         except MrlError as e:
             # escaped: a message naming "mrl[qdrant]" or a path with brackets is text, not rich markup
             err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=2) from None
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            # every write goes to a temporary name first and commits by a rename: nothing committed changed
+            where = f" ({e.filename})" if e.filename else ""
+            err_console.print(f"[bold red]error:[/] no space left on the device{escape(where)}; nothing that was "
+                              "committed changed: free some space and run the command again",
+                              highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return cast(F, wrapper)  # functools.wraps keeps fn's signature, which typer reads

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,25 +148,51 @@ def write_segment(
         manifest naming it is committed.
     """
     name, tmp = storage.new_segment_dir(root)
+    try:
+        n = _write_vectors(tmp / "vectors.npy", vectors, np.dtype(dtype))
+        storage.write_npy(tmp / "ids.npy", np.asarray(ids, dtype=np.int64))
+        if keys is not None:
+            storage.write_npy(tmp / "keys.npy", np.asarray(keys, dtype=str))
+        stored = np.load(tmp / "vectors.npy", mmap_mode="r")
+        for spec in specs:
+            xb = truncate(stored, spec.dim)  # (n, d): what the first stage indexes
+            first_stage.save(first_stage.build(spec, xb, hnsw_m, ef_construction), tmp / first_stage.file_name(spec))
+            if progress is not None:
+                progress(spec)
+        del stored
+        files = storage.commit_segment_dir(root, name, tmp)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if no_space(e, tmp):
+            raise MrlError(f"{root}: no space left on the device while writing a segment; nothing was changed "
+                           "(its partial files were removed)") from None
+        raise
+    return SegmentEntry(name, n, files)
+
+
+def _write_vectors(path: Path, vectors: np.ndarray | RowBlocks, dtype: np.dtype) -> int:
+    """Renormalised rows in ``dtype`` as a .npy file, written block by block with plain writes (a full disk
+    is an ENOSPC error here, not a SIGBUS in a sparse memory map); returns the row count."""
     n, dim = vectors.shape
-    out = np.lib.format.open_memmap(tmp / "vectors.npy", mode="w+", dtype=np.dtype(dtype), shape=(n, dim))
-    for start in range(0, n, BLOCK):
-        rows = unit_rows(vectors[start : start + BLOCK])  # renormalised before the cast to the stored dtype
-        if not np.isfinite(rows).all():  # the inputs were checked: this would be a bug, never stored data
-            raise MrlError(f"vectors: row {start + int(np.argmax(~np.isfinite(rows).all(axis=1)))} is not finite "
-                           "after normalisation; nothing was written")
-        out[start : start + BLOCK] = rows
-    out.flush()
-    del out
-    storage.write_npy(tmp / "ids.npy", np.asarray(ids, dtype=np.int64))
-    if keys is not None:
-        storage.write_npy(tmp / "keys.npy", np.asarray(keys, dtype=str))
-    stored = np.load(tmp / "vectors.npy", mmap_mode="r")
-    for spec in specs:
-        xb = truncate(stored, spec.dim)  # (n, d): what the first stage indexes
-        first_stage.save(first_stage.build(spec, xb, hnsw_m, ef_construction), tmp / first_stage.file_name(spec))
-        if progress is not None:
-            progress(spec)
-    del stored
-    files = storage.commit_segment_dir(root, name, tmp)
-    return SegmentEntry(name, int(n), files)
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                 "fortran_order": False, "shape": (n, dim)})
+        for start in range(0, n, BLOCK):
+            rows = unit_rows(vectors[start : start + BLOCK])  # renormalised before the cast to the stored dtype
+            if not np.isfinite(rows).all():  # the inputs were checked: this would be a bug, never stored data
+                raise MrlError(f"vectors: row {start + int(np.argmax(~np.isfinite(rows).all(axis=1)))} is not "
+                               "finite after normalisation; nothing was written")
+            f.write(np.ascontiguousarray(rows, dtype=dtype).tobytes())
+    return int(n)
+
+
+def no_space(error: BaseException, where: Path) -> bool:
+    """Whether ``error`` came from a full disk (faiss reports it as a RuntimeError of its own)."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    if isinstance(error, RuntimeError):
+        try:
+            return shutil.disk_usage(where.parent).free < 1 << 20
+        except OSError:
+            return False
+    return False
