@@ -9,7 +9,7 @@ import numpy as np
 import typer
 
 from mrl.adapt.fit import FitConfig
-from mrl.cli.common import console, handle_errors, parse_floats, parse_ints, results_table
+from mrl.cli.common import check_output, console, handle_errors, parse_floats, parse_ints, results_table
 from mrl.errors import MrlError
 
 _D = FitConfig()  # the defaults, in one place
@@ -115,6 +115,7 @@ def fit_command(
     encode_batch_size: EncodeBatchSizeOpt = 64,
 ) -> None:
     """Fit an adaptor on corpus vectors (unsupervised) or with query/document pairs (supervised)."""
+    check_output(out, "folder", "--out")
     from mrl.encoders.model import pick_device
 
     if (vectors is None) == (data is None):

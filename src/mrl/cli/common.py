@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import typer
@@ -94,3 +95,21 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy scalars and arrays
         return value.tolist()
     return str(value)
+
+
+def check_output(path: Path | None, kind: str, option: str) -> None:
+    """Refuse, before any work, an output ``path`` that cannot become a ``kind`` ("file" or "folder"):
+    an existing folder given for a file or file for a folder, a path under a file, a read-only place."""
+    if path is None:
+        return
+    if kind == "file" and path.is_dir():
+        raise MrlError(f"{option} {path}: is a folder; give a file name")
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise MrlError(f"{option} {path}: is a file; give a folder")
+    parent = path if kind == "folder" else path.parent
+    while not parent.exists():  # the nearest existing ancestor is where the output gets created
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MrlError(f"{option} {path}: {parent} is a file, so nothing can be created under it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MrlError(f"{option} {path}: {parent} is not writable")

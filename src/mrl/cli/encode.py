@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mrl.cli.common import err_console, handle_errors
+from mrl.cli.common import check_output, err_console, handle_errors
 from mrl.errors import MrlError
 
 
@@ -33,6 +33,7 @@ def encode_command(
 
     if what not in ("corpus", "queries"):
         raise MrlError(f"--what {what!r}: expected corpus or queries")
+    check_output(out, "folder", "--out")
     if device is not None:
         pick_device(device)
     resolve_model_path(model)  # a missing model folder is named before the data is read

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from mrl.cli.common import console, err_console, handle_errors, parse_ints, print_json, results_table
+from mrl.cli.common import check_output, console, err_console, handle_errors, parse_ints, print_json, results_table
 
 if TYPE_CHECKING:
     from mrl.adapt import Adaptor
@@ -83,6 +83,8 @@ def eval_command(
     device: DeviceOpt = None,
 ) -> None:
     """Encode once at full dimension, slice every prefix, search exactly, report nDCG@10, Recall@10/100, MRR@10."""
+    for option, path in (("--json", json_out), ("--markdown", markdown), ("--plot", plot)):
+        check_output(None if path == _STDOUT else path, "file", option)  # before minutes of encoding
     out = err_console if json_out == _STDOUT else console  # stdout holds only the JSON then
     methods = _check_methods(dims, baseline, adaptor, precision, select)
     ds, sets = _load_data(data, split, xling, langs, max_queries, max_docs)

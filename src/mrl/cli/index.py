@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from mrl.cli.common import console, err_console, handle_errors, parse_ints, print_json
+from mrl.cli.common import check_output, console, err_console, handle_errors, parse_ints, print_json
 from mrl.cli.index_inputs import (
     AdaptorOpt,
     DataOpt,
@@ -135,6 +135,7 @@ def _build_target(backend: str, out: Path | None, url: str | None, collection: s
         return f"{'qdrants' if scheme == 'https' else 'qdrant'}://{host.rstrip('/')}/{collection}"
     if out is None:
         raise MrlError(f"--backend {backend} needs --out FOLDER")
+    check_output(out, "folder", "--out")
     if url or collection:
         raise MrlError("--url and --collection go with --backend qdrant")
     if backend == "qdrant-edge":

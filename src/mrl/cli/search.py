@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from mrl.cli.common import console, err_console, handle_errors, print_json, results_table
+from mrl.cli.common import check_output, console, err_console, handle_errors, print_json, results_table
 from mrl.cli.index_inputs import IndexArg, JsonOpt, ModelOpt, load_adaptor, load_vectors
 from mrl.errors import MrlError
 
@@ -34,6 +34,8 @@ def search_command(
     from mrl.index import open_index
     from mrl.index.work import Work
 
+    check_output(out, "file", "--out")
+    check_output(stats, "file", "--stats")
     index = open_index(index_path)
     index.check_adaptor(load_adaptor(adaptor))
     xq = _queries(index, index_path, text, vectors, model)

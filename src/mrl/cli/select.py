@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mrl.cli.common import console, err_console, handle_errors, print_json, results_table
+from mrl.cli.common import check_output, console, err_console, handle_errors, print_json, results_table
 
 
 @handle_errors
@@ -23,8 +23,10 @@ def select_command(
     """Print the Pareto front of quality vs bytes per vector and the cheapest option meeting --target."""
     from mrl.errors import MrlError
     from mrl.eval.precision import PRECISIONS
-    from mrl.eval.select import choose, load_report, options, pareto, plot_front
+    from mrl.eval.select import check_budget, choose, load_report, options, pareto, plot_front
 
+    check_budget(target, max_bytes)
+    check_output(plot, "file", "--plot")
     wanted = [p.strip() for p in precision.split(",") if p.strip()] if precision else None
     for p in wanted or []:
         if p not in PRECISIONS:

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 from rich.markup import escape
 
-from mrl.cli.common import console, err_console, handle_errors, print_json, results_table
+from mrl.cli.common import check_output, console, err_console, handle_errors, print_json, results_table
 from mrl.cli.index_inputs import IndexArg, JsonOpt, load_vectors
 from mrl.errors import MrlError
 
@@ -40,6 +40,7 @@ def tune_command(
     from mrl.index import open_index
     from mrl.index.tuning.tune import tune, tuning_record
 
+    check_output(out, "folder", "--out")
     index = open_index(index_path)
     xq = np.asarray(load_vectors(queries), dtype=np.float32) if queries else None
     say = err_console if as_json else console

@@ -8,6 +8,7 @@ matches; the pick is the cheapest option on it with ``share >= target`` within `
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -91,12 +92,34 @@ def load_report(path: str | Path) -> EvalReport:
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise MrlError(f"report not found: {path}") from None
+    except IsADirectoryError:
+        raise MrlError(f"{path}: a folder, not an `mrl eval --json` report") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MrlError(f"{path}: not a JSON report ({e})") from None
+    except OSError as e:
+        raise MrlError(f"{path}: cannot be read ({e.strerror})") from None
     try:
-        return EvalReport.from_dict(doc)
-    except (KeyError, TypeError, ValueError) as e:
+        report = EvalReport.from_dict(doc)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise MrlError(f"{path}: not an `mrl eval --json` report (missing or bad {e})") from None
+    _check_scores(report, path)
+    return report
+
+
+def _check_scores(report: EvalReport, path: str | Path) -> None:
+    """Every nDCG@10 a number in [0, 1] (a string or 7.8 would make absurd picks)."""
+    for method, by_dim in report.results.items():
+        for dim, scores in by_dim.items():
+            value = scores.get("ndcg@10") if isinstance(scores, dict) else None
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise MrlError(f"{path}: {method} at {dim} dims has nDCG@10 {value!r}; expected a number in [0, 1]")
+
+
+def check_budget(target: float, max_bytes: float | None) -> None:
+    if not (math.isfinite(target) and 0 < target <= 1):
+        raise MrlError(f"--target takes a share in (0, 1], got {target}")  # before the report is read
+    if max_bytes is not None and not (math.isfinite(max_bytes) and max_bytes > 0):
+        raise MrlError(f"--max-bytes {max_bytes}: expected a positive number of bytes per vector")
 
 
 def plot_front(opts: list[Option], front: list[Option], pick: Option | None, path: str | Path, title: str) -> None:
