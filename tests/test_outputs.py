@@ -61,3 +61,15 @@ def test_select_refuses_absurd_input(tmp_path, case, message):
     extra = ["--max-bytes", "nan"] if case == "nan-budget" else []
     result = CliRunner().invoke(app, ["select", str(report), *extra])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_adapt_fit_does_not_overwrite_in_silence(paths):
+    args = ["adapt", "fit", "--vectors", str(paths / "x.npy"), "-o", str(paths / "ad"), "--unsupervised",
+            "--kind", "pca"]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    before = (paths / "ad" / "adaptor.json").read_bytes()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "an adaptor already exists there (pass --overwrite" in result.output
+    assert (paths / "ad" / "adaptor.json").read_bytes() == before
+    assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0

@@ -113,9 +113,12 @@ def fit_command(
     seed: SeedOpt = 0,
     device: DeviceOpt = None,
     encode_batch_size: EncodeBatchSizeOpt = 64,
+    overwrite: Annotated[bool, typer.Option(help="Replace an adaptor already at --out.")] = False,
 ) -> None:
     """Fit an adaptor on corpus vectors (unsupervised) or with query/document pairs (supervised)."""
     check_output(out, "folder", "--out")
+    if (out / "adaptor.json").exists() and not overwrite:  # the one rule: index build, train, adapt fit
+        raise MrlError(f"{out}: an adaptor already exists there (pass --overwrite to replace it)")
     from mrl.encoders.model import pick_device
 
     if (vectors is None) == (data is None):
