@@ -10,8 +10,8 @@ import typer
 
 from mrl.cli.common import console, err_console, handle_errors, parse_ints, print_json, results_table
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model folder, 'minilm', or a cached hub name.",
-                                       envvar="MRL_MODEL")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="MRL_MODEL",
+                                       help="Model folder, 'minilm', 'multilingual-e5-small' or a cached hub name.")]
 
 
 @handle_errors
@@ -141,8 +141,8 @@ def _with_cross_lingual(st_model, ds, sets, dims, baselines, batch_size, model, 
 
     dims = dims or default_dims(embedding_dim(st_model))
     doc_ids, qids = list(ds.corpus), list(ds.queries)
-    xb = encode(st_model, [ds.corpus[d] for d in doc_ids], batch_size, True, "documents")
-    xq = encode(st_model, [ds.queries[q] for q in qids], batch_size, True, "queries")
+    xb = encode(st_model, [ds.corpus[d] for d in doc_ids], batch_size, True, "documents", kind="document")
+    xq = encode(st_model, [ds.queries[q] for q in qids], batch_size, True, "queries", kind="query")
     report = evaluate_embeddings(xq, xb, qids, doc_ids, ds.qrels, dims, [b for b in baselines if b != "adaptor"],
                                  model, ds.name, ds.split, fitted, precisions)
     xl = evaluate_cross_lingual(st_model, ds, sets, report.dims, batch_size, True, model, (xb, doc_ids))

@@ -14,8 +14,9 @@ from mrl.cli.common import console, handle_errors, parse_floats, parse_ints
 @handle_errors
 def train_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where the trained model goes.")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Base model: folder, 'minilm', or cached hub name.",
-                                       envvar="MRL_MODEL")] = "minilm",
+    model: Annotated[str, typer.Option("--model", "-m", envvar="MRL_MODEL",
+                                       help="Base model: folder, 'minilm', 'multilingual-e5-small' or cached hub name."
+                                       )] = "minilm",
     data: Annotated[Path | None, typer.Option(help="BEIR folder (pairs from --split) or a pairs/triplets file "
                                                    "(.jsonl[.gz]/.csv/.parquet: anchor, positive[, negative...]).")
                     ] = None,

@@ -17,7 +17,7 @@ from mrl.data.beir import BeirDataset, load_beir
 from mrl.data.pairs import load_training_data
 from mrl.data.parallel import load_parallel
 from mrl.encoders.head import add_linear_head, fix_head
-from mrl.encoders.model import embedding_dim, load_model, preprocess
+from mrl.encoders.model import TextKind, embedding_dim, load_model, preprocess
 from mrl.errors import MrlError
 from mrl.eval.evaluate import evaluate, subsample
 from mrl.training.batching import plan_epoch
@@ -195,6 +195,9 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
     )
     columns = [pairs.anchors, pairs.positives, *pairs.negatives] if pairs is not None else []
     par_columns = [parallel.sources, parallel.targets] if parallel is not None else []
+    # the model's prompt per column: anchors are queries, positives and negatives documents; parallel
+    # sentences are a symmetric task, which e5 encodes as queries on both sides
+    kinds: list[list[TextKind]] = [["query"] + ["document"] * (len(columns) - 1), ["query"] * len(par_columns)]
     model.train()
     pbar = None
     if progress:
@@ -205,15 +208,16 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
     n_tokens = 0
     for step in range(start_step, plan.total):
         batches = []
-        for cols, p in ((columns, plan if pairs is not None else None), (par_columns, par_plan)):
+        for cols, col_kinds, p in ((columns, kinds[0], plan if pairs is not None else None),
+                                   (par_columns, kinds[1], par_plan)):
             if p is None or not cols:
                 batches.append((None, None))
                 continue
             global_idx = p.batch(step)
             idx = dist.share(global_idx)  # the whole global batch when single-process
             features = []
-            for col in cols:
-                feats = preprocess(model, [col[i] for i in idx], device)
+            for col, kind in zip(cols, col_kinds):
+                feats = preprocess(model, [col[i] for i in idx], device, kind)
                 n_tokens += int(feats["input_ids"].numel())
                 features.append(feats)
             batches.append((features, global_idx))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,9 @@ from mrl.errors import MrlError
 from mrl.losses import DistillKL, DistillMSE, InfoNCE, MatryoshkaLoss, Term, default_dims, validate_dims
 from mrl.training import teacher as teachers
 from mrl.training.config import TrainConfig
+
+if TYPE_CHECKING:
+    from mrl.encoders.model import TextKind
 
 
 @dataclass
@@ -156,13 +159,18 @@ def _load_teacher(spec: str, cfg: TrainConfig, pairs: Pairs | None, parallel: Pa
         return teacher, pair_keys, parallel_keys
     if Path(spec).exists() and not Path(spec).is_dir():
         raise MrlError(f"--teacher {spec}: a file, not a model folder or an `mrl encode` folder")
-    columns = []
+    columns: list[Sequence[str]] = []
     if distil_pairs:
         assert pairs is not None
         columns = [pairs.anchors, pairs.positives, *pairs.negatives]
-    texts = [t for c in columns for t in c] + (list(parallel.sources) if parallel is not None else [])
+    # as the student reads them (training/loop.py): anchors and parallel sentences as queries, the rest as documents
+    kinds: list[TextKind] = ["query"] + ["document"] * (len(columns) - 1)
+    texts: dict[TextKind, list[str]] = {"query": [], "document": []}
+    for column, kind in zip(columns, kinds):
+        texts[kind] += column
+    texts["query"] += list(parallel.sources) if parallel is not None else []
     cache = Path(cfg.teacher_cache) if cfg.teacher_cache else Path(cfg.output) / "teacher-cache"
     teacher = teachers.from_model(spec, texts, cache, device, say, barrier)
-    pair_keys = [[teachers.text_key(t) for t in c] for c in columns] if columns else None
-    parallel_keys = [teachers.text_key(t) for t in parallel.sources] if parallel is not None else None
+    pair_keys = [[teachers.text_key(t, k) for t in c] for c, k in zip(columns, kinds)] if columns else None
+    parallel_keys = [teachers.text_key(t, "query") for t in parallel.sources] if parallel is not None else None
     return teacher, pair_keys, parallel_keys
