@@ -1,4 +1,4 @@
-"""Training streams: columns, kinds, seeded batch plan, loss, teacher keys."""
+"""Training streams (columns, kinds, seeded batch plan, loss, teacher keys) and ``--freeze embeddings``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import torch
 from mrl.data.pairs import load_training_data
 from mrl.errors import MrlError
 from mrl.losses import InfoNCE, MatryoshkaLoss, Term
+from mrl.training.checkpoint import list_checkpoints
 from mrl.training.config import TrainConfig
+from mrl.training.loop import train
 from mrl.training.objective import build_objective
 from mrl.training.streams import BatchPlan, Stream
 
@@ -52,3 +54,45 @@ def test_the_objective_holds_one_stream_per_source(tiny_model_dir, tiny_beir, tm
     x = torch.nn.functional.normalize(torch.randn(8, 64), dim=-1)
     loss = objective([([x, x.clone()], list(range(8)))])
     assert loss.ndim == 0 and set(objective.logs()["dim_loss"]) == {"16", "32", "64"}
+
+
+def test_freeze_embeddings_keeps_the_token_table_and_checkpoints_only_what_trains(tiny_model_dir, tiny_beir,
+                                                                                  tmp_path):
+    from safetensors.torch import load_file
+
+    whole = tmp_path / "whole"
+    train(_cfg(tiny_model_dir, tiny_beir, whole, freeze=("embeddings",)), progress=False)
+    base, after = load_file(str(tiny_model_dir / "model.safetensors")), load_file(str(whole / "model.safetensors"))
+    table = "embeddings.word_embeddings.weight"
+    torch.testing.assert_close(after[table], base[table], atol=0, rtol=0)
+    assert not torch.equal(after["embeddings.position_embeddings.weight"],
+                           base["embeddings.position_embeddings.weight"])  # the rest trains
+    # a checkpoint holds what trains, and a run resumed from it ends where the whole run ends
+    part = tmp_path / "part"
+    train(_cfg(tiny_model_dir, tiny_beir, part, freeze=("embeddings",), checkpoint_every=2,
+               remove_checkpoints=False), progress=False)
+    state = torch.load(list_checkpoints(part)[0], weights_only=False)
+    assert not [k for k in state["model"] if "word_embeddings" in k] and any("position" in k for k in state["model"])
+    list_checkpoints(part)[-1].unlink()  # back to step 2
+    train(_cfg(tiny_model_dir, tiny_beir, part, freeze=("embeddings",), checkpoint_every=2, resume=True),
+          progress=False)
+    resumed = load_file(str(part / "model.safetensors"))
+    for name in after:
+        torch.testing.assert_close(resumed[name], after[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_freeze_of_an_unknown_part_is_named_before_anything_loads(tmp_path):
+    with pytest.raises(MrlError, match=r"--freeze 'encoder': not a part that can be frozen \(choose from: "
+                                       r"embeddings\)"):
+        TrainConfig(model="m", data="d", output=str(tmp_path), freeze=("encoder",))
+
+
+def test_freeze_of_a_part_the_model_does_not_have(tiny_model_dir):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize
+
+    from mrl.training.freeze import freeze
+
+    model = SentenceTransformer(modules=[Normalize()], device="cpu")
+    with pytest.raises(MrlError, match="--freeze embeddings: bare has no token table"):
+        freeze(model, ["embeddings"], "bare")

@@ -30,6 +30,7 @@ from mrl.training.checkpoint import (
 )
 from mrl.training.config import TrainConfig
 from mrl.training.distributed import Distributed
+from mrl.training.freeze import freeze
 from mrl.training.objective import Objective, build_objective, distill_kind
 
 logger = logging.getLogger(__name__)
@@ -120,6 +121,7 @@ class _Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     dev: BeirDataset | None
+    frozen: frozenset[str]  # names of the parameters that do not train (not in checkpoints)
     counts: dict[str, Any]  # parallel records per language, for the summary
     teacher_s: float
     start_step: int = 0
@@ -176,7 +178,7 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
 
 
 def _setup(cfg: TrainConfig, progress: bool, dist: Distributed) -> _Run:
-    """Data, model (and head), objective with its streams, optimizer; then the checkpoint to resume."""
+    """Data, model (head, frozen parts), objective with its streams, optimizer; then the checkpoint to resume."""
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     _seed_everything(cfg.seed)
@@ -191,6 +193,7 @@ def _setup(cfg: TrainConfig, progress: bool, dist: Distributed) -> _Run:
     head_params: list[torch.nn.Parameter] = []
     if cfg.head in ("linear", "orthogonal"):
         model, head_params = add_linear_head(model, orthogonal=cfg.head == "orthogonal")
+    frozen = freeze(model, cfg.freeze, cfg.model)
     t_teacher = time.perf_counter()
     objective = build_objective(cfg, embedding_dim(model), pairs, parallel,
                                 lambda texts: _token_lengths(model, list(texts), cfg.max_seq_length),
@@ -198,7 +201,7 @@ def _setup(cfg: TrainConfig, progress: bool, dist: Distributed) -> _Run:
                                 barrier=dist.barrier)
     teacher_s = time.perf_counter() - t_teacher
     optimizer, scheduler = _optimizer(cfg, model, head_params, objective)
-    run = _Run(cfg, dist, progress, out, model, objective, optimizer, scheduler, dev,
+    run = _Run(cfg, dist, progress, out, model, objective, optimizer, scheduler, dev, frozen,
                parallel.counts() if parallel is not None else {}, teacher_s)
     if cfg.resume:
         _resume(run)
@@ -215,7 +218,7 @@ def _optimizer(cfg: TrainConfig, model: Any, head_params: list[torch.nn.Paramete
     from transformers import get_linear_schedule_with_warmup
 
     head_ids = {id(p) for p in head_params}
-    groups = [{"params": [p for p in model.parameters() if id(p) not in head_ids]}]
+    groups = [{"params": [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]}]
     extra = head_params + list(objective.modules().parameters())  # the head and the losses' projections
     if extra:
         groups.append({"params": extra, "lr": cfg.head_lr, "weight_decay": 0.0})
@@ -231,7 +234,10 @@ def _resume(run: _Run) -> None:
         run.say(f"--resume: no checkpoint in {run.out}/checkpoints yet; starting from step 0")
         return
     _check_same_run(state["config"], run.cfg)
-    run.model.load_state_dict(state["model"])
+    missing, unexpected = run.model.load_state_dict(state["model"], strict=False)
+    if unexpected or set(missing) - run.frozen:
+        raise MrlError(f"--resume: the checkpoint in {run.out} does not fit the model (missing "
+                       f"{sorted(set(missing) - run.frozen)[:3]}, unexpected {sorted(unexpected)[:3]})")
     run.objective.modules().load_state_dict(state.get("loss", {}))
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
@@ -279,9 +285,10 @@ def _evaluate(run: _Run, done: int) -> None:
 
 
 def _checkpoint(run: _Run, done: int) -> None:
-    """An atomic checkpoint: model, losses, optimizer, schedule, RNG, log."""
+    """An atomic checkpoint of what trains (frozen parameters are left out: the base model has them)."""
     if run.dist.is_main:  # one writer; every rank resumes from its file
-        state = {"step": done, "model": run.model.state_dict(), "loss": run.objective.modules().state_dict(),
+        weights = {k: v for k, v in run.model.state_dict().items() if k not in run.frozen}
+        state = {"step": done, "model": weights, "loss": run.objective.modules().state_dict(),
                  "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                  "rng": rng_state(), "history": run.history, "elapsed": time.perf_counter() - run.t0,
                  "config": run.cfg.to_dict()}
