@@ -43,12 +43,12 @@ def main() -> None:
     else:
         doc_ids = list(ds.corpus)
         t = time.perf_counter()
-        xb = encode(model, [ds.corpus[d] for d in doc_ids], 64, True, "documents")
+        xb = encode(model, [ds.corpus[d] for d in doc_ids], 64, True, "documents", kind="document")
         print(f"encoded {len(doc_ids)} documents in {time.perf_counter() - t:.0f} s")
         np.save(emb / "corpus.npy", xb)
         (emb / "corpus_ids.txt").write_text("\n".join(doc_ids) + "\n")
     qids = list(ds.queries)
-    xq = encode(model, [ds.queries[q] for q in qids])
+    xq = encode(model, [ds.queries[q] for q in qids], kind="query")
     np.save(emb / f"queries-{args.split}.npy", xq)
     (emb / f"queries-{args.split}_ids.txt").write_text("\n".join(qids) + "\n")
     dims = [int(d) for d in args.dims.split(",")]
