@@ -76,6 +76,16 @@ def test_encode_applies_the_prompt_of_the_kind_once(prompted_model: Path) -> Non
     assert _kinds(model.tokenizer.batch_decode(feats["input_ids"], skip_special_tokens=True))["passage"] == 2
 
 
+def test_training_tokenizes_as_encode_does_with_a_default_prompt(prompted_model: Path) -> None:
+    model = load_model(str(prompted_model), "cpu")
+    model.eval()
+    model.default_prompt_name = "document"
+    texts = ["python library for images"]
+    for kind in (None, "query"):
+        x = model(preprocess(model, texts, "cpu", kind))["sentence_embedding"].detach().numpy()
+        np.testing.assert_allclose(x, encode(model, texts, kind=kind), atol=1e-5)
+
+
 def test_a_model_without_prompts_encodes_the_texts_as_they_are(tiny_model_dir: Path) -> None:
     model = load_model(str(tiny_model_dir), "cpu")  # Sentence-Transformers 6 saves empty query/document prompts
     assert not (model.prompts or {}).get(prompt_name(model, "query") or "", "")

@@ -117,9 +117,12 @@ def prompt_name(model: SentenceTransformer, kind: TextKind | None) -> str | None
 def preprocess(
     model: SentenceTransformer, texts: list[str], device: Any, kind: TextKind | None = None
 ) -> dict[str, Any]:
-    """Tokenize a batch (with ``kind``'s prompt) with dynamic padding and move the tensors to ``device``."""
-    name = prompt_name(model, kind)
-    prompt = model.prompts[name] if name is not None else None
+    """Tokenize a batch (with ``kind``'s prompt) with dynamic padding and move the tensors to ``device``.
+
+    The prompt is the one :func:`encode` gives the same texts (else the model's default prompt, as there).
+    """
+    name = prompt_name(model, kind) or getattr(model, "default_prompt_name", None)
+    prompt = (getattr(model, "prompts", None) or {}).get(name) if name else None
     if hasattr(model, "preprocess"):
         feats = model.preprocess(texts, prompt=prompt) if prompt else model.preprocess(texts)
     else:  # older sentence-transformers: tokenize only; the pooling covers the prompt, as in encode
