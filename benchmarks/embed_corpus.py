@@ -33,12 +33,13 @@ def main() -> None:
     for split in args.splits.split(","):
         ds = load_beir(args.data, split)
         qids = list(ds.queries)
-        np.save(out / f"queries-{split}.npy", encode(model, [ds.queries[q] for q in qids], args.batch_size))
+        xq = encode(model, [ds.queries[q] for q in qids], args.batch_size, kind="query")
+        np.save(out / f"queries-{split}.npy", xq)
         (out / f"queries-{split}_ids.txt").write_text("\n".join(qids) + "\n")
     if not (out / "corpus.npy").exists():
         corpus = load_corpus(args.data)
         t = time.perf_counter()
-        xb = encode(model, list(corpus.values()), args.batch_size, show_progress=True)
+        xb = encode(model, list(corpus.values()), args.batch_size, show_progress=True, kind="document")
         np.save(out / "corpus.npy", xb)
         (out / "corpus_ids.txt").write_text("\n".join(corpus) + "\n")
         (out / "meta.json").write_text(json.dumps({"model": args.model, "data": args.data, "n": len(xb),

@@ -3,8 +3,9 @@
     python benchmarks/eval_xling.py --model runs/epoch1/mrl-orth-w12 --embeddings runs/embeddings/epoch1-mrl-orth-w12 \
         --split test --out runs/xling/teacher-test.json
 
-The corpus embeddings are read from <embeddings>/corpus.npy (+ corpus_ids.txt) when there, else
-encoded and saved there (the layout of benchmarks/embed_corpus.py, which the index benchmarks read).
+The corpus embeddings are read from <embeddings>/corpus.npy (+ corpus_ids.txt) or from a complete
+`mrl encode --what corpus` folder (<embeddings>/shards.json) when there, else encoded and saved
+there (the layout of benchmarks/embed_corpus.py, which the index benchmarks read).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mrl.data import vectors as shards
 from mrl.data.beir import load_beir
 from mrl.encoders.model import encode, load_model
 from mrl.eval.evaluate import evaluate_embeddings
@@ -40,15 +42,18 @@ def main() -> None:
     emb.mkdir(parents=True, exist_ok=True)
     if (emb / "corpus.npy").exists():
         xb, doc_ids = np.load(emb / "corpus.npy"), (emb / "corpus_ids.txt").read_text().split("\n")[:-1]
+    elif (emb / shards.PLAN).exists():  # an `mrl encode --what corpus` folder (resumable shards)
+        xb, ids = shards.load_folder(emb)
+        doc_ids = [str(i) for i in ids.tolist()]
     else:
         doc_ids = list(ds.corpus)
         t = time.perf_counter()
-        xb = encode(model, [ds.corpus[d] for d in doc_ids], 64, True, "documents")
+        xb = encode(model, [ds.corpus[d] for d in doc_ids], 64, True, "documents", kind="document")
         print(f"encoded {len(doc_ids)} documents in {time.perf_counter() - t:.0f} s")
         np.save(emb / "corpus.npy", xb)
         (emb / "corpus_ids.txt").write_text("\n".join(doc_ids) + "\n")
     qids = list(ds.queries)
-    xq = encode(model, [ds.queries[q] for q in qids])
+    xq = encode(model, [ds.queries[q] for q in qids], kind="query")
     np.save(emb / f"queries-{args.split}.npy", xq)
     (emb / f"queries-{args.split}_ids.txt").write_text("\n".join(qids) + "\n")
     dims = [int(d) for d in args.dims.split(",")]

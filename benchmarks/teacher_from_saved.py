@@ -36,7 +36,7 @@ def main() -> None:
     shards.finish(plan)
     ds = load_beir(args.data, args.split)
     qids = list(ds.queries)
-    xq = encode(load_model(args.model), [ds.queries[q] for q in qids], 128)
+    xq = encode(load_model(args.model), [ds.queries[q] for q in qids], 128, kind="query")
     plan = shards.start(out / "queries", args.model, f"{args.data} {args.split} queries", len(qids), 50_000)
     shards.write_shard(plan, 0, xq, qids)
     shards.finish(plan)

@@ -61,11 +61,11 @@ def evaluate_model(path: str, label: str, corpus: dict[str, str], splits: dict[s
     model = load_model(path, max_seq_length=max_seq_length)
     doc_ids = list(corpus)
     t0 = time.perf_counter()
-    xb = encode(model, [corpus[d] for d in doc_ids], 64, show_progress=True)
+    xb = encode(model, [corpus[d] for d in doc_ids], 64, show_progress=True, kind="document")
     out: dict = {"encode_docs_per_s": len(doc_ids) / (time.perf_counter() - t0)}
     for split, ds in splits.items():
         qids = list(ds.queries)
-        xq = encode(model, [ds.queries[q] for q in qids], 128)
+        xq = encode(model, [ds.queries[q] for q in qids], 128, kind="query")
         report = evaluate_embeddings(xq, xb, qids, doc_ids, ds.qrels, DIMS, ("pca",) if label == "base" else (),
                                      label, ds.name, split)
         out[split] = report.to_dict()

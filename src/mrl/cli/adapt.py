@@ -38,7 +38,8 @@ def _pairs_from_beir(st_model: Any, model: str, data: Path, split: str,
     corpus = load_corpus(data)
     doc_ids = list(corpus)
     console.print(f"encoding {len(doc_ids)} documents from {data} with {model}")
-    xb = encode(st_model, [corpus[d] for d in doc_ids], batch_size, show_progress=True, desc="documents")
+    xb = encode(st_model, [corpus[d] for d in doc_ids], batch_size, show_progress=True, desc="documents",
+                kind="document")
     qrels_file = [p for p in (data / "qrels").glob(f"{split}.*")] if (data / "qrels").is_dir() else []
     if not qrels_file:
         console.print(f"no qrels/{split}.tsv in {data}: fitting unsupervised (corpus vectors only)")
@@ -50,7 +51,7 @@ def _pairs_from_beir(st_model: Any, model: str, data: Path, split: str,
         raise MrlError(f"{data}/qrels/{split}: no relevant query/document pair to fit on")
     qids = sorted({q for q, _ in pairs})
     console.print(f"encoding {len(qids)} {split} queries ({len(pairs)} pairs)")
-    xq = encode(st_model, [ds.queries[q] for q in qids], batch_size, show_progress=True, desc="queries")
+    xq = encode(st_model, [ds.queries[q] for q in qids], batch_size, show_progress=True, desc="queries", kind="query")
     q_row = {q: i for i, q in enumerate(qids)}
     return xb, xq[[q_row[q] for q, _ in pairs]], xb[[d for _, d in pairs]]
 

@@ -13,7 +13,8 @@ from mrl.errors import MrlError
 
 @handle_errors
 def encode_command(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model folder or 'minilm'.", envvar="MRL_MODEL")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model folder, 'minilm' or 'multilingual-e5-small'.",
+                                       envvar="MRL_MODEL")],
     data: Annotated[Path, typer.Option(help="BEIR folder.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Embeddings folder (shards + ids).")],
     what: Annotated[str, typer.Option(help="corpus, or queries (those judged in --split).")] = "corpus",
@@ -44,6 +45,7 @@ def encode_command(
         texts_by_id = load_beir(data, split).queries
         source = f"{data}:queries-{split}"
     written, skipped, complete = encode_shards(model, list(texts_by_id.values()), list(texts_by_id), out,
-                                               source, shard_size, batch_size, device, say=err_console.print)
+                                               source, shard_size, batch_size, device, say=err_console.print,
+                                               kind="document" if what == "corpus" else "query")
     state = "complete" if complete else "waiting for the other ranks' shards"
     err_console.print(f"{out}: {written} shard(s) written, {skipped} already there; {state}")

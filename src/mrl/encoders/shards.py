@@ -7,9 +7,13 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mrl.data import vectors as shards
 from mrl.errors import MrlError
+
+if TYPE_CHECKING:
+    from mrl.encoders.model import TextKind
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +39,11 @@ def encode_shards(
     batch_size: int = 64,
     device: str | None = None,
     say: Callable[[str], None] | None = None,
+    kind: TextKind | None = None,
 ) -> tuple[int, int, bool]:
     """Encode this process's missing shards; returns ``(written, skipped, complete)``.
+
+    ``kind`` (query or document) picks the model's prompt for the texts (see :func:`mrl.encoders.encode`).
 
     ``complete`` is true once every shard of the folder is done (all ranks finished).
     """
@@ -61,7 +68,7 @@ def encode_shards(
         model = load_model(model_name, device)
         for n, i in enumerate(todo, 1):
             rows = plan.rows(i)
-            shards.write_shard(plan, i, encode(model, texts[rows], batch_size), ids[rows])
+            shards.write_shard(plan, i, encode(model, texts[rows], batch_size, kind=kind), ids[rows])
             if say is not None:
                 say(f"rank {rank}: shard {i} ({rows.stop - rows.start} texts) written, {n}/{len(todo)}")
     return len(todo), len(mine) - len(todo), shards.finish(plan)

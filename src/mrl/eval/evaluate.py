@@ -148,8 +148,8 @@ def evaluate(
         raise MrlError(f"dim {bad[0]} is outside 1..{full} (the model dimension)")
     doc_ids = list(data.corpus)
     qids = list(data.queries)
-    xb = encode(model, [data.corpus[i] for i in doc_ids], batch_size, show_progress, "documents")
-    xq = encode(model, [data.queries[i] for i in qids], batch_size, show_progress, "queries")
+    xb = encode(model, [data.corpus[i] for i in doc_ids], batch_size, show_progress, "documents", kind="document")
+    xq = encode(model, [data.queries[i] for i in qids], batch_size, show_progress, "queries", kind="query")
     return evaluate_embeddings(
         xq, xb, qids, doc_ids, data.qrels, dims, baselines, model_name, data.name, data.split, adaptors, precisions
     )

@@ -83,11 +83,13 @@ def evaluate_cross_lingual(model: SentenceTransformer, english: BeirDataset, set
 
     if corpus_embeddings is None:
         doc_ids = list(english.corpus)
-        xb = encode(model, [english.corpus[d] for d in doc_ids], batch_size, show_progress, "documents")
+        xb = encode(model, [english.corpus[d] for d in doc_ids], batch_size, show_progress, "documents",
+                    kind="document")
     else:
         xb, doc_ids = corpus_embeddings
     en_ids = list(english.queries)
-    xq_en = encode(model, [english.queries[q] for q in en_ids], batch_size, show_progress, "English queries")
+    xq_en = encode(model, [english.queries[q] for q in en_ids], batch_size, show_progress, "English queries",
+                   kind="query")
     row = {q: i for i, q in enumerate(en_ids)}
     dims = sorted(set(dims))
     english_scores = {d: score_run(truncate(xq_en, d), truncate(xb, d), en_ids, doc_ids, english.qrels)["ndcg@10"]
@@ -96,7 +98,8 @@ def evaluate_cross_lingual(model: SentenceTransformer, english: BeirDataset, set
     counts: dict[str, int] = {}
     for xs in sets:
         qids = list(xs.queries)
-        xq = encode(model, [xs.queries[q] for q in qids], batch_size, show_progress, f"{xs.lang} queries")
+        xq = encode(model, [xs.queries[q] for q in qids], batch_size, show_progress, f"{xs.lang} queries",
+                    kind="query")
         xq_same = xq_en[[row[q] for q in qids]]
         per_dim = {}
         for d in dims:

@@ -94,3 +94,29 @@ class EmbeddingResponse(BaseModel):
     data: list[Embedding]
     model: str
     usage: Usage
+
+
+class UpsertRequest(BaseModel):
+    """New ids are added, existing ones replaced; all or nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str | int] = Field(min_length=1, description="One id per vector or text (the index's id kind).")
+    vectors: list[list[float]] | None = Field(None, description="Vectors of the index's dimension.")
+    texts: list[str] | None = Field(None, description="Documents, encoded with the index's model.")
+
+    _text = field_validator("texts")(_valid_text)
+
+
+class DeleteRequest(BaseModel):
+    """Every id must exist; all or nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str | int] = Field(min_length=1)
+
+
+class WriteResponse(BaseModel):
+    count: int = Field(description="Live vectors after the change.")
+    generation: int = Field(description="The snapshot that holds the change: every later search sees it.")
+    changed: int = Field(description="Ids upserted or deleted.")

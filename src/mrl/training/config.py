@@ -36,6 +36,8 @@ class TrainConfig:
             ``"orthogonal"`` the same layer kept a rotation (see :mod:`mrl.encoders.head`);
             ``"none"`` trains the encoder as it is.
         head_lr: peak learning rate of that layer.
+        freeze: parts that keep their weights: ``embeddings`` (the token table; a checkpoint then
+            holds only what trains).
         batch_size: pairs per step (in-batch negatives come from the batch).
         lr: peak learning rate (AdamW, linear warm-up then linear decay).
         warmup_ratio: share of the steps spent warming up.
@@ -74,6 +76,7 @@ class TrainConfig:
     parallel_limit: int | None = None
     head: str = "none"
     head_lr: float = 1e-3
+    freeze: tuple[str, ...] = ()
     batch_size: int = 32
     lr: float = 5e-5
     warmup_ratio: float = 0.1
@@ -120,6 +123,9 @@ class TrainConfig:
         if bad:
             name = bad[0]
             raise MrlError(f"invalid training option {name}={getattr(self, name)!r}")
+        from mrl.training.freeze import check_parts
+
+        check_parts(self.freeze)
         if self.data is None and not self.parallel:
             raise MrlError("training needs data: --data (pairs) and/or --parallel (translations)")
         if self.device:
@@ -135,6 +141,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for name in ("dims", "weights", "parallel"):
+        for name in ("dims", "weights", "parallel", "freeze"):  # an empty freeze is None: older checkpoints resume
             d[name] = list(d[name]) if d[name] else None
         return d

@@ -7,6 +7,7 @@ import logging
 import random
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,6 @@ from mrl.encoders.head import add_linear_head, fix_head
 from mrl.encoders.model import embedding_dim, load_model, preprocess
 from mrl.errors import MrlError
 from mrl.eval.evaluate import evaluate, subsample
-from mrl.training.batching import plan_epoch
 from mrl.training.checkpoint import (
     load_latest,
     remove_checkpoints,
@@ -30,7 +30,8 @@ from mrl.training.checkpoint import (
 )
 from mrl.training.config import TrainConfig
 from mrl.training.distributed import Distributed
-from mrl.training.objective import build_objective, distill_kind
+from mrl.training.freeze import freeze
+from mrl.training.objective import Objective, build_objective, distill_kind
 
 logger = logging.getLogger(__name__)
 
@@ -50,31 +51,6 @@ def _token_lengths(model: Any, texts: list[str], max_len: int) -> list[int]:
         enc = tok(texts[i : i + 4096], truncation=True, max_length=max_len, add_special_tokens=True)
         lengths.extend(len(x) for x in enc["input_ids"])
     return lengths
-
-
-class _Plan:
-    """The batch of every step, derived from the seed alone so that a resumed run replays it.
-
-    ``keys`` keep duplicates out of a batch (the positives' ids; the parallel sources);
-    ``offset`` gives the parallel data a shuffle of its own.
-    """
-
-    def __init__(self, keys: list[str], lengths: list[int], cfg: TrainConfig, what: str, offset: int = 0) -> None:
-        self.keys, self.lengths, self.cfg, self.offset = keys, lengths, cfg, offset
-        self._epochs: dict[int, list[list[int]]] = {}
-        self.per_epoch = len(self.epoch(0))
-        if self.per_epoch == 0:
-            raise MrlError(f"{what}: {len(keys)} examples make no full batch of {cfg.batch_size}")
-        self.total = cfg.max_steps if cfg.max_steps else cfg.epochs * self.per_epoch
-
-    def epoch(self, e: int) -> list[list[int]]:
-        if e not in self._epochs:
-            self._epochs = {e: plan_epoch(self.lengths, self.keys, self.cfg.batch_size,
-                                          self.cfg.seed + self.offset + e, self.cfg.group_by_length)}
-        return self._epochs[e]
-
-    def batch(self, step: int) -> list[int]:
-        return self.epoch(step // self.per_epoch)[step % self.per_epoch]
 
 
 def _dev_set(cfg: TrainConfig) -> BeirDataset | None:
@@ -132,9 +108,77 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         dist.close()
 
 
-def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any]:
-    from transformers import get_linear_schedule_with_warmup
+@dataclass
+class _Run:
+    """Everything a training run holds between its steps."""
 
+    cfg: TrainConfig
+    dist: Distributed
+    progress: bool
+    out: Path
+    model: Any
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    dev: BeirDataset | None
+    frozen: frozenset[str]  # names of the parameters that do not train (not in checkpoints)
+    counts: dict[str, Any]  # parallel records per language, for the summary
+    teacher_s: float
+    start_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed: float = 0.0
+    t0: float = 0.0
+    n_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        """Steps of the run: the first stream's plan sets the length; the others follow it."""
+        return self.objective.streams[0].plan.total
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "train_log.jsonl"
+
+    def say(self, message: str) -> None:
+        _say(self.progress, message)
+
+    def log(self, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        with self.log_path.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+
+def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any]:
+    run = _setup(cfg, progress, dist)
+    pbar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        pbar = tqdm(total=run.total, initial=run.start_step, desc="training", unit="step")
+    run.t0 = time.perf_counter() - run.elapsed
+    run.model.train()
+    for step in range(run.start_step, run.total):
+        loss = _step(run, step)
+        done = step + 1
+        if dist.is_main and (done % cfg.log_every == 0 or done == run.total):
+            run.log({"kind": "train", "step": done, "loss": loss, "lr": run.scheduler.get_last_lr()[0],
+                     **run.objective.logs()})
+        if pbar is not None:
+            pbar.update(1)
+            dims = run.objective.dims
+            pbar.set_postfix({f"L{d}": f"{v:.3f}" for d, v in run.objective.short().items()
+                              if d in (dims[0], dims[-1])})
+        if run.dev is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < run.total:
+            _evaluate(run, done)
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < run.total:
+            _checkpoint(run, done)
+    if pbar is not None:
+        pbar.close()
+    return _finish(run)
+
+
+def _setup(cfg: TrainConfig, progress: bool, dist: Distributed) -> _Run:
+    """Data, model (head, frozen parts), objective with its streams, optimizer; then the checkpoint to resume."""
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     _seed_everything(cfg.seed)
@@ -149,131 +193,129 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
     head_params: list[torch.nn.Parameter] = []
     if cfg.head in ("linear", "orthogonal"):
         model, head_params = add_linear_head(model, orthogonal=cfg.head == "orthogonal")
-    device = model.device
+    frozen = freeze(model, cfg.freeze, cfg.model)
     t_teacher = time.perf_counter()
-    objective = build_objective(cfg, embedding_dim(model), pairs, parallel, str(device),
-                                say=(lambda m: _say(progress, m)) if dist.is_main else None, barrier=dist.barrier)
+    objective = build_objective(cfg, embedding_dim(model), pairs, parallel,
+                                lambda texts: _token_lengths(model, list(texts), cfg.max_seq_length),
+                                str(model.device), say=(lambda m: _say(progress, m)) if dist.is_main else None,
+                                barrier=dist.barrier)
     teacher_s = time.perf_counter() - t_teacher
-    dims = objective.dims
-    plan = par_plan = None
-    if pairs is not None:
-        plan = _Plan(pairs.keys, _token_lengths(model, pairs.positives, cfg.max_seq_length), cfg, str(cfg.data))
-    if parallel is not None:
-        par_plan = _Plan(parallel.sources, _token_lengths(model, parallel.targets, cfg.max_seq_length), cfg,
-                         "--parallel", offset=1_000_003)
-    plan = plan or par_plan
-    assert plan is not None
+    optimizer, scheduler = _optimizer(cfg, model, head_params, objective)
+    run = _Run(cfg, dist, progress, out, model, objective, optimizer, scheduler, dev, frozen,
+               parallel.counts() if parallel is not None else {}, teacher_s)
+    if cfg.resume:
+        _resume(run)
+    # The log restarts from the checkpoint's history: lines the killed run wrote after it go.
+    if dist.is_main:
+        run.log_path.write_text("".join(json.dumps(h) + "\n" for h in run.history))
+        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    return run
+
+
+def _optimizer(cfg: TrainConfig, model: Any, head_params: list[torch.nn.Parameter],
+               objective: Objective) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over what trains (the head and the losses' projections at their own rate); linear warm-up and decay."""
+    from transformers import get_linear_schedule_with_warmup
+
     head_ids = {id(p) for p in head_params}
-    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if id(p) not in head_ids]}]
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in model.parameters() if id(p) not in head_ids and p.requires_grad]}]
     extra = head_params + list(objective.modules().parameters())  # the head and the losses' projections
     if extra:
         groups.append({"params": extra, "lr": cfg.head_lr, "weight_decay": 0.0})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * plan.total), plan.total)
-    log_path = out / "train_log.jsonl"
-    start_step, history, elapsed = 0, [], 0.0
-    if cfg.resume:
-        state = load_latest(out, say=lambda message: _say(progress, message))
-        if state is not None:
-            _check_same_run(state["config"], cfg)
-            model.load_state_dict(state["model"])
-            objective.modules().load_state_dict(state.get("loss", {}))
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            set_rng_state(state["rng"])
-            start_step, history, elapsed = state["step"], state["history"], state["elapsed"]
-            _say(progress, f"--resume: continuing from the checkpoint of step {start_step} of {plan.total} in {out}")
-        else:
-            _say(progress, f"--resume: no checkpoint in {out}/checkpoints yet; starting from step 0")
-    # The log restarts from the checkpoint's history: lines the killed run wrote after it go.
-    if dist.is_main:
-        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
-        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    total = objective.streams[0].plan.total
+    return optimizer, get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
 
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    )
-    columns = [pairs.anchors, pairs.positives, *pairs.negatives] if pairs is not None else []
-    par_columns = [parallel.sources, parallel.targets] if parallel is not None else []
-    model.train()
-    pbar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        pbar = tqdm(total=plan.total, initial=start_step, desc="training", unit="step")
-    t0 = time.perf_counter() - elapsed
-    n_tokens = 0
-    for step in range(start_step, plan.total):
-        batches: list[tuple[list[dict[str, Any]] | None, list[int] | None]] = []
-        for cols, p in ((columns, plan if pairs is not None else None), (par_columns, par_plan)):
-            if p is None or not cols:
-                batches.append((None, None))
-                continue
-            global_idx = p.batch(step)
-            idx = dist.share(global_idx)  # the whole global batch when single-process
-            features = []
-            for col in cols:
-                feats = preprocess(model, [col[i] for i in idx], device)
-                n_tokens += int(feats["input_ids"].numel())
-                features.append(feats)
-            batches.append((features, global_idx))
-        with autocast:
-            # in-batch negatives over the global batch: every rank's share is gathered (no-op single-process)
-            embedded = [None if f is None else [dist.gather(model(x)["sentence_embedding"]) for x in f]
-                        for f, _ in batches]
-            loss = objective(embedded[0], batches[0][1], embedded[1], batches[1][1])
-        if not torch.isfinite(loss.detach()):
-            raise MrlError(f"step {step + 1}: the training loss is {float(loss.detach())} (not finite); the run "
-                           "stopped before the update, the last checkpoint is kept (lower --lr, check the data)")
-        loss.backward()
-        # = the single-process gradient of the global batch
-        dist.average_gradients([*model.parameters(), *objective.modules().parameters()])
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        if dist.is_main and (done % cfg.log_every == 0 or done == plan.total):
-            entry = {"kind": "train", "step": done, "loss": float(loss.detach()),
-                     "lr": scheduler.get_last_lr()[0], **objective.logs()}
-            history.append(entry)
-            with log_path.open("a") as f:
-                f.write(json.dumps(entry) + "\n")
-        if pbar is not None:
-            pbar.update(1)
-            pbar.set_postfix({f"L{d}": f"{v:.3f}" for d, v in objective.short().items()
-                              if d in (dims[0], dims[-1])})
-        if dev is not None and cfg.eval_every and done % cfg.eval_every == 0 and done < plan.total:
-            scores = _dev_scores(model, dev, dims)
-            entry = {"kind": "dev", "step": done, "ndcg@10": scores}
-            history.append(entry)
-            with log_path.open("a") as f:
-                f.write(json.dumps(entry) + "\n")
-            logger.info("step %d dev nDCG@10 %s", done, scores)
-        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < plan.total:
-            if dist.is_main:  # one writer; every rank resumes from its file
-                state = {"step": done, "model": model.state_dict(), "loss": objective.modules().state_dict(),
-                         "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "rng": rng_state(), "history": history,
-                         "elapsed": time.perf_counter() - t0, "config": cfg.to_dict()}
-                save_checkpoint(out, done, state, cfg.keep_checkpoints)
-            dist.barrier()
-    if pbar is not None:
-        pbar.close()
-    train_time = time.perf_counter() - t0
+def _resume(run: _Run) -> None:
+    """Load the newest readable checkpoint of this run (model, losses, optimizer, schedule, RNG, log)."""
+    state = load_latest(run.out, say=run.say)
+    if state is None:
+        run.say(f"--resume: no checkpoint in {run.out}/checkpoints yet; starting from step 0")
+        return
+    _check_same_run(state["config"], run.cfg)
+    missing, unexpected = run.model.load_state_dict(state["model"], strict=False)
+    if unexpected or set(missing) - run.frozen:
+        raise MrlError(f"--resume: the checkpoint in {run.out} does not fit the model (missing "
+                       f"{sorted(set(missing) - run.frozen)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    run.objective.modules().load_state_dict(state.get("loss", {}))
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    run.start_step, run.history, run.elapsed = state["step"], state["history"], state["elapsed"]
+    run.say(f"--resume: continuing from the checkpoint of step {run.start_step} of {run.total} in {run.out}")
+
+
+def _step(run: _Run, step: int) -> float:
+    """One update: a batch of every stream, each column encoded with its prompt, the summed loss, the step."""
+    model, dist, device = run.model, run.dist, run.model.device
+    batches = []
+    for stream in run.objective.streams:
+        global_idx = stream.plan.batch(step)
+        idx = dist.share(global_idx)  # the whole global batch when single-process
+        features = []
+        for column, kind in zip(stream.columns, stream.kinds):
+            feats = preprocess(model, [column[i] for i in idx], device, kind)
+            run.n_tokens += int(feats["input_ids"].numel())
+            features.append(feats)
+        batches.append((features, global_idx))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    with autocast:
+        # in-batch negatives over the global batch: every rank's share is gathered (no-op single-process)
+        embedded = [([dist.gather(model(x)["sentence_embedding"]) for x in f], idx) for f, idx in batches]
+        loss = run.objective(embedded)
+    if not torch.isfinite(loss.detach()):
+        raise MrlError(f"step {step + 1}: the training loss is {float(loss.detach())} (not finite); the run "
+                       "stopped before the update, the last checkpoint is kept (lower --lr, check the data)")
+    loss.backward()
+    # = the single-process gradient of the global batch
+    dist.average_gradients([*model.parameters(), *run.objective.modules().parameters()])
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def _evaluate(run: _Run, done: int) -> None:
+    assert run.dev is not None
+    scores = _dev_scores(run.model, run.dev, run.objective.dims)
+    run.log({"kind": "dev", "step": done, "ndcg@10": scores})
+    logger.info("step %d dev nDCG@10 %s", done, scores)
+
+
+def _checkpoint(run: _Run, done: int) -> None:
+    """An atomic checkpoint of what trains (frozen parameters are left out: the base model has them)."""
+    if run.dist.is_main:  # one writer; every rank resumes from its file
+        weights = {k: v for k, v in run.model.state_dict().items() if k not in run.frozen}
+        state = {"step": done, "model": weights, "loss": run.objective.modules().state_dict(),
+                 "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
+                 "rng": rng_state(), "history": run.history, "elapsed": time.perf_counter() - run.t0,
+                 "config": run.cfg.to_dict()}
+        save_checkpoint(run.out, done, state, run.cfg.keep_checkpoints)
+    run.dist.barrier()
+
+
+def _finish(run: _Run) -> dict[str, Any]:
+    """The final dev score, the saved model and its summary (``mrl.json``)."""
+    cfg, model, objective = run.cfg, run.model, run.objective
+    train_time = time.perf_counter() - run.t0
     model.eval()
-    final_scores = _dev_scores(model, dev, dims) if dev is not None else None
+    dims = objective.dims
+    final_scores = _dev_scores(model, run.dev, dims) if run.dev is not None else None
     fix_head(model)
+    history, total, start = run.history, run.total, run.start_step
     summary = {
         "matryoshka_dims": dims,
         "matryoshka_weights": objective.weights,
         "full_dim": embedding_dim(model),
         "base_model": cfg.model,
-        "steps": plan.total,
-        "pairs_seen": plan.total * cfg.batch_size,
+        "steps": total,
+        "pairs_seen": total * cfg.batch_size,
         "train_time_s": round(train_time, 2),
-        "pairs_per_s": round((plan.total - start_step) * cfg.batch_size / max(train_time - elapsed, 1e-9), 3),
-        "padded_tokens_per_step": round(n_tokens / max(plan.total - start_step, 1), 1),
+        "pairs_per_s": round((total - start) * cfg.batch_size / max(train_time - run.elapsed, 1e-9), 3),
+        "padded_tokens_per_step": round(run.n_tokens / max(total - start, 1), 1),
         "final_dev_ndcg@10": final_scores,
         "final_train_loss": history[-1]["dim_loss"] if history else None,
         "final_train_terms": history[-1].get("terms") if history else None,
@@ -281,14 +323,14 @@ def _train(cfg: TrainConfig, progress: bool, dist: Distributed) -> dict[str, Any
             "teacher": objective.teacher.name if objective.teacher else "self (full dimension)",
             "teacher_dim": objective.teacher.dim if objective.teacher else None,
             "kind": distill_kind(cfg) if objective.teacher else "kl", "weight": cfg.resolved_distill_weight,
-            "teacher_encode_s": round(teacher_s, 2)},
-        "parallel_records": parallel.counts() if parallel is not None else None,
+            "teacher_encode_s": round(run.teacher_s, 2)},
+        "parallel_records": run.counts or None,
         "config": cfg.to_dict(),
     }
-    if dist.is_main:
-        model.save(str(out))
-        (out / MRL_META).write_text(json.dumps(summary, indent=2) + "\n")
+    if run.dist.is_main:
+        model.save(str(run.out))
+        (run.out / MRL_META).write_text(json.dumps(summary, indent=2) + "\n")
         if cfg.remove_checkpoints:
-            remove_checkpoints(out)
-    dist.barrier()
+            remove_checkpoints(run.out)
+    run.dist.barrier()
     return summary

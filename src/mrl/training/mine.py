@@ -49,7 +49,7 @@ def mine(model_name: str, data: str | Path, out: str | Path, split: str = "train
         raise MrlError("mrl mine needs the datasets package: pip install 'mrl[mine]'") from None
     from sentence_transformers.util import mine_hard_negatives
 
-    from mrl.encoders.model import load_model
+    from mrl.encoders.model import load_model, prompt_name
 
     options = options or MineOptions()
     ds = load_beir(data, split)
@@ -68,6 +68,7 @@ def mine(model_name: str, data: str | Path, out: str | Path, split: str = "train
         max_score=options.max_score, num_negatives=options.num_negatives,
         sampling_strategy="random" if options.sampling == "random" else "top",
         output_format="n-tuple", batch_size=options.batch_size, use_faiss=True, verbose=False,
+        query_prompt_name=prompt_name(model, "query"), corpus_prompt_name=prompt_name(model, "document"),
     )
     negative_columns = [f"negative_{i}" for i in range(1, options.num_negatives + 1)]
     qid_of = {(ds.queries[q], ds.corpus[d]): q for q, d in rows}

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -32,46 +32,38 @@ from mrl.losses import DistillKL, DistillMSE, InfoNCE, MatryoshkaLoss, Term
 from mrl.prefix import check_dims, default_dims
 from mrl.training import teacher as teachers
 from mrl.training.config import TrainConfig
+from mrl.training.streams import PARALLEL_KIND, BatchPlan, Stream, pair_kinds
+
+if TYPE_CHECKING:
+    from mrl.encoders.model import TextKind
 
 
 @dataclass
 class Objective:
-    """The losses of one step, and how to find the teacher's vectors of a batch."""
+    """The streams of one step (each with its loss), and the teacher whose vectors some of them need."""
 
     dims: list[int]
     weights: list[float]
-    pairs_loss: MatryoshkaLoss | None
-    parallel_loss: MatryoshkaLoss | None
+    streams: list[Stream]
     teacher: teachers.Teacher | None
-    pair_keys: list[list[str]] | None  # teacher key of every text of every pairs column
-    parallel_keys: list[str] | None  # teacher key of every parallel source
 
     def modules(self) -> nn.ModuleDict:
         """The learned parts of the losses (projections), for the optimizer and the checkpoint."""
-        out = nn.ModuleDict()
-        for name, loss in (("pairs", self.pairs_loss), ("parallel", self.parallel_loss)):
-            if loss is not None:
-                out[name] = loss
-        return out
+        return nn.ModuleDict({s.name: s.loss for s in self.streams})
 
-    def _rows(self, keys: list[str], idx: Sequence[int], device: Any) -> Tensor:
+    def _rows(self, keys: Sequence[str], idx: Sequence[int], device: Any) -> Tensor:
         assert self.teacher is not None
         return torch.from_numpy(self.teacher.lookup([keys[i] for i in idx])).to(device)
 
-    def __call__(self, pair_embeddings: list[Tensor] | None, pair_idx: Sequence[int] | None,
-                 parallel_embeddings: list[Tensor] | None, parallel_idx: Sequence[int] | None) -> Tensor:
+    def __call__(self, batches: Sequence[tuple[list[Tensor], Sequence[int]]]) -> Tensor:
+        """The summed loss; ``batches`` holds, per stream, its columns' embeddings and the batch's global rows."""
         total: Tensor | None = None
-        if self.pairs_loss is not None and pair_embeddings is not None:
+        for stream, (embeddings, idx) in zip(self.streams, batches):
             teacher = None
-            if self.pairs_loss.needs_teacher:
-                assert self.pair_keys is not None and pair_idx is not None
-                device = pair_embeddings[0].device
-                teacher = [self._rows(keys, pair_idx, device) for keys in self.pair_keys]
-            total = self.pairs_loss(pair_embeddings, teacher)
-        if self.parallel_loss is not None and parallel_embeddings is not None:
-            assert self.parallel_keys is not None and parallel_idx is not None
-            source = self._rows(self.parallel_keys, parallel_idx, parallel_embeddings[0].device)
-            value = self.parallel_loss(parallel_embeddings, [source, source])
+            if stream.loss.needs_teacher:
+                assert stream.teacher_keys is not None
+                teacher = [self._rows(keys, idx, embeddings[0].device) for keys in stream.teacher_keys]
+            value = stream.loss(embeddings, teacher)
             total = value if total is None else total + value
         if total is None:
             raise MrlError("the step had no batch to train on")
@@ -80,17 +72,16 @@ class Objective:
     def logs(self) -> dict[str, Any]:
         """``dim_loss`` (InfoNCE per dim, as before) and every term per dim, unweighted."""
         terms: dict[str, dict[str, float]] = {}
-        for prefix, loss in (("", self.pairs_loss), ("parallel_", self.parallel_loss)):
-            if loss is not None:
-                for name, values in loss.last_terms.items():
-                    terms[prefix + name] = {str(d): round(v, 6) for d, v in values.items()}
+        for stream in self.streams:
+            for name, values in stream.loss.last_terms.items():
+                terms[stream.log_prefix + name] = {str(d): round(v, 6) for d, v in values.items()}
         return {"dim_loss": terms.get("infonce", {}), "terms": terms}
 
     def short(self) -> dict[int, float]:
-        """The per-dim values shown on the progress bar: InfoNCE, else the parallel distillation."""
-        for loss in (self.pairs_loss, self.parallel_loss):
-            if loss is not None and loss.last_terms:
-                return next(iter(loss.last_terms.values()))
+        """The per-dim values shown on the progress bar: the first stream's first term."""
+        for stream in self.streams:
+            if stream.loss.last_terms:
+                return next(iter(stream.loss.last_terms.values()))
         return {}
 
 
@@ -99,9 +90,13 @@ def distill_kind(cfg: TrainConfig) -> str:
 
 
 def build_objective(cfg: TrainConfig, full_dim: int, pairs: Pairs | None, parallel: Parallel | None,
-                    device: str | None = None, say: Callable[[str], None] | None = None,
+                    lengths: Callable[[Sequence[str]], list[int]], device: str | None = None,
+                    say: Callable[[str], None] | None = None,
                     barrier: Callable[[], None] | None = None) -> Objective:
-    """The objective ``cfg`` asks for; a teacher model encodes what it must (once, cached) here."""
+    """The objective ``cfg`` asks for; a teacher model encodes what it must (once, cached) here.
+
+    ``lengths`` gives the token length of texts, which the streams' batch plans group by.
+    """
     dims, weights = check_dims(list(cfg.dims) if cfg.dims else default_dims(full_dim),
                                   list(cfg.weights) if cfg.weights else None, full_dim)
     kind = distill_kind(cfg)
@@ -135,7 +130,21 @@ def build_objective(cfg: TrainConfig, full_dim: int, pairs: Pairs | None, parall
                               dim_weights=dict.fromkeys(dims[:-1], 1.0), teacher="self", teacher_view="full"))
         pairs_loss = MatryoshkaLoss(terms, dims, weights, full_dim)
     parallel_loss = MatryoshkaLoss([term], dims, weights, full_dim) if parallel is not None and term else None
-    return Objective(dims, weights, pairs_loss, parallel_loss, teacher, pair_keys, parallel_keys)
+    streams = []
+    plan_args = (cfg.batch_size, cfg.seed, cfg.epochs, cfg.max_steps, cfg.group_by_length)
+    if pairs is not None and pairs_loss is not None:
+        columns = (pairs.anchors, pairs.positives, *pairs.negatives)
+        streams.append(Stream("pairs", columns, pair_kinds(len(columns)),
+                              BatchPlan(pairs.keys, lengths(pairs.positives), *plan_args, str(cfg.data)),
+                              pairs_loss, tuple(pair_keys) if pair_keys else None))
+    if parallel is not None and parallel_loss is not None:
+        assert parallel_keys is not None
+        # both sides are pulled to the teacher's embedding of the source
+        streams.append(Stream("parallel", (parallel.sources, parallel.targets), (PARALLEL_KIND, PARALLEL_KIND),
+                              BatchPlan(parallel.sources, lengths(parallel.targets), *plan_args, "--parallel",
+                                        offset=1_000_003),
+                              parallel_loss, (parallel_keys, parallel_keys), log_prefix="parallel_"))
+    return Objective(dims, weights, streams, teacher)
 
 
 def _load_teacher(spec: str, cfg: TrainConfig, pairs: Pairs | None, parallel: Parallel | None,
@@ -158,13 +167,18 @@ def _load_teacher(spec: str, cfg: TrainConfig, pairs: Pairs | None, parallel: Pa
         return teacher, pair_keys, parallel_keys
     if Path(spec).exists() and not Path(spec).is_dir():
         raise MrlError(f"--teacher {spec}: a file, not a model folder or an `mrl encode` folder")
-    columns = []
+    columns: list[Sequence[str]] = []
     if distil_pairs:
         assert pairs is not None
         columns = [pairs.anchors, pairs.positives, *pairs.negatives]
-    texts = [t for c in columns for t in c] + (list(parallel.sources) if parallel is not None else [])
+    # as the student reads them (see the streams below): each text with its kind's prompt
+    kinds = pair_kinds(len(columns))
+    texts: dict[TextKind, list[str]] = {"query": [], "document": []}
+    for column_texts, kind in zip(columns, kinds):
+        texts[kind] += list(column_texts)
+    texts[PARALLEL_KIND] += list(parallel.sources) if parallel is not None else []
     cache = Path(cfg.teacher_cache) if cfg.teacher_cache else Path(cfg.output) / "teacher-cache"
     teacher = teachers.from_model(spec, texts, cache, device, say, barrier)
-    pair_keys = [[teachers.text_key(t) for t in c] for c in columns] if columns else None
-    parallel_keys = [teachers.text_key(t) for t in parallel.sources] if parallel is not None else None
+    pair_keys = [[teachers.text_key(t, k) for t in c] for c, k in zip(columns, kinds)] if columns else None
+    parallel_keys = [teachers.text_key(t, PARALLEL_KIND) for t in parallel.sources] if parallel is not None else None
     return teacher, pair_keys, parallel_keys

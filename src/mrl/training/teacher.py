@@ -15,19 +15,25 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mrl.data import vectors as shards
 from mrl.errors import MrlError
 
+if TYPE_CHECKING:
+    from mrl.encoders.model import TextKind
 
-def text_key(text: str) -> str:
-    """The cache key of a text: its sha1 (hex)."""
-    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+def text_key(text: str, kind: str | None = None) -> str:
+    """The cache key of a text read as ``kind`` (query or document: a prompted model encodes them
+    differently): the sha1 (hex) of the text, or of ``kind`` and the text."""
+    data = text if kind is None else f"{kind}\0{text}"
+    return hashlib.sha1(data.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -91,25 +97,38 @@ def from_folders(spec: str, needed: dict[str, Sequence[str | None]]) -> Teacher:
     return Teacher(spec, vectors, rows, by_id=True)
 
 
-def from_model(name: str, texts: Sequence[str], cache: Path, device: str | None = None,
+def from_model(name: str, texts: Mapping[TextKind, Sequence[str]], cache: Path, device: str | None = None,
                say: Callable[[str], None] | None = None, barrier: Callable[[], None] | None = None) -> Teacher:
-    """Encode every distinct text once with the teacher model, into (or from) the cache."""
+    """Encode every distinct text once per kind (with the teacher's prompt for it), into (or from) the cache.
+
+    Keys are :func:`text_key` of each text and its kind; each kind has a cache folder of its own.
+    """
     from mrl.encoders.model import resolve_model_path
     from mrl.encoders.shards import encode_shards
 
     resolved = resolve_model_path(name)
-    unique = list(dict.fromkeys(texts))
-    keys = [text_key(t) for t in unique]
-    digest = hashlib.sha1("\n".join([resolved, *keys]).encode()).hexdigest()[:16]
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(resolved).name or name)[-40:]
-    folder = cache / f"{slug}-{digest}"
-    if say is not None:
-        say(f"teacher {name}: {len(unique)} distinct texts, cached in {folder}")
-    encode_shards(resolved, unique, keys, folder, source=f"teacher of {len(unique)} texts", shard_size=5000,
-                  device=device, say=say)
-    if barrier is not None:
-        barrier()  # under torchrun every rank encodes its shards; all are needed
-    vectors, ids = shards.load_folder(folder)
-    if not np.isfinite(vectors).all():
-        raise MrlError(f"teacher {name}: some of its embeddings are not finite ({folder})")
-    return Teacher(name, vectors, {k: n for n, k in enumerate(ids.tolist())}, by_id=False)
+    parts: list[np.ndarray] = []
+    rows: dict[str, int] = {}
+    for kind, kind_texts in texts.items():
+        unique = list(dict.fromkeys(kind_texts))
+        if not unique:
+            continue
+        keys = [text_key(t, kind) for t in unique]
+        digest = hashlib.sha1("\n".join([resolved, *keys]).encode()).hexdigest()[:16]
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(resolved).name or name)[-40:]
+        folder = cache / f"{slug}-{kind}-{digest}"
+        if say is not None:
+            say(f"teacher {name}: {len(unique)} distinct {kind} texts, cached in {folder}")
+        encode_shards(resolved, unique, keys, folder, source=f"teacher of {len(unique)} {kind} texts",
+                      shard_size=5000, device=device, say=say, kind=kind)
+        if barrier is not None:
+            barrier()  # under torchrun every rank encodes its shards; all are needed
+        vectors, ids = shards.load_folder(folder)
+        if not np.isfinite(vectors).all():
+            raise MrlError(f"teacher {name}: some of its embeddings are not finite ({folder})")
+        offset = sum(len(p) for p in parts)
+        rows.update({k: offset + n for n, k in enumerate(ids.tolist())})
+        parts.append(vectors)
+    if not parts:
+        raise MrlError(f"teacher {name}: no text to encode")
+    return Teacher(name, np.concatenate(parts), rows, by_id=False)
