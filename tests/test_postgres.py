@@ -57,7 +57,56 @@ def cli(*args: Any, code: int = 0) -> str:
     return result.output
 
 
-# ---------------------------------------------------------------------------------------------- the server
+# ---------------------------------------------------------------------------------------------- the CLI
+def test_cli_build_search_add_delete_stats_verify(pg: str, tmp_path: Path) -> None:
+    xb = matryoshka_like(300, D, seed=3)
+    np.save(tmp_path / "x.npy", xb)
+    (tmp_path / "ids.txt").write_text("".join(f"doc-{i}\n" for i in range(300)))
+    np.save(tmp_path / "q.npy", xb[:2])
+    out = cli("index", "build", "--backend", "postgres", "--url", pg, "--table", "cli_docs", "--vectors",
+              tmp_path / "x.npy", "--ids", tmp_path / "ids.txt", "--first-stage", "hnsw@16")
+    uri = f"{pg}?table=cli_docs"
+    assert "300 vectors of dim 64 (postgres)" in out
+    hits = json.loads(cli("search", uri, "--vectors", tmp_path / "q.npy", "-k", "3", "--json"))
+    assert [r["hits"][0]["id"] for r in hits["results"]] == ["doc-0", "doc-1"]
+    np.save(tmp_path / "new.npy", matryoshka_like(2, D, seed=4))
+    (tmp_path / "new.txt").write_text("doc-0\ndoc-new\n")
+    added = cli("index", "add", uri, "--vectors", tmp_path / "new.npy", "--ids", tmp_path / "new.txt")
+    assert "300 -> 301 live" in added
+    assert "301 -> 299 live" in cli("index", "delete", uri, "doc-5", "doc-new")
+    cli("index", "delete", uri, "doc-5", code=2)  # gone already: refused
+    stats = json.loads(cli("index", "stats", uri, "--json"))
+    assert (stats["count"], stats["generation"], stats["backend"]) == (299, 3, "postgres")
+    assert stats["first_stages"]["hnsw@16"]["index_bytes"] > 0 and PG_PASSWORD not in json.dumps(stats)
+    assert "match mrl's description" in cli("index", "verify", uri)
+    sql(pg, "DROP INDEX " + engine.index_name("cli_docs", engine.FirstStageSpec("hnsw", 16)))
+    assert "missing" in cli("index", "verify", uri, code=1)
+
+
+def test_the_service_searches_a_postgres_index(pg: str, shared: Any, corpus: tuple[np.ndarray, np.ndarray]) -> None:
+    from fastapi.testclient import TestClient
+
+    from mrl.serve.app import create_app
+    from mrl.serve.settings import ServeSettings
+
+    client = TestClient(create_app(ServeSettings(f"{pg}?table=shared")))
+    r = client.post("/search", json={"vector": corpus[0][7].tolist(), "k": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0][0]["id"] == "d7"
+    assert client.get("/stats").json()["index"]["count"] == N
+    r = client.post("/search", json={"vector": corpus[0][7].tolist(), "k": 3, "cascade": "int8@16:100,64:3"})
+    assert r.status_code in (400, 422) and "no int8@16" in r.text
+
+
+def test_cli_build_options_are_checked_first(pg: str, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", matryoshka_like(10, D))
+    base = ["index", "build", "--backend", "postgres", "--vectors", tmp_path / "x.npy"]
+    assert "--table NAME" in cli(*base, "--url", pg, code=2)
+    assert "expected postgresql://" in cli(*base, "--url", "http://localhost:5432", "--table", "t", code=2)
+    assert "--table goes with --backend postgres" in cli("index", "build", "--out", tmp_path / "i", "--vectors",
+                                                         tmp_path / "x.npy", "--table", "t", code=2)
+
+
 def test_the_session_server_has_pgvector_and_asks_for_a_password(postgres_server: Any,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import psycopg
