@@ -120,5 +120,8 @@ def postgres_server():
         pytest.fail(f"the Postgres test server did not start (pip install -e '.[test]' installs it): "
                     f"{type(e).__name__}: {e}")
     yield running
+    from mrl.index.postgres import engine
+
+    engine.close_pools()  # before the server goes: a pool would try to reconnect
     server.stop(data)
     shutil.rmtree(data, ignore_errors=True)

@@ -130,9 +130,14 @@ def test_pg_start_and_stop() -> None:
         out = cli("pg", "start", "--data", data, "--port", port)
         assert f"127.0.0.1:{port}" in out and server.running(data) is not None
         assert "already running" in cli("pg", "start", "--data", data, code=2)
-        assert sql(f"postgresql://postgres@127.0.0.1:{port}/postgres", "SELECT 1") == [(1,)]
+        url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        assert sql(url, "SELECT 1") == [(1,)]  # no password: trusted on 127.0.0.1
+        index = build_index("postgres", f"{url}?table=t", matryoshka_like(50, D), None, first_stages=["exact@16"])
         assert "stopped postgres" in cli("pg", "stop", "--data", data)
         assert server.running(data) is None
+        with pytest.raises(MrlError, match=f"127.0.0.1:{port}/postgres\\?table=t: .*failed"):
+            index.refresh()  # a lost server is an MrlError (the service keeps its last snapshot)
+        engine.close_pools(index.where.conninfo)
         assert "no server is running" in cli("pg", "stop", "--data", data)
     finally:
         server.stop(data)

@@ -37,10 +37,12 @@ def require() -> Any:
 
 
 @atexit.register
-def close_pools() -> None:
-    for pool in _POOLS.values():
-        pool.close()
-    _POOLS.clear()
+def close_pools(conninfo: str | None = None) -> None:
+    """Close the pool of ``conninfo`` (default: every pool), e.g. before its server stops."""
+    for key in [conninfo] if conninfo is not None else list(_POOLS):
+        pool = _POOLS.pop(key, None)
+        if pool is not None:
+            pool.close()
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def pool(where: Where) -> Any:
         psycopg.connect(where.conninfo, connect_timeout=10).close()
     except psycopg.Error as e:
         raise MrlError(f"{where}: cannot connect to Postgres: {str(e).strip()}") from None
-    new = ConnectionPool(where.conninfo, min_size=1, max_size=4, open=False, configure=_configure,
+    new = ConnectionPool(where.conninfo, min_size=1, max_size=4, open=False, configure=_configure, timeout=10,
                          kwargs={"autocommit": True, "connect_timeout": 10})
     new.open(wait=True, timeout=30)
     _POOLS[where.conninfo] = new

@@ -45,7 +45,7 @@ class PostgresIndex:
     @classmethod
     def open(cls, where: Where) -> PostgresIndex:
         pool = engine.pool(where)
-        with pool.connection() as conn:
+        with store.connect(pool, where) as conn:
             meta = store.read_meta(conn, where)
         return cls(where, pool, meta)
 
@@ -78,7 +78,7 @@ class PostgresIndex:
         probe = cls(where, None, meta)
         probe._check_cascade(parse_cascade(cascade, dim))  # before anything is written
         pool = engine.pool(where)
-        with pool.connection() as conn:
+        with store.connect(pool, where) as conn:
             store.create(conn, where, meta, specs, vectors, rids, keys, overwrite)
         return cls(where, pool, meta)
 
@@ -178,7 +178,7 @@ class PostgresIndex:
             raise MrlError("a gate (mrl index tune --adaptive) runs on the mrl backend, not on Postgres")
         plan = self._check_cascade(cascade if isinstance(cascade, Cascade) else parse_cascade(cascade, self.dim))
         change = {"default_cascade": str(plan), **({"tuning": tuning} if tuning is not None else {})}
-        with self.pool.connection() as conn, conn.transaction():
+        with store.connect(self.pool, self.where) as conn, conn.transaction():
             meta = store.commit_meta(conn, self.where, change)
         return PostgresIndex(self.where, self.pool, meta)
 
@@ -190,8 +190,8 @@ class PostgresIndex:
         raise MrlError("gated cascades run on the mrl backend (Postgres runs a whole cascade as one statement)")
 
     def refresh(self) -> PostgresIndex:
-        with self.pool.connection() as conn:
-            meta = store.read_meta(conn, self.where)
+        with store.connect(self.pool, self.where) as conn:
+            meta = store.read_meta(conn, self.where, check=False)  # per request in the service: one query
         return self if meta["generation"] == self.generation else PostgresIndex(self.where, self.pool, meta)
 
     def check_adaptor(self, adaptor: Any) -> None:
@@ -206,7 +206,7 @@ class PostgresIndex:
         rids, keys, id_kind = _rows(ids, len(vectors))
         if id_kind != self.meta["id_kind"]:
             raise MrlError(f"this index uses {'string' if self.meta['id_kind'] == 'str' else 'integer'} ids")
-        with self.pool.connection() as conn, conn.transaction():
+        with store.connect(self.pool, self.where) as conn, conn.transaction():
             store.read_meta(conn, self.where, lock=True)  # one writer at a time
             added = store.upsert(conn, self.where, self.vtype, vectors, rids, keys)
             meta = store.commit_meta(conn, self.where, {}, count_delta=added)
@@ -219,7 +219,7 @@ class PostgresIndex:
             raise MrlError("delete: no ids given")
         check_ids(values, len(values))
         keys = [str(v) for v in values]
-        with self.pool.connection() as conn, conn.transaction():
+        with store.connect(self.pool, self.where) as conn, conn.transaction():
             meta = store.read_meta(conn, self.where, lock=True)
             if len(keys) >= meta["count"]:
                 raise MrlError(f"delete: removing all {meta['count']} vectors would leave an empty index; "
@@ -235,7 +235,7 @@ class PostgresIndex:
 
     def verify(self) -> list[str]:
         try:
-            with self.pool.connection() as conn:
+            with store.connect(self.pool, self.where) as conn:
                 return store.problems(conn, self.where, self.meta, self.specs)
         except Exception as e:  # a lost server is a problem to report, not a crash
             return [f"{self.where}: {e}"]

@@ -33,6 +33,13 @@ def errors(where: Where, what: str) -> Iterator[None]:
         raise MrlError(f"{where}: {what} failed: {str(e).strip()}") from None
 
 
+@contextmanager
+def connect(pool: Any, where: Where, what: str = "the statement") -> Iterator[Any]:
+    """A pooled connection; a lost server or any Postgres error inside is an :class:`MrlError`."""
+    with errors(where, what), pool.connection() as conn:
+        yield conn
+
+
 def _sql() -> Any:
     from psycopg import sql
 
@@ -44,9 +51,9 @@ def table_ident(where: Where) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- description
-def read_meta(conn: Any, where: Where, lock: bool = False) -> dict[str, Any]:
+def read_meta(conn: Any, where: Where, lock: bool = False, check: bool = True) -> dict[str, Any]:
     """The index's description (``lock``: ``FOR UPDATE``, one writer at a time), after checking that
-    the table still has the columns it describes (when not locking)."""
+    the table still has the columns it describes (``check``, when not locking)."""
     with errors(where, "reading the index description"):
         if conn.execute("SELECT to_regclass(%s)", (META_TABLE,)).fetchone()[0] is None:
             raise MrlError(f"{where}: no mrl index in this database (no {META_TABLE} table); build one with "
@@ -59,7 +66,7 @@ def read_meta(conn: Any, where: Where, lock: bool = False) -> dict[str, Any]:
     meta = dict(row[0])
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise MrlError(f"{where}: not an mrl postgres index description (format {FORMAT} v{VERSION})")
-    if not lock:
+    if check and not lock:
         check_table(conn, where, meta["dim"], engine.TYPES[meta["dtype"]])
     return meta
 
@@ -164,7 +171,7 @@ def delete(conn: Any, where: Where, keys: list[str]) -> None:
 
 
 def vacuum(pool: Any, where: Where) -> None:
-    with pool.connection() as conn, errors(where, "VACUUM"):
+    with connect(pool, where, "VACUUM") as conn:
         conn.execute(_sql().SQL("VACUUM ANALYZE {t}").format(t=table_ident(where)))
 
 
@@ -174,7 +181,7 @@ def run_queries(pool: Any, where: Where, statement: Any, params: list[list[Any]]
     """``statement`` once per parameter list, prepared, in one transaction after ``settings``
     (``SET LOCAL`` through ``set_config``, so the values are bound too)."""
     out = []
-    with pool.connection() as conn, errors(where, "the search"), conn.transaction():
+    with connect(pool, where, "the search") as conn, conn.transaction():
         for name, value in settings:
             conn.execute("SELECT set_config(%s, %s, true)", (name, value))
         with conn.cursor() as cur:
@@ -184,7 +191,7 @@ def run_queries(pool: Any, where: Where, statement: Any, params: list[list[Any]]
 
 
 def keys_of(pool: Any, where: Where, rids: list[int]) -> dict[int, str]:
-    with pool.connection() as conn, errors(where, "reading ids"):
+    with connect(pool, where, "reading ids") as conn:
         rows = conn.execute(_sql().SQL("SELECT rid, id FROM {t} WHERE rid = ANY(%s)").format(t=table_ident(where)),
                             (rids,)).fetchall()
     return dict(rows)
@@ -192,7 +199,7 @@ def keys_of(pool: Any, where: Where, rids: list[int]) -> dict[int, str]:
 
 def sample(pool: Any, where: Where, n: int, seed: int, dim: int) -> np.ndarray:
     """``n`` stored vectors of distinct rows, in an order fixed by ``seed``."""
-    with pool.connection() as conn, errors(where, "sampling"):
+    with connect(pool, where, "sampling") as conn:
         rows = conn.execute(_sql().SQL("SELECT embedding::vector::real[] FROM {t} ORDER BY hashtextextended(id, %s), "
                                        "id LIMIT %s").format(t=table_ident(where)), (seed, n)).fetchall()
     return np.asarray([r[0] for r in rows], np.float32).reshape(len(rows), dim)
@@ -201,7 +208,7 @@ def sample(pool: Any, where: Where, n: int, seed: int, dim: int) -> np.ndarray:
 def index_bytes(pool: Any, where: Where, specs: list[FirstStageSpec]) -> dict[str, int]:
     """Bytes of each first stage's index (by spec) and of the whole table with its indexes (``table``)."""
     names = [engine.index_name(where.table, s) for s in specs]
-    with pool.connection() as conn, errors(where, "reading sizes"):
+    with connect(pool, where, "reading sizes") as conn:
         sizes = conn.execute("SELECT n, pg_relation_size(to_regclass(quote_ident(n))) FROM unnest(%s::text[]) n",
                              (names,)).fetchall()
         total = conn.execute("SELECT pg_total_relation_size(to_regclass(quote_ident(%s)))", (where.table,)).fetchone()
