@@ -99,6 +99,33 @@ def pool(where: Where) -> Any:
 def _configure(conn: Any) -> None:
     # a custom plan per execution: a generic plan of ``ORDER BY expr <#> $1 LIMIT $2`` may not use the index
     conn.execute("SET plan_cache_mode = force_custom_plan")
+    conn.adapters.register_dumper(Floats, _floats_dumper())
+
+
+class Floats:
+    """A query vector as a bound ``real[]`` parameter, sent in binary (psycopg would format each float as text)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values = np.ascontiguousarray(values, np.float32).ravel()
+
+
+def _floats_dumper() -> Any:
+    from psycopg import pq
+    from psycopg.adapt import Dumper
+
+    class FloatsDumper(Dumper):
+        format = pq.Format.BINARY
+        oid = 1021  # real[] (a built-in type: its oid is fixed)
+
+        def dump(self, obj: Any) -> bytes:
+            x = obj.values
+            body = np.empty(len(x), dtype=[("n", ">i4"), ("v", ">f4")])  # each element: its length, its value
+            body["n"], body["v"] = 4, x
+            return np.array([1, 0, 700, len(x), 1], ">i4").tobytes() + body.tobytes()  # 1 dim, no nulls, real
+
+    return FloatsDumper
 
 
 def id_number(key: str) -> int:
@@ -190,8 +217,8 @@ def cascade_params(q: np.ndarray, first_kind: str, stages: tuple[tuple[int, int]
     """The bound parameters of :func:`cascade_sql` for one (unit, stored-space) query."""
     from mrl.prefix import truncate
 
-    def prefix(d: int) -> list[float]:
-        return truncate(q, d).tolist()
+    def prefix(d: int) -> Floats:
+        return Floats(truncate(q, d))
 
     params: list[Any] = [] if whole else [prefix(stages[0][0]), stages[0][1]]
     for d, n in stages[1:-1]:

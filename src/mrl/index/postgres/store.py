@@ -179,15 +179,12 @@ def vacuum(pool: Any, where: Where) -> None:
 def run_queries(pool: Any, where: Where, statement: Any, params: list[list[Any]],
                 settings: list[tuple[str, str]]) -> list[list[tuple[int, float]]]:
     """``statement`` once per parameter list, prepared, in one transaction after ``settings``
-    (``SET LOCAL`` through ``set_config``, so the values are bound too)."""
-    out = []
-    with connect(pool, where, "the search") as conn, conn.transaction():
+    (``SET LOCAL`` through ``set_config``, so the values are bound too), all sent in one pipeline."""
+    with connect(pool, where, "the search") as conn, conn.pipeline(), conn.transaction():  # one round trip
         for name, value in settings:
             conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-        with conn.cursor() as cur:
-            for p in params:
-                out.append(cur.execute(statement, p, prepare=True).fetchall())
-    return out
+        cursors = [conn.cursor().execute(statement, p, prepare=True) for p in params]
+        return [cur.fetchall() for cur in cursors]
 
 
 def keys_of(pool: Any, where: Where, rids: list[int]) -> dict[int, str]:
