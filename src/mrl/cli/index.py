@@ -56,7 +56,11 @@ RescoreDimsOpt = Annotated[str | None, typer.Option(
 UrlOpt = Annotated[str | None, typer.Option(
     help="qdrant: the server, e.g. http://localhost:6333; postgres: the database, postgresql://USER@HOST:PORT/DB "
          "(password from PGPASSWORD).")]
-TableOpt = Annotated[str | None, typer.Option(help="postgres: the table to create.")]
+TableOpt = Annotated[str | None, typer.Option(help="postgres: the table to create (with --attach: to index).")]
+AttachOpt = Annotated[bool, typer.Option(
+    help="postgres: index the existing --table in place (nothing copied; indexes created concurrently).")]
+IdColumnOpt = Annotated[str | None, typer.Option(help="postgres --attach: the table's unique id column.")]
+VectorColumnOpt = Annotated[str | None, typer.Option(help="postgres --attach: its vector(D) or halfvec(D) column.")]
 CollectionOpt = Annotated[str | None, typer.Option(help="qdrant: the collection to create.")]
 ApiKeyOpt = Annotated[str | None, typer.Option(help="qdrant: the server's API key.", envvar="MRL_QDRANT_API_KEY")]
 ShardsOpt = Annotated[int | None, typer.Option(help="qdrant: shards of the collection.", min=1)]
@@ -72,6 +76,7 @@ def build_command(
     batch_size: BatchOpt = 64, adaptor: AdaptorOpt = None, backend: BackendOpt = "mrl",
     rescore_dims: RescoreDimsOpt = None, url: UrlOpt = None, collection: CollectionOpt = None,
     api_key: ApiKeyOpt = None, shards: ShardsOpt = None, replicas: ReplicasOpt = None, table: TableOpt = None,
+    attach: AttachOpt = False, id_column: IdColumnOpt = None, vector_column: VectorColumnOpt = None,
 ) -> None:
     """Build an index from a BEIR corpus (encoded with --model) or from precomputed vectors."""
     from mrl.index import build_index
@@ -85,9 +90,13 @@ def build_command(
     fitted = load_adaptor(adaptor)
     if backend != "mrl" and fitted is not None:
         raise MrlError(f"--adaptor: the {backend} backend does not support adaptors yet (use --backend mrl)")
-    xb, id_values = read_inputs(model, data, vectors, ids, batch_size)
     common: dict[str, Any] = {"model": _model_record(model), "default_cascade": cascade, "hnsw_m": hnsw_m,
               "ef_construction": ef_construction, "overwrite": overwrite}
+    if attach or id_column or vector_column:
+        _attach(backend, target, [data, vectors, ids], {**common, "first_stages": first_stage, "dtype": dtype,
+                "attach": attach, "id_column": id_column, "vector_column": vector_column})
+        return
+    xb, id_values = read_inputs(model, data, vectors, ids, batch_size)
     options: dict[str, Any]
     if backend == "postgres":
         options = {"first_stages": first_stage, "dtype": dtype}
@@ -103,6 +112,17 @@ def build_command(
     index = build_index(backend, target, xb, id_values, **common, **options)
     console.print(f"wrote {target}: {index.count} vectors of dim {index.dim} ({backend}), "
                   f"cascade {index.default_cascade}; run `mrl index tune {target}` to pick a faster one")
+
+
+def _attach(backend: str, target: str, inputs: list[Any], options: dict[str, Any]) -> None:
+    """``--attach``: the funnel over an existing Postgres table's own vectors."""
+    from mrl.index import build_index
+
+    if backend != "postgres" or any(inputs):
+        raise MrlError("--attach (--id-column, --vector-column) goes with --backend postgres, and indexes the "
+                       "table's own vectors: give no --data, --vectors or --ids")
+    index = build_index("postgres", target, None, None, **options)
+    console.print(f"attached {target}: {index.count} vectors of dim {index.dim}, cascade {index.default_cascade}")
 
 
 def _mrl_stages(xb: Any, first_stage: list[str] | None, budget: float | None) -> list[str] | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mrl.errors import MrlError
 from mrl.index.postgres.engine import Where, require
 from mrl.index.postgres.funnel import PostgresIndex
 
@@ -23,7 +24,22 @@ def open_postgres(uri: str) -> PostgresIndex:
     return PostgresIndex.open(Where.parse(uri))
 
 
-def build_postgres(uri: str, vectors: Any, ids: Any = None, **options: Any) -> PostgresIndex:
-    """A new table at ``uri`` (see :meth:`PostgresIndex.build` for ``options``)."""
+def build_postgres(uri: str, vectors: Any, ids: Any = None, *, attach: bool = False, id_column: str | None = None,
+                   vector_column: str | None = None, **options: Any) -> PostgresIndex:
+    """A new table at ``uri`` (see :meth:`PostgresIndex.build` for ``options``), or with ``attach`` the
+    funnel over the existing table's ``id_column`` and ``vector_column`` (:meth:`PostgresIndex.attach`)."""
     require()
-    return PostgresIndex.build(Where.parse(uri), vectors, ids, **options)
+    where = Where.parse(uri)
+    if not attach:
+        if id_column or vector_column:
+            raise MrlError("--id-column and --vector-column go with --attach")
+        return PostgresIndex.build(where, vectors, ids, **options)
+    if vectors is not None or ids is not None:
+        raise MrlError("--attach indexes the vectors already in the table: give no vectors, ids or corpus")
+    if not id_column or not vector_column:
+        raise MrlError("--attach needs --id-column C and --vector-column V")
+    taken = ("model", "first_stages", "default_cascade", "hnsw_m", "ef_construction")
+    unknown = sorted(k for k, v in options.items() if v and k not in taken)
+    if unknown:
+        raise MrlError(f"--attach does not take {', '.join(unknown)} (the table's columns decide)")
+    return PostgresIndex.attach(where, id_column, vector_column, **{k: v for k, v in options.items() if k in taken})

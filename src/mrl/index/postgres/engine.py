@@ -138,20 +138,62 @@ def index_name(table: str, spec: FirstStageSpec) -> str:
     return f"mrl_{hashlib.blake2b(table.encode(), digest_size=5).hexdigest()}_{spec.kind}_{spec.dim}"
 
 
+def rid_index_name(table: str) -> str:
+    """The name of an attached table's index over its computed int64 ids (text id columns)."""
+    return f"mrl_{hashlib.blake2b(table.encode(), digest_size=5).hexdigest()}_rid"
+
+
 # ---------------------------------------------------------------------------------------------- expressions
-def prefix_expr(d: int, dim: int, vtype: str) -> Any:
-    """The renormalised ``d``-prefix of the stored (unit) vector, as an index expression takes it."""
+@dataclass(frozen=True)
+class Columns:
+    """The columns an index reads: mrl's own table (``id``, ``rid``, ``embedding`` holding unit rows), or
+    a table it was attached to (the user's id and vector columns, normalised in every expression)."""
+
+    id: str = "id"
+    vector: str = "embedding"
+    rid: str | None = "rid"  # None (attached): the int64 id is computed from the id column
+    int_ids: bool = False  # an attached integer id column: its values are the int64 ids
+    unit: bool = True  # the vectors are stored as unit rows
+
+    @classmethod
+    def of(cls, meta: dict[str, Any]) -> Columns:
+        attached = meta.get("attached")
+        if not attached:
+            return cls()
+        return cls(attached["id_column"], attached["vector_column"], None, meta["id_kind"] == "int", False)
+
+    def rid_sql(self) -> Any:
+        """The int64 id of a row: ``rid``, the integer id, or a 63-bit hash of a text id (``hashtextextended``)."""
+        from psycopg import sql
+
+        key = sql.Identifier(self.id)
+        if self.rid:
+            return sql.Identifier(self.rid)
+        if self.int_ids:
+            return sql.SQL("{}::bigint").format(key)
+        return sql.SQL("(hashtextextended({}::text, 0) & 9223372036854775807)").format(key)
+
+
+MRL = Columns()
+ALIAS = "embedding"  # the vector column as every subquery of a cascade names it
+
+
+def prefix_expr(d: int, dim: int, vtype: str, cols: Columns = MRL, column: str | None = None) -> Any:
+    """The renormalised ``d``-prefix of ``column`` (default the vector column) as an index expression takes it."""
     from psycopg import sql
 
+    v = sql.Identifier(column or cols.vector)
     if d == dim:
-        return sql.SQL("embedding")
-    return sql.SQL("(l2_normalize(subvector(embedding, 1, {d}))::{t}({d}))").format(d=sql.Literal(d), t=sql.SQL(vtype))
+        return v if cols.unit else sql.SQL("(l2_normalize({v})::{t}({d}))").format(v=v, t=sql.SQL(vtype),
+                                                                                  d=sql.Literal(d))
+    return sql.SQL("(l2_normalize(subvector({v}, 1, {d}))::{t}({d}))").format(v=v, d=sql.Literal(d), t=sql.SQL(vtype))
 
 
-def bits_expr(d: int) -> Any:
+def bits_expr(d: int, cols: Columns = MRL, column: str | None = None) -> Any:
     from psycopg import sql
 
-    return sql.SQL("(binary_quantize(subvector(embedding, 1, {d}))::bit({d}))").format(d=sql.Literal(d))
+    v = sql.Identifier(column or cols.vector)
+    return sql.SQL("(binary_quantize(subvector({v}, 1, {d}))::bit({d}))").format(v=v, d=sql.Literal(d))
 
 
 def query_param(d: int, vtype: str) -> Any:
@@ -161,24 +203,24 @@ def query_param(d: int, vtype: str) -> Any:
     return sql.SQL("%s::real[]::{t}({d})").format(t=sql.SQL(vtype), d=sql.Literal(d))
 
 
-def order_expr(spec_kind: str, d: int, dim: int, vtype: str) -> Any:
+def order_expr(spec_kind: str, d: int, dim: int, vtype: str, cols: Columns = MRL, column: str | None = None) -> Any:
     """``ORDER BY`` of a stage: the distance its index orders by (smaller is better)."""
     from psycopg import sql
 
     if spec_kind == "binary":
-        return sql.SQL("{e} <~> binary_quantize({q})").format(e=bits_expr(d), q=query_param(d, vtype))
-    return sql.SQL("{e} <#> {q}").format(e=prefix_expr(d, dim, vtype), q=query_param(d, vtype))
+        return sql.SQL("{e} <~> binary_quantize({q})").format(e=bits_expr(d, cols, column), q=query_param(d, vtype))
+    return sql.SQL("{e} <#> {q}").format(e=prefix_expr(d, dim, vtype, cols, column), q=query_param(d, vtype))
 
 
 def index_ddl(table: str, spec: FirstStageSpec, dim: int, vtype: str, hnsw_m: int, ef_construction: int,
-              concurrently: bool = False) -> Any | None:
+              cols: Columns = MRL, concurrently: bool = False) -> Any | None:
     """``CREATE INDEX`` of a first stage (``None``: an exact stage scans)."""
     from psycopg import sql
 
     if spec.kind == "exact":
         return None
-    expr, ops = ((bits_expr(spec.dim), "bit_hamming_ops") if spec.kind == "binary" else
-                 (prefix_expr(spec.dim, dim, vtype), f"{vtype}_ip_ops"))
+    expr, ops = ((bits_expr(spec.dim, cols), "bit_hamming_ops") if spec.kind == "binary" else
+                 (prefix_expr(spec.dim, dim, vtype, cols), f"{vtype}_ip_ops"))
     return sql.SQL("CREATE INDEX {c} {name} ON {table} USING hnsw ({expr} {ops}) "
                    "WITH (m = {m}, ef_construction = {ef})").format(
         c=sql.SQL("CONCURRENTLY" if concurrently else ""), name=sql.Identifier(index_name(table, spec)),
@@ -187,7 +229,7 @@ def index_ddl(table: str, spec: FirstStageSpec, dim: int, vtype: str, hnsw_m: in
 
 
 def cascade_sql(table: str, first_kind: str, stages: tuple[tuple[int, int], ...], dim: int, vtype: str,
-                whole: bool) -> Any:
+                whole: bool, cols: Columns = MRL) -> Any:
     """One statement for a cascade: the first stage's shortlist (ordered by its index's operator, or
     every row when ``whole``), each later stage reranking the previous one's rows on a longer
     prefix; returns ``(rid, score)`` best first. Parameters: per stage its query prefix (binary:
@@ -195,20 +237,21 @@ def cascade_sql(table: str, first_kind: str, stages: tuple[tuple[int, int], ...]
     from psycopg import sql
 
     d1 = stages[0][0]
-    if whole:
-        inner = sql.SQL("SELECT rid, embedding FROM {t}").format(t=sql.Identifier(table))
-    else:
-        inner = sql.SQL("SELECT rid, embedding FROM {t} ORDER BY {o} LIMIT %s").format(
-            t=sql.Identifier(table), o=order_expr(first_kind, d1, dim, vtype))
+    rows = sql.SQL("SELECT {rid} AS rid, {v} AS {alias} FROM {t}{nonnull}").format(
+        rid=cols.rid_sql(), v=sql.Identifier(cols.vector), alias=sql.Identifier(ALIAS), t=sql.Identifier(table),
+        nonnull=sql.SQL("") if cols.unit else sql.SQL(" WHERE {v} IS NOT NULL").format(v=sql.Identifier(cols.vector)))
+    inner = rows if whole else sql.SQL("{r} ORDER BY {o} LIMIT %s").format(
+        r=rows, o=order_expr(first_kind, d1, dim, vtype, cols))
     for d, _ in stages[1:-1]:
-        inner = sql.SQL("SELECT rid, embedding FROM ({i}) s ORDER BY {o} LIMIT %s").format(
-            i=inner, o=order_expr("float", d, dim, vtype))
+        inner = sql.SQL("SELECT rid, {a} FROM ({i}) s ORDER BY {o} LIMIT %s").format(
+            a=sql.Identifier(ALIAS), i=inner, o=order_expr("float", d, dim, vtype, cols, ALIAS))
     last_d = stages[-1][0]
     if len(stages) == 1 and first_kind == "binary":  # the score of a binary code: 1 - 2 hamming / d
         score = sql.SQL("1 - 2 * ({e} <~> binary_quantize({q})) / {d}").format(
-            e=bits_expr(last_d), q=query_param(last_d, vtype), d=sql.Literal(float(last_d)))
+            e=bits_expr(last_d, cols, ALIAS), q=query_param(last_d, vtype), d=sql.Literal(float(last_d)))
     else:
-        score = sql.SQL("-({e} <#> {q})").format(e=prefix_expr(last_d, dim, vtype), q=query_param(last_d, vtype))
+        score = sql.SQL("-({e} <#> {q})").format(e=prefix_expr(last_d, dim, vtype, cols, ALIAS),
+                                                 q=query_param(last_d, vtype))
     return sql.SQL("SELECT rid, ({score})::real AS score FROM ({i}) s ORDER BY score DESC, rid LIMIT %s").format(
         score=score, i=inner)
 

@@ -21,8 +21,9 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
-from mrl.index.first_stages.kinds import kind
+from mrl.index.first_stages.kinds import kind, require
 from mrl.index.ids import check_ids
+from mrl.index.postgres import attach as attach_mode
 from mrl.index.postgres import engine, store
 from mrl.index.postgres.engine import Where
 from mrl.index.work import Work
@@ -39,6 +40,7 @@ class PostgresIndex:
         self.where, self.pool, self.meta = where, pool, meta
         self.dim: int = meta["dim"]
         self.vtype: str = engine.TYPES[meta["dtype"]]
+        self.cols = engine.Columns.of(meta)
         self.specs = [parse_first_stage(s) for s in meta["first_stages"]]
         self.adaptor: Any = None  # adaptors are not supported by this backend yet
 
@@ -47,6 +49,8 @@ class PostgresIndex:
         pool = engine.pool(where)
         with store.connect(pool, where) as conn:
             meta = store.read_meta(conn, where)
+            if meta.get("attached"):  # others write an attached table too: count it now
+                meta["count"] = attach_mode.live_rows(conn, where, meta["attached"]["vector_column"])
         return cls(where, pool, meta)
 
     @classmethod
@@ -64,23 +68,44 @@ class PostgresIndex:
         dtype = dtype or "float32"
         if dtype not in engine.TYPES:
             raise MrlError(f"--dtype {dtype!r}: expected float32 (vector) or float16 (halfvec)")
-        specs = [parse_first_stage(s, dim) for s in (first_stages or [f"hnsw@{min(64, dim)}"])]
-        from mrl.index.first_stages.kinds import require
-
-        require(specs, KINDS, "postgres + pgvector")
-        if len(set(specs)) != len(specs):
-            raise MrlError(f"first stages {[str(s) for s in specs]}: listed twice")
-        cascade = default_cascade or (f"{specs[0]}:100,{dim}:10" if specs[0].dim < dim else f"{specs[0]}:40")
         rids, keys, id_kind = _rows(ids, n)
-        meta = {"format": store.FORMAT, "version": store.VERSION, "generation": 1, "model": model, "dim": dim,
-                "dtype": dtype, "first_stages": [str(s) for s in specs], "hnsw_m": hnsw_m,
-                "ef_construction": ef_construction, "id_kind": id_kind, "default_cascade": cascade, "count": n}
-        probe = cls(where, None, meta)
-        probe._check_cascade(parse_cascade(cascade, dim))  # before anything is written
+        specs, meta = cls._describe(where, dim, dtype, id_kind, n, first_stages, default_cascade, model=model,
+                                    hnsw_m=hnsw_m, ef_construction=ef_construction)
         pool = engine.pool(where)
         with store.connect(pool, where) as conn:
             store.create(conn, where, meta, specs, vectors, rids, keys, overwrite)
         return cls(where, pool, meta)
+
+    @classmethod
+    def attach(cls, where: Where, id_column: str, vector_column: str, *, model: str | None = None,
+               first_stages: Sequence[str] | None = None, default_cascade: str | None = None, hnsw_m: int = 16,
+               ef_construction: int = 64) -> PostgresIndex:
+        """The funnel over the user's table (:mod:`mrl.index.postgres.attach`): nothing copied, the
+        expression indexes created concurrently, the description added."""
+        pool = engine.pool(where)
+        with store.connect(pool, where) as conn:
+            dim, dtype, id_kind, rows = attach_mode.describe(conn, where, id_column, vector_column)
+            specs, meta = cls._describe(where, dim, dtype, id_kind, rows, first_stages, default_cascade, model=model,
+                                        hnsw_m=hnsw_m, ef_construction=ef_construction,
+                                        attached={"id_column": id_column, "vector_column": vector_column})
+            attach_mode.attach(conn, where, meta, specs)
+        return cls(where, pool, meta)
+
+    @classmethod
+    def _describe(cls, where: Where, dim: int, dtype: str, id_kind: str, count: int,
+                  first_stages: Sequence[str] | None, default_cascade: str | None,
+                  **extra: Any) -> tuple[list[FirstStageSpec], dict[str, Any]]:
+        """The first stages and the description of a new index, checked before anything is written."""
+        specs = [parse_first_stage(s, dim) for s in (first_stages or [f"hnsw@{min(64, dim)}"])]
+        require(specs, KINDS, "postgres + pgvector")
+        if len(set(specs)) != len(specs):
+            raise MrlError(f"first stages {[str(s) for s in specs]}: listed twice")
+        cascade = default_cascade or (f"{specs[0]}:100,{dim}:10" if specs[0].dim < dim else f"{specs[0]}:40")
+        meta = {"format": store.FORMAT, "version": store.VERSION, "generation": 1, "dim": dim, "dtype": dtype,
+                "first_stages": [str(s) for s in specs], "id_kind": id_kind, "default_cascade": cascade,
+                "count": count, **extra}
+        cls(where, None, meta)._check_cascade(parse_cascade(cascade, dim))
+        return specs, meta
 
     # ------------------------------------------------------------------ the Searcher protocol
     @property
@@ -130,7 +155,8 @@ class PostgresIndex:
         if work is not None:
             _record_plan(work, plan, spec, len(xq))
         whole = plan.first[1] >= self.count  # the whole table: no index, nothing missed
-        statement = engine.cascade_sql(self.where.table, spec.kind, plan.stages, self.dim, self.vtype, whole)
+        statement = engine.cascade_sql(self.where.table, spec.kind, plan.stages, self.dim, self.vtype, whole,
+                                       self.cols)
         settings = [] if whole else engine.search_settings(spec.kind, plan.first[1], plan.width)
         params = [engine.cascade_params(q, spec.kind, plan.stages, whole) for q in xq]
         return _results(store.run_queries(self.pool, self.where, statement, params, settings), len(xq), k)
@@ -141,7 +167,7 @@ class PostgresIndex:
         dim = dim or self.dim
         resolve_plan(f"{dim}:{k}", k, self.default_cascade, self.dim, self.count)  # checks k and dim
         stages = ((dim, k),)
-        statement = engine.cascade_sql(self.where.table, "exact", stages, self.dim, self.vtype, True)
+        statement = engine.cascade_sql(self.where.table, "exact", stages, self.dim, self.vtype, True, self.cols)
         params = [engine.cascade_params(q, "exact", stages, True) for q in xq]
         return _results(store.run_queries(self.pool, self.where, statement, params, []), len(xq), k)
 
@@ -150,11 +176,11 @@ class PostgresIndex:
         if self.meta["id_kind"] == "int":
             return [[str(i) if i >= 0 else None for i in row] for row in ids.tolist()]
         wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
-        found = store.keys_of(self.pool, self.where, wanted) if wanted else {}
+        found = store.keys_of(self.pool, self.where, wanted, self.cols) if wanted else {}
         return [[found.get(i) if i >= 0 else None for i in row] for row in ids.tolist()]
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
-        return store.sample(self.pool, self.where, min(n, self.count), seed, self.dim)
+        return store.sample(self.pool, self.where, min(n, self.count), seed, self.dim, self.cols)
 
     def max_width(self, spec: FirstStageSpec) -> int:
         return 0  # no inverted files here; an hnsw stage's width (ef_search) follows from the shortlist
@@ -208,7 +234,7 @@ class PostgresIndex:
             raise MrlError(f"this index uses {'string' if self.meta['id_kind'] == 'str' else 'integer'} ids")
         with store.connect(self.pool, self.where) as conn, conn.transaction():
             store.read_meta(conn, self.where, lock=True)  # one writer at a time
-            added = store.upsert(conn, self.where, self.vtype, vectors, rids, keys)
+            added = store.upsert(conn, self.where, self.vtype, vectors, rids, keys, self.cols)
             meta = store.commit_meta(conn, self.where, {}, count_delta=added)
         return PostgresIndex(self.where, self.pool, meta)
 
@@ -224,7 +250,7 @@ class PostgresIndex:
             if len(keys) >= meta["count"]:
                 raise MrlError(f"delete: removing all {meta['count']} vectors would leave an empty index; "
                                "build a new one")
-            store.delete(conn, self.where, keys)  # raises (rolling back) when an id is missing
+            store.delete(conn, self.where, keys, self.cols)  # raises (rolling back) when an id is missing
             meta = store.commit_meta(conn, self.where, {}, count_delta=-len(keys))
         return PostgresIndex(self.where, self.pool, meta)
 

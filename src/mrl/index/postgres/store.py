@@ -67,26 +67,33 @@ def read_meta(conn: Any, where: Where, lock: bool = False, check: bool = True) -
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise MrlError(f"{where}: not an mrl postgres index description (format {FORMAT} v{VERSION})")
     if check and not lock:
-        check_table(conn, where, meta["dim"], engine.TYPES[meta["dtype"]])
+        check_table(conn, where, meta["dim"], engine.TYPES[meta["dtype"]], engine.Columns.of(meta))
     return meta
 
 
-def check_table(conn: Any, where: Where, dim: int, vtype: str) -> None:
-    """The table exists with ``id text``, ``rid bigint`` and ``embedding VTYPE(dim)``; the error names the
-    missing table or column, or the column of another type or dimension."""
+def columns_of(conn: Any, where: Where) -> dict[str, str]:
+    """``{column: type}`` of the table (its types as ``format_type`` writes them, e.g. ``vector(384)``)."""
     with errors(where, "reading the table's columns"):
         rows = conn.execute("SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
                             "WHERE a.attrelid = to_regclass(quote_ident(%s)) AND a.attnum > 0 AND NOT a.attisdropped",
                             (where.table,)).fetchall()
     if not rows:
         raise MrlError(f"{where}: table {where.table!r} does not exist")
-    columns = dict(rows)
-    for name, want in (("id", "text"), ("rid", "bigint"), ("embedding", f"{vtype}({dim})")):
+    return dict(rows)
+
+
+def check_table(conn: Any, where: Where, dim: int, vtype: str, cols: engine.Columns = engine.MRL) -> None:
+    """The table exists with the columns the index reads (mrl's: ``id text``, ``rid bigint``, ``embedding
+    VTYPE(dim)``); the error names the missing table or column, or the column of another type or dimension."""
+    columns = columns_of(conn, where)
+    id_types = ("bigint", "integer") if cols.int_ids else ("text", "character varying")
+    wanted = ([("id", ("text",)), ("rid", ("bigint",))] if cols.rid else [(cols.id, id_types)])
+    for name, allowed in [*wanted, (cols.vector, (f"{vtype}({dim})",))]:
         if name not in columns:
-            raise MrlError(f"{where}: table {where.table!r} has no column {name!r} (expected {name} {want})")
-        if columns[name] != want:
+            raise MrlError(f"{where}: table {where.table!r} has no column {name!r} (expected {name} {allowed[0]})")
+        if columns[name] not in allowed and columns[name].split("(")[0] not in allowed:
             raise MrlError(f"{where}: column {name!r} of table {where.table!r} is {columns[name]}, "
-                           f"the index needs {want}")
+                           f"the index needs {' or '.join(allowed)}")
 
 
 def commit_meta(conn: Any, where: Where, change: dict[str, Any], count_delta: int = 0) -> dict[str, Any]:
@@ -130,7 +137,8 @@ def create(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStage
         conn.execute(sql.SQL("ANALYZE {t}").format(t=table))
 
 
-def copy_rows(conn: Any, table: Any, vtype: str, vectors: Any, rids: list[int], keys: list[str]) -> None:
+def copy_rows(conn: Any, table: Any, vtype: str, vectors: Any, rids: list[int], keys: list[Any],
+              id_type: str = "text") -> None:
     """``COPY table (id, rid, embedding) FROM STDIN (FORMAT BINARY)`` of the unit rows, in blocks.
 
     Binary COPY carries no type per field: the vector goes as ``bytea`` (sent as is) holding
@@ -138,33 +146,42 @@ def copy_rows(conn: Any, table: Any, vtype: str, vectors: Any, rids: list[int], 
     """
     statement = _sql().SQL("COPY {t} (id, rid, embedding) FROM STDIN (FORMAT BINARY)").format(t=table)
     with conn.cursor() as cur, cur.copy(statement) as copy:
-        copy.set_types(["text", "int8", "bytea"])
+        copy.set_types([id_type, "int8", "bytea"])
         for start in range(0, len(keys), COPY_BLOCK):
             block = engine.vector_bytes(unit_rows(np.asarray(vectors[start : start + COPY_BLOCK])), vtype)
             for key, rid, data in zip(keys[start : start + COPY_BLOCK], rids[start : start + COPY_BLOCK], block):
                 copy.write_row((key, rid, data))
 
 
-def upsert(conn: Any, where: Where, vtype: str, vectors: Any, rids: list[int], keys: list[str]) -> int:
-    """Insert or replace the rows (inside the caller's transaction); how many ids were new."""
+def upsert(conn: Any, where: Where, vtype: str, vectors: Any, rids: list[int], keys: list[str],
+           cols: engine.Columns = engine.MRL) -> int:
+    """Insert or replace the rows (inside the caller's transaction) through a staging table loaded by
+    COPY; how many ids were new."""
     sql, table = _sql(), table_ident(where)
     staging = sql.Identifier("mrl_upsert")
+    id_type = "bigint" if cols.int_ids else "text"
+    key, vec = sql.Identifier(cols.id), sql.Identifier(cols.vector)
+    target = sql.SQL("{k}, rid, {v}" if cols.rid else "{k}, {v}").format(k=key, v=vec)
     with errors(where, "the upsert"):
-        conn.execute(sql.SQL("CREATE TEMP TABLE {s} (id text, rid bigint, embedding {v}({d})) ON COMMIT DROP").format(
-            s=staging, v=sql.SQL(vtype), d=sql.Literal(len(vectors[0]))))
-        copy_rows(conn, staging, vtype, vectors, rids, keys)
-        added = conn.execute(sql.SQL("SELECT count(*) FROM {s} u WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE "
-                                     "{t}.id = u.id)").format(s=staging, t=table)).fetchone()[0]
-        conn.execute(sql.SQL("INSERT INTO {t} (id, rid, embedding) SELECT id, rid, embedding FROM {s} ON CONFLICT "
-                             "(id) DO UPDATE SET embedding = EXCLUDED.embedding").format(t=table, s=staging))
+        conn.execute(sql.SQL("CREATE TEMP TABLE {s} (id {i}, rid bigint, embedding {v}({d})) ON COMMIT DROP").format(
+            s=staging, i=sql.SQL(id_type), v=sql.SQL(vtype), d=sql.Literal(len(vectors[0]))))
+        copy_rows(conn, staging, vtype, vectors, rids, [int(k) for k in keys] if cols.int_ids else keys,
+                  "int8" if cols.int_ids else "text")
+        added = conn.execute(sql.SQL("SELECT count(*) FROM {s} u WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE "
+                                     "x.{k} = u.id)").format(s=staging, t=table, k=key)).fetchone()[0]
+        conn.execute(sql.SQL("INSERT INTO {t} ({target}) SELECT {source} FROM {s} ON CONFLICT ({k}) DO UPDATE "
+                             "SET {v} = EXCLUDED.{v}").format(
+            t=table, target=target, source=sql.SQL("id, rid, embedding" if cols.rid else "id, embedding"), s=staging,
+            k=key, v=vec))
     return int(added)
 
 
-def delete(conn: Any, where: Where, keys: list[str]) -> None:
+def delete(conn: Any, where: Where, keys: list[str], cols: engine.Columns = engine.MRL) -> None:
     """Delete the rows of ``keys`` (inside the caller's transaction); every one must exist."""
+    values: list[Any] = [int(k) for k in keys] if cols.int_ids else keys
     with errors(where, "the delete"):
-        gone = {r[0] for r in conn.execute(_sql().SQL("DELETE FROM {t} WHERE id = ANY(%s) RETURNING id").format(
-            t=table_ident(where)), (keys,)).fetchall()}
+        gone = {r[0] for r in conn.execute(_sql().SQL("DELETE FROM {t} WHERE {k} = ANY(%s) RETURNING {k}::text").format(
+            t=table_ident(where), k=_sql().Identifier(cols.id)), (values,)).fetchall()}
     missing = [k for k in keys if k not in gone]
     if missing:
         raise MrlError(f"delete: {len(missing)} id(s) not in the index, e.g. {missing[0]!r}; nothing was deleted")
@@ -187,19 +204,21 @@ def run_queries(pool: Any, where: Where, statement: Any, params: list[list[Any]]
         return [cur.fetchall() for cur in cursors]
 
 
-def keys_of(pool: Any, where: Where, rids: list[int]) -> dict[int, str]:
+def keys_of(pool: Any, where: Where, rids: list[int], cols: engine.Columns = engine.MRL) -> dict[int, str]:
     with connect(pool, where, "reading ids") as conn:
-        rows = conn.execute(_sql().SQL("SELECT rid, id FROM {t} WHERE rid = ANY(%s)").format(t=table_ident(where)),
-                            (rids,)).fetchall()
+        rows = conn.execute(_sql().SQL("SELECT {r}, {k}::text FROM {t} WHERE {r} = ANY(%s)").format(
+            r=cols.rid_sql(), k=_sql().Identifier(cols.id), t=table_ident(where)), (rids,)).fetchall()
     return dict(rows)
 
 
-def sample(pool: Any, where: Where, n: int, seed: int, dim: int) -> np.ndarray:
-    """``n`` stored vectors of distinct rows, in an order fixed by ``seed``."""
+def sample(pool: Any, where: Where, n: int, seed: int, dim: int, cols: engine.Columns = engine.MRL) -> np.ndarray:
+    """``n`` stored vectors (as unit rows) of distinct rows, in an order fixed by ``seed``."""
+    sql = _sql()
     with connect(pool, where, "sampling") as conn:
-        rows = conn.execute(_sql().SQL("SELECT embedding::vector::real[] FROM {t} ORDER BY hashtextextended(id, %s), "
-                                       "id LIMIT %s").format(t=table_ident(where)), (seed, n)).fetchall()
-    return np.asarray([r[0] for r in rows], np.float32).reshape(len(rows), dim)
+        rows = conn.execute(sql.SQL("SELECT {v}::vector::real[] FROM {t} WHERE {v} IS NOT NULL ORDER BY "
+                                    "hashtextextended({k}::text, %s), {k} LIMIT %s").format(
+            v=sql.Identifier(cols.vector), k=sql.Identifier(cols.id), t=table_ident(where)), (seed, n)).fetchall()
+    return unit_rows(np.asarray([r[0] for r in rows], np.float32).reshape(len(rows), dim))
 
 
 def index_bytes(pool: Any, where: Where, specs: list[FirstStageSpec]) -> dict[str, int]:
@@ -216,22 +235,23 @@ def index_bytes(pool: Any, where: Where, specs: list[FirstStageSpec]) -> dict[st
 
 def problems(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStageSpec]) -> list[str]:
     """Everything wrong with the index: its columns, its live count, a missing or invalid index."""
+    cols = engine.Columns.of(meta)
     try:
-        check_table(conn, where, meta["dim"], engine.TYPES[meta["dtype"]])
+        check_table(conn, where, meta["dim"], engine.TYPES[meta["dtype"]], cols)
     except MrlError as e:
         return [str(e)]
     found: list[str] = []
     with errors(where, "verify"):
         stored = read_meta(conn, where)
         count = conn.execute(_sql().SQL("SELECT count(*) FROM {t}").format(t=table_ident(where))).fetchone()[0]
-        if count != stored["count"]:
+        if count != stored["count"] and cols.rid:  # (an attached table is also written by others)
             found.append(f"{where}: the table has {count} rows, the description says {stored['count']}")
-        for spec in specs:
-            if spec.kind == "exact":
-                continue
-            name = engine.index_name(where.table, spec)
+        names = [(f"first stage {s}", engine.index_name(where.table, s)) for s in specs if s.kind != "exact"]
+        if not cols.rid and not cols.int_ids:
+            names.append(("the id lookup", engine.rid_index_name(where.table)))
+        for label, name in names:
             row = conn.execute("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(quote_ident(%s))",
                                (name,)).fetchone()
             if row is None or not row[0]:
-                found.append(f"{where}: the index of first stage {spec} ({name}) is {'invalid' if row else 'missing'}")
+                found.append(f"{where}: the index of {label} ({name}) is {'invalid' if row else 'missing'}")
     return found
