@@ -78,6 +78,11 @@ def test_attach_indexes_the_table_in_place(pg: str, items: np.ndarray) -> None:
     assert sql(pg, "SELECT title FROM items WHERE item_id = 0") == [("title 0",)]
     shrunk = grown.delete([7])
     assert shrunk.count == N and shrunk.verify() == [] and fingerprint(pg, "items")[0][1] == N + 1
+    with pytest.raises(MrlError, match="'x' is not an integer id"):
+        shrunk.delete(["x"])
+    sql(pg, "INSERT INTO items VALUES (99999, 'written by the app', %s::vector)", (literal(items[1]),))
+    assert open_index(f"{pg}?table=items").count == N + 1  # counted when opened
+    assert shrunk.delete([99999]).count == N  # and after a write: what the transaction sees
     with pytest.raises(MrlError, match="already an mrl index"):
         build_index("postgres", f"{pg}?table=items", None, attach=True, id_column="item_id", vector_column="emb")
     assert len(mrl_indexes_of(pg, "items")) == 2

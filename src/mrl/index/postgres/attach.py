@@ -40,20 +40,13 @@ def describe(conn: Any, where: Where, id_column: str, vector_column: str) -> tup
                               "a.attnum = i.indkey[0] WHERE i.indrelid = to_regclass(quote_ident(%s)) AND "
                               "i.indisunique AND i.indnkeyatts = 1 AND a.attname = %s", (where.table, id_column)
                               ).fetchone()
-    rows = live_rows(conn, where, vector_column)
+    rows = store.live_rows(conn, where, vector_column)
     if unique is None:
         raise MrlError(f"{where}: id column {id_column!r} has no unique index (a primary key or UNIQUE): ids must "
                        "name one row each")
     if rows == 0:
         raise MrlError(f"{where}: table {where.table!r} has no rows with a vector in {vector_column!r}")
     return int(rest.rstrip(")")), dtype, id_kind, int(rows)
-
-
-def live_rows(conn: Any, where: Where, vector_column: str) -> int:
-    """Rows with a vector (what an attached index searches)."""
-    with store.errors(where, "counting rows"):
-        return int(conn.execute(_sql().SQL("SELECT count(*) FROM {t} WHERE {v} IS NOT NULL").format(
-            t=store.table_ident(where), v=_sql().Identifier(vector_column))).fetchone()[0])
 
 
 def attach(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStageSpec]) -> None:

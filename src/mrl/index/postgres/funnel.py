@@ -50,7 +50,7 @@ class PostgresIndex:
         with store.connect(pool, where) as conn:
             meta = store.read_meta(conn, where)
             if meta.get("attached"):  # others write an attached table too: count it now
-                meta["count"] = attach_mode.live_rows(conn, where, meta["attached"]["vector_column"])
+                meta["count"] = store.live_rows(conn, where, meta["attached"]["vector_column"])
         return cls(where, pool, meta)
 
     @classmethod

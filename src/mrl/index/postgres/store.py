@@ -102,10 +102,20 @@ def commit_meta(conn: Any, where: Where, change: dict[str, Any], count_delta: in
     from psycopg.types.json import Jsonb
 
     meta = read_meta(conn, where, lock=True)
-    new = {**meta, **change, "generation": meta["generation"] + 1, "count": meta["count"] + count_delta}
+    count = meta["count"] + count_delta
+    if meta.get("attached"):  # others write an attached table too: count what this transaction sees
+        count = live_rows(conn, where, meta["attached"]["vector_column"])
+    new = {**meta, **change, "generation": meta["generation"] + 1, "count": count}
     with errors(where, "writing the index description"):
         conn.execute(f"UPDATE {META_TABLE} SET meta = %s WHERE name = %s", (Jsonb(new), where.table))
     return new
+
+
+def live_rows(conn: Any, where: Where, vector_column: str) -> int:
+    """Rows with a vector (what an attached index searches)."""
+    with errors(where, "counting rows"):
+        return int(conn.execute(_sql().SQL("SELECT count(*) FROM {t} WHERE {v} IS NOT NULL").format(
+            t=table_ident(where), v=_sql().Identifier(vector_column))).fetchone()[0])
 
 
 # ---------------------------------------------------------------------------------------------- build and writes
@@ -178,7 +188,12 @@ def upsert(conn: Any, where: Where, vtype: str, vectors: Any, rids: list[int], k
 
 def delete(conn: Any, where: Where, keys: list[str], cols: engine.Columns = engine.MRL) -> None:
     """Delete the rows of ``keys`` (inside the caller's transaction); every one must exist."""
-    values: list[Any] = [int(k) for k in keys] if cols.int_ids else keys
+    values: list[Any] = keys
+    if cols.int_ids:
+        bad = [k for k in keys if not k.lstrip("-").isdigit()]
+        if bad:
+            raise MrlError(f"delete: {bad[0]!r} is not an integer id (this index's id column is an integer)")
+        values = [int(k) for k in keys]
     with errors(where, "the delete"):
         gone = {r[0] for r in conn.execute(_sql().SQL("DELETE FROM {t} WHERE {k} = ANY(%s) RETURNING {k}::text").format(
             t=table_ident(where), k=_sql().Identifier(cols.id)), (values,)).fetchall()}
