@@ -6,6 +6,7 @@ corpus is exact search. A new backend adds one entry to :data:`BACKENDS`.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -313,3 +314,32 @@ def test_tune_meets_the_target_and_stores_it(backend: Case) -> None:
         assert snapshot.default_cascade == parse_cascade(best.cascade, D)
         assert parse_cascade(snapshot.stats()["default_cascade"], D) == parse_cascade(best.cascade, D)
     assert stored.search(backend.xq, 10).ids.shape == (len(backend.xq), 10)
+
+
+# ---------------------------------------------------------------------------------------------- writes over HTTP
+def test_writes_over_http_are_all_or_nothing_and_seen_by_the_next_search(backend: Case,
+                                                                          fresh: tuple[Any, list[Any], Any]) -> None:
+    from fastapi.testclient import TestClient
+
+    from mrl.serve import ServeSettings, create_app
+
+    index, ids, new = fresh
+    client = TestClient(create_app(ServeSettings(f"contract:{backend.name}"), searcher=index))
+    x = matryoshka_like(2, seed=11)
+    whole = f"{index.first_stages[0]}:{N_WRITE + 1},{D}:1"
+    r = client.post("/upsert", json={"ids": [ids[0], new], "vectors": x.tolist()})
+    assert r.status_code == 200 and r.json()["count"] == N_WRITE + 1 and r.json()["changed"] == 2, r.text
+    found = client.post("/search", json={"vector": x.tolist(), "k": 1, "cascade": whole}).json()["results"]
+    assert [row[0]["id"] for row in found] == [str(ids[0]), str(new)]  # replaced, not duplicated, and added
+    generation = r.json()["generation"]
+    for body, status in (({"ids": [ids[1]], "vectors": [[0.5] * (D - 1)]}, 400),  # another dimension
+                         ({"ids": [ids[1], ids[2]], "vectors": [[0.5] * D]}, 422),  # counts differ
+                         ({"ids": [ids[1]], "vectors": [[float("nan")] * D]}, 400),
+                         ({"ids": [ids[1]]}, 422)):  # neither vectors nor texts
+        bad = client.post("/upsert", content=json.dumps(body), headers={"content-type": "application/json"})
+        assert bad.status_code == status and "error" in bad.json(), (body, bad.text)
+    after = client.get("/healthz").json()
+    assert after["count"] == N_WRITE + 1 and after["generation"] == generation  # nothing changed
+    assert client.post("/delete", json={"ids": [new]}).json()["count"] == N_WRITE
+    refused = client.post("/delete", json={"ids": [ids[3], new]})  # one unknown: nothing is deleted
+    assert refused.status_code == 400 and client.get("/healthz").json()["count"] == N_WRITE

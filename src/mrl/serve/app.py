@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 
 from mrl.index.base import Searcher
+from mrl.serve import writes
 from mrl.serve.deps import require_key
 from mrl.serve.errors import add_error_handlers
 from mrl.serve.middleware import BodyLimit
@@ -34,6 +35,7 @@ def create_app(settings: ServeSettings, searcher: Searcher | None = None) -> Fas
     add_error_handlers(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, read_timeout_s=settings.read_timeout_s)
     app.include_router(router)
+    app.include_router(writes.router)
     if keyed:
         app.add_api_route("/openapi.json", lambda: app.openapi(), dependencies=[Depends(require_key)],
                           include_in_schema=False)

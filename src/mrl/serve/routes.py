@@ -88,7 +88,7 @@ def embeddings(req: EmbeddingRequest, index: SearcherDep, encoder: EncoderDep, s
     dim = req.dimensions or full
     if dim > full:
         raise ApiError(400, f"dimensions={dim} exceeds the model's dimension {full}")
-    x = encoder.encode(texts, alive)  # (n, D)
+    x = encoder.encode(texts, alive, req.input_type)  # (n, D)
     if adaptor is not None:
         x = adaptor.transform(x)
     x = truncate(x, dim)  # (n, dim): cut, renormalise

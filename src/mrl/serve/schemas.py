@@ -74,6 +74,9 @@ class EmbeddingRequest(BaseModel):
     dimensions: int | None = Field(None, ge=1, strict=True)
     encoding_format: Literal["float", "base64"] = "float"
     user: str | None = None
+    input_type: Literal["query", "document"] = Field(
+        "query", description="How the texts are encoded: as queries (the default) or as documents (a model with "
+                             "prompts, such as multilingual-e5-small, prefixes them differently).")
 
     _text = field_validator("input", "model", "user")(_valid_text)
 

@@ -77,16 +77,17 @@ class TextEncoder:
     def dim(self) -> int:
         return embedding_dim(self.model())
 
-    def encode(self, texts: list[str], alive: Liveness | None = None) -> np.ndarray:
-        """Unit vectors at the model's full dimension, ``(len(texts), dim)``; ``alive`` is checked once
-        the encoder is this request's (a request abandoned while it waited is not encoded)."""
+    def encode(self, texts: list[str], alive: Liveness | None = None, kind: str = "query") -> np.ndarray:
+        """Unit vectors at the model's full dimension, ``(len(texts), dim)``, with ``kind``'s prompt
+        (``query`` or ``document``: e5's ``query: `` / ``passage: ``); ``alive`` is checked once the
+        encoder is this request's (a request abandoned while it waited is not encoded)."""
         from mrl.encoders.model import encode
 
         model = self.model()
         with self._lock:  # a tokenizer is not thread-safe: concurrent requests corrupt its padding
             if alive is not None:
                 alive.check("encoding")
-            return encode(model, texts)
+            return encode(model, texts, kind="document" if kind == "document" else "query")
 
     def count_tokens(self, texts: list[str]) -> int:
         model = self.model()
@@ -109,6 +110,7 @@ class ServiceState:
         self.encoder = TextEncoder(settings.model or self._index.model)
         self.started = time.time()
         self.requests: dict[str, int] = {}
+        self.write_lock = threading.Lock()  # one write at a time from this service
 
     @property
     def index(self) -> Searcher:
@@ -152,6 +154,11 @@ class ServiceState:
             index.search(probe, 1, f"{spec}:1", adapted=True)
         if self.encoder.name is not None:
             self.encoder.encode(["warm-up"])
+
+    def committed(self, snapshot: Searcher) -> None:
+        """Serve ``snapshot`` from now on: a write's own result, so a search after its response sees it."""
+        with self._lock:
+            self._index, self.problem = snapshot, None
 
     def count(self, route: str) -> None:
         self.requests[route] = self.requests.get(route, 0) + 1
