@@ -197,3 +197,12 @@ def test_index_cli_bad_input(args, message, tmp_path):
     code, out = _run(*[a.format(tmp=tmp_path) for a in args])
     assert code == 2 and message in " ".join(out.split()), out
     assert "Traceback" not in " ".join(out.split())
+
+
+def test_eval_with_a_model_that_is_neither_a_folder_nor_cached_says_so(tmp_path, tiny_beir):
+    from mrl.cli.main import app as cli_app
+
+    for name, message in (("some-org/some-model", "no such folder, and not a hub model in the local cache"),
+                          (str(tmp_path / "missing"), "model path does not exist")):
+        result = CliRunner().invoke(cli_app, ["eval", "--model", name, "--data", str(tiny_beir)])
+        assert result.exit_code == 2 and message in result.output and "huggingface.co" not in result.output

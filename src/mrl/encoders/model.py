@@ -67,7 +67,21 @@ def resolve_model_path(name_or_path: str) -> str:
     looks_like_path = name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1
     if looks_like_path:
         raise MrlError(f"model path does not exist: {name_or_path}")
+    if not _in_hub_cache(name_or_path):
+        raise MrlError(f"model {name_or_path!r}: no such folder, and not a hub model in the local cache (nothing is "
+                       "downloaded here: give a model folder, 'minilm' or 'multilingual-e5-small', or a hub name "
+                       "already in the cache)")
     return name_or_path
+
+
+def _in_hub_cache(name: str) -> bool:
+    """Whether a hub name (``org/name`` or ``name``) has a snapshot in the local Hugging Face cache."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    folder = Path(constants.HF_HUB_CACHE) / f"models--{name.replace('/', '--')}" / "snapshots"
+    return folder.is_dir() and any(folder.iterdir())
 
 
 def load_model(
