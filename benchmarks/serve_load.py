@@ -80,18 +80,49 @@ async def _client(http, base, queries, texts, dims, deadline, rng, log) -> None:
         log.append((route, time.perf_counter() - t0, status))
 
 
+async def _hostile(http, base, queries, texts, deadline, rng, log) -> None:
+    """A client that tries to buy CPU: a cascade amplifier (a stage per dimension, 32 queries) and
+    abandoned 256-text embedding requests (the socket closed after 0.3 s), in turn."""
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(base).hostname, urlsplit(base).port
+    amplifier = ",".join(f"{d}:4096" for d in range(1, queries.shape[1] + 1))
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        if rng.random() < 0.5:
+            try:
+                resp = await http.post(base + "/search", json={"vector": queries[:32].tolist(), "k": 10,
+                                                               "cascade": amplifier})
+                status: object = resp.status_code
+            except Exception as e:
+                status = f"{type(e).__name__}: {e}"
+            log.append(("amplifier", time.perf_counter() - t0, status))
+            continue
+        body = json.dumps({"input": [rng.choice(texts) for _ in range(256)]}).encode()
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.close()  # abandoned: nobody reads the answer
+        log.append(("abandoned", time.perf_counter() - t0, "closed"))
+
+
 async def load(base: str, queries: np.ndarray, texts: list[str], clients: int, duration: float,
-               seed: int = 0) -> dict:
-    """Run ``clients`` concurrent loops against ``base`` for ``duration`` seconds; the summary."""
+               seed: int = 0, hostile: int = 0) -> dict:
+    """Run ``clients`` concurrent loops (and ``hostile`` hostile ones) against ``base`` for ``duration`` s."""
     dims = sorted({min(d, queries.shape[1]) for d in (64, 128, queries.shape[1])})  # embeddings' dimensions=
     import httpx
 
     log: list[tuple[str, float, object]] = []
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    bad: list[tuple[str, float, object]] = []
+    limits = httpx.Limits(max_connections=clients + hostile, max_keepalive_connections=clients + hostile)
     t0 = time.perf_counter()
     async with httpx.AsyncClient(limits=limits, timeout=120) as http:
         await asyncio.gather(*(_client(http, base, queries, texts, dims, t0 + duration, random.Random(seed + i), log)
-                               for i in range(clients)))
+                               for i in range(clients)),
+                             *(_hostile(http, base, queries, texts, t0 + duration, random.Random(-1 - i), bad)
+                               for i in range(hostile)))
     wall = time.perf_counter() - t0
     out = {"clients": clients, "duration_s": round(wall, 1), "requests": len(log),
            "throughput_rps": round(len(log) / wall, 1), "routes": {}}
@@ -103,6 +134,12 @@ async def load(base: str, queries: np.ndarray, texts: list[str], clients: int, d
         if len(lat):
             out["routes"][route] = {"requests": len(lat), "p50_ms": round(float(np.percentile(lat, 50)), 1),
                                     "p99_ms": round(float(np.percentile(lat, 99)), 1)}
+    if hostile:
+        out["hostile"] = {kind: {"requests": sum(1 for k, _, _ in bad if k == kind),
+                                 "statuses": sorted({str(s) for k, _, s in bad if k == kind}),
+                                 "p50_ms": round(float(np.percentile([t for k, t, _ in bad if k == kind] or [0],
+                                                                     50) * 1e3), 1)}
+                          for kind in ("amplifier", "abandoned")}
     return out
 
 
@@ -131,6 +168,8 @@ def main() -> None:
     ap.add_argument("--add-every", type=float, default=5.0)
     ap.add_argument("--add-rows", type=int, default=200)
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--hostile", type=int, default=0,
+                    help="hostile clients beside the others: cascade amplifiers and abandoned embedding requests")
     args = ap.parse_args()
 
     from mrl.data.io import read_lines
@@ -188,7 +227,7 @@ def main() -> None:
         proc.start()
         gen0 = httpx.get(f"{base}/healthz").json()["generation"]
         reset_peak(server.pid)
-        report["load"] = asyncio.run(load(base, xq, texts, args.clients, args.duration))
+        report["load"] = asyncio.run(load(base, xq, texts, args.clients, args.duration, hostile=args.hostile))
         proc.join()
         health = httpx.get(f"{base}/healthz").json()
         report["load"].update(commits=commits.value, generations_seen=health["generation"] - gen0,
