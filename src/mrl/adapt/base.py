@@ -29,7 +29,7 @@ import numpy as np
 from mrl import vectors
 from mrl._fs import atomic_write_bytes, atomic_write_text, sha256
 from mrl.errors import MrlError
-from mrl.prefix import unit_rows
+from mrl.prefix import check_dim, unit_rows
 
 FORMAT = "mrl-adaptor"
 VERSION = 1
@@ -68,9 +68,10 @@ class Adaptor:
         if self.kind not in KINDS:
             raise MrlError(f"adaptor kind {self.kind!r} is unknown (choose from: {', '.join(KINDS)})")
         _check_arrays(self.kind, self.input_dim, self.arrays, "adaptor")
-        bad = [d for d in self.dims if not 1 <= d <= self.input_dim]
-        if not self.dims or bad:
-            raise MrlError(f"adaptor dims {list(self.dims)}: each must be in 1..{self.input_dim}")
+        if not self.dims:
+            raise MrlError("adaptor dims: none given")
+        for d in self.dims:
+            check_dim(d, self.input_dim, f"adaptor dims {list(self.dims)}: dim")
 
     @property
     def output_dim(self) -> int:

@@ -14,7 +14,7 @@ from mrl.errors import MrlError
 from mrl.eval.precision import RESCORE_SHORTLIST, RESCORED, check_precision_dims, parse_precisions, ranked_all
 from mrl.eval.report import EvalReport
 from mrl.metrics import mrr_at_k, ndcg_at_k, recall_at_k
-from mrl.prefix import exact_top_k, truncate
+from mrl.prefix import check_dim, exact_top_k, truncate
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -94,8 +94,7 @@ def _check_inputs(xq: np.ndarray, xb: np.ndarray, dims: Sequence[int], baselines
     if xq.shape[1] != full:
         raise MrlError(f"query dimension {xq.shape[1]} differs from corpus dimension {full}")
     for d in dims:
-        if not 1 <= d <= full:
-            raise MrlError(f"dim {d} is outside 1..{full} (the embedding dimension)")
+        check_dim(d, full, "dim")
     for b in baselines:
         if b not in BASELINES:
             raise MrlError(f"unknown baseline {b!r} (choose from: {', '.join(BASELINES)})")
@@ -143,9 +142,8 @@ def evaluate(
         from mrl.prefix import default_dims
 
         dims = default_dims(full)
-    bad = [d for d in dims if not 1 <= d <= full]
-    if bad:
-        raise MrlError(f"dim {bad[0]} is outside 1..{full} (the model dimension)")
+    for d in dims:
+        check_dim(d, full, "dim")
     doc_ids = list(data.corpus)
     qids = list(data.queries)
     xb = encode(model, [data.corpus[i] for i in doc_ids], batch_size, show_progress, "documents", kind="document")
