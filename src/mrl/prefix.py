@@ -8,6 +8,7 @@ only at import; torch is touched when a tensor is given (and for the fast float1
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from mrl.errors import MrlError
 
 ArrayT = TypeVar("ArrayT")
 TINY = 1e-18  # a float32 norm below this (denormal squares) is recomputed in float64
-CAST_MIN = 2048  # from this many float16 values the cast goes through torch (~20x numpy's here)
+CAST_MIN = 2048  # from this many float16 values the cast goes through torch when it is loaded
 
 
 # ---------------------------------------------------------------------- dims
@@ -156,12 +157,9 @@ def cast_into(x: np.ndarray, out: np.ndarray) -> np.ndarray:
 
 
 def _torch() -> Any:
-    """torch when installed (the index and the ONNX service do not need it; numpy's cast is only slower)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
+    """torch if this process already imported it (its float16 cast is faster on big blocks here), else None:
+    the index never imports torch itself, so a service with the ONNX encoder stays torch-free."""
+    return sys.modules.get("torch")
 
 
 # ---------------------------------------------------------------------- top-k
