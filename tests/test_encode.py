@@ -73,3 +73,31 @@ def test_bad_runs_and_damaged_shards_are_named(tiny_model_dir, tiny_beir, tmp_pa
         load_folder(emb)
     code, out = _encode(tiny_model_dir, tiny_beir, tmp_path / "e2", env={"RANK": "3", "WORLD_SIZE": "2"})
     assert code == 2 and "RANK=3 is outside" in out
+
+
+def test_a_rerun_after_the_weights_or_the_texts_changed_is_refused(tiny_model_dir, tiny_beir, tmp_path):
+    import shutil
+
+    from conftest import write_beir
+
+    from mrl.data.beir import load_beir
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    emb = tmp_path / "emb"
+    assert _encode(model, tiny_beir, emb)[0] == 0
+    (emb / "shard-00001.json").unlink()  # a resume is due
+    weights = next(p for p in model.rglob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-8:] = bytes(8)  # the weights changed (fine-tuned again in place)
+    weights.write_bytes(bytes(data))
+    code, out = _encode(model, tiny_beir, emb)
+    assert code == 2 and "the model's weights changed" in out, out
+    ds = load_beir(tiny_beir, "test")
+    data = tmp_path / "data"
+    write_beir(data, ds.corpus, ds.queries, {"test": ds.qrels})
+    assert _encode(tiny_model_dir, data, tmp_path / "emb2")[0] == 0
+    (tmp_path / "emb2" / "shard-00001.json").unlink()
+    write_beir(data, {k: v + " (edited)" for k, v in ds.corpus.items()}, ds.queries, {"test": ds.qrels})
+    code, out = _encode(tiny_model_dir, data, tmp_path / "emb2")
+    assert code == 2 and "the texts or their ids changed" in out, out

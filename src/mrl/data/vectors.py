@@ -50,18 +50,27 @@ class ShardPlan:
         return self.folder / f"shard-{i:05d}.json"
 
 
-def start(folder: Path, model: str, source: str, n: int, shard_size: int) -> ShardPlan:
-    """The plan of ``folder``: written when new, checked against the arguments when resuming."""
+def start(folder: Path, model: str, source: str, n: int, shard_size: int,
+          fingerprints: dict[str, str] | None = None) -> ShardPlan:
+    """The plan of ``folder``: written when new, checked against the arguments when resuming.
+
+    ``fingerprints`` (``model_sha``: the model's weights, ``texts_sha``: the texts, their ids and
+    kind) make a resume after the weights or the texts changed an error, not stale shards.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    plan = {"format": FORMAT, "model": model, "source": source, "n": n, "shard_size": shard_size, "complete": False}
+    plan = {"format": FORMAT, "model": model, "source": source, "n": n, "shard_size": shard_size, "complete": False,
+            **(fingerprints or {})}
     path = folder / PLAN
     if path.exists():
         old = read_plan(folder)
-        differ = [k for k in ("model", "source", "n", "shard_size") if old.get(k) != plan[k]]
+        keys = ["model", "source", "n", "shard_size", *[k for k in fingerprints or {} if k in old]]
+        differ = [k for k in keys if old.get(k) != plan[k]]
         if differ:
             k = differ[0]
-            raise MrlError(f"{folder}: holds shards of another run ({k}={old.get(k)!r}, this run {k}={plan[k]!r}); "
-                           "use another --out, or delete the folder")
+            what = {"model_sha": "the model's weights changed", "texts_sha": "the texts or their ids changed"}.get(
+                k, f"{k}={old.get(k)!r}, this run {k}={plan[k]!r}")
+            raise MrlError(f"{folder}: holds shards of another run ({what}); use another --out, or delete the "
+                           "folder to encode again")
     else:
         atomic_write_text(path, json.dumps(plan, indent=2) + "\n")
     return ShardPlan(folder, model, source, n, shard_size)

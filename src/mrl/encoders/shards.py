@@ -3,6 +3,7 @@ the shards per process under ``torchrun`` (rank ``r`` of ``w`` encodes shards ``
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -27,6 +28,29 @@ def rank_and_world() -> tuple[int, int]:
     if not 0 <= rank < world:
         raise MrlError(f"RANK={rank} is outside 0..WORLD_SIZE-1 ({world})")
     return rank, world
+
+
+def model_fingerprint(model_name: str) -> str:
+    """sha256 over a model folder's files (names, sizes, contents of the weights and configs); a name
+    that is not a folder (a hub name) is fingerprinted by its name."""
+    from mrl._fs import sha256
+    from mrl.encoders.model import resolve_model_path
+
+    folder = Path(resolve_model_path(model_name))
+    h = hashlib.sha256()
+    if not folder.is_dir():
+        h.update(model_name.encode())
+        return h.hexdigest()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        h.update(f"{path.relative_to(folder)}:{path.stat().st_size}:{sha256(path)}\n".encode())
+    return h.hexdigest()
+
+
+def texts_fingerprint(texts: list[str], ids: list[str], kind: str | None) -> str:
+    h = hashlib.sha256(f"{kind}\n".encode())
+    for i, t in zip(ids, texts):
+        h.update(f"{i}\t{t}\n".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
 
 
 def encode_shards(
@@ -58,7 +82,8 @@ def encode_shards(
         import torch
 
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}" if torch.cuda.is_available() else "cpu"
-    plan = shards.start(Path(out), model_name, source, len(texts), shard_size)
+    fingerprints = {"model_sha": model_fingerprint(model_name), "texts_sha": texts_fingerprint(texts, ids, kind)}
+    plan = shards.start(Path(out), model_name, source, len(texts), shard_size, fingerprints)
     mine = [i for i in range(plan.count) if i % world == rank]
     todo = [i for i in mine if not shards.is_done(plan, i)]
     if say is not None:
