@@ -8,6 +8,7 @@ from mrl.cli.adapt import app as adapt_app
 from mrl.cli.demo import demo
 from mrl.cli.encode import encode_command
 from mrl.cli.evaluate import eval_command
+from mrl.cli.export import export_command
 from mrl.cli.index import app as index_app
 from mrl.cli.index import search_command
 from mrl.cli.mine import mine_command
@@ -32,6 +33,7 @@ app.add_typer(adapt_app, name="adapt")
 app.add_typer(index_app, name="index")
 app.command("search")(search_command)
 app.command("serve")(serve_command)
+app.command("export")(export_command)
 
 
 def main() -> None:
