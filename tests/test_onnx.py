@@ -147,3 +147,30 @@ def test_a_failure_half_way_removes_its_work_folder(tiny_model_dir: Path, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+
+
+def test_the_service_with_an_exported_model_imports_no_torch(exported: Path, tmp_path: Path) -> None:
+    """Build an index from the exported model's own vectors, then serve it in a process that must not
+    import torch: search by text, /v1/embeddings, an upsert of texts."""
+    script = f"""
+import sys
+import numpy as np
+from fastapi.testclient import TestClient
+from mrl.encoders.runtime import open_encoder
+from mrl.index import MrlIndex
+from mrl.serve import ServeSettings, create_app
+texts = ["a package for networking", "a library of numerics", "a tool for fonts", "tests and more tests"]
+encoder = open_encoder({str(exported)!r}, "onnx")
+MrlIndex.build({str(tmp_path / 'idx')!r}, encoder.encode(texts, "document"), [f"d{{i}}" for i in range(4)],
+               model={str(exported)!r}, first_stages=["int8@16"])
+client = TestClient(create_app(ServeSettings({str(tmp_path / 'idx')!r}, runtime="onnx")))
+hits = client.post("/search", json={{"query": texts[1], "k": 1}}).json()["results"][0]
+emb = client.post("/v1/embeddings", json={{"input": texts[:2], "dimensions": 16}}).json()["data"]
+up = client.post("/upsert", json={{"ids": ["d9"], "texts": ["a new package"]}}).json()
+heavy = sorted(m for m in ("torch", "sentence_transformers", "transformers") if m in sys.modules)
+print(hits[0]["id"], len(emb), len(emb[0]["embedding"]), up["count"], heavy)
+"""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["d1", "2", "16", "5", "[]"], result.stdout

@@ -321,17 +321,23 @@ def test_the_whole_work_of_a_request_is_bounded(served):
     assert client.get("/stats").json()["limits"]["max_work"] == 20 * len(corpus) * 64
 
 
-def test_a_request_abandoned_or_out_of_time_is_not_encoded(monkeypatch):
+def test_a_request_abandoned_or_out_of_time_is_not_encoded():
     import anyio
 
-    import mrl.encoders.model as model_module
     from mrl.serve.errors import ApiError
     from mrl.serve.state import Liveness, TextEncoder
 
     calls = []
-    monkeypatch.setattr(model_module, "encode", lambda model, texts: calls.append(texts))
+
+    class Recorder:  # an encoder that records what it is asked to encode
+        dim = 4
+
+        def encode(self, texts, kind="document", batch_size=32):
+            calls.append(list(texts))
+            return np.zeros((len(texts), 4), np.float32)
+
     encoder = TextEncoder("unused")
-    encoder._model = object()  # loaded
+    encoder._encoder = Recorder()  # opened
 
     class Gone:
         async def is_disconnected(self) -> bool:

@@ -35,6 +35,13 @@ MaxWorkOpt = Annotated[int | None, typer.Option(
 MaxSecondsOpt = Annotated[int | None, typer.Option(
     help="A request not encoded or searched within this many seconds gets 503; one whose client has gone is "
          "dropped (default: $MRL_MAX_SECONDS, else 60).", min=1, show_default=False)]
+RuntimeOpt = Annotated[str | None, typer.Option(
+    help="Text encoder: torch, onnx, onnx-int8 (folders written by `mrl export`) or auto, the best the model "
+         "folder has (default: $MRL_RUNTIME, else auto). With an ONNX runtime the service imports no torch.",
+    show_default=False)]
+ThreadsOpt = Annotated[int | None, typer.Option(help="The encoder's threads (default: the runtime's).", min=1)]
+BatchWaitOpt = Annotated[float, typer.Option(
+    help="Milliseconds concurrent texts may wait to be encoded together in one batch.", min=0)]
 LogLevelOpt = Annotated[str, typer.Option(
     help="uvicorn's log level: critical, error, warning, info (one line per request) or debug.")]
 
@@ -53,6 +60,9 @@ def serve_command(
     max_candidates: MaxCandidatesOpt = None,
     max_work: MaxWorkOpt = None,
     max_seconds: MaxSecondsOpt = None,
+    runtime: RuntimeOpt = None,
+    threads: ThreadsOpt = None,
+    batch_wait_ms: BatchWaitOpt = 2.0,
 ) -> None:
     """Serve POST /search, POST /v1/embeddings (OpenAI-compatible), GET /healthz and GET /stats."""
     import uvicorn
@@ -64,7 +74,8 @@ def serve_command(
 
     settings = ServeSettings.from_env(index=index_path, model=model, api_key=api_key, max_body_bytes=max_body_bytes,
                                       max_batch=max_batch, max_k=max_k, max_candidates=max_candidates,
-                                      max_work=max_work, max_seconds=max_seconds, preload=True)
+                                      max_work=max_work, max_seconds=max_seconds, runtime=runtime, threads=threads,
+                                      batch_wait_ms=batch_wait_ms, preload=True)
     app = create_app(settings)
     console.print(f"serving {settings.index} on http://{host}:{port}"
                   + (" (API key required)" if settings.api_key else ""))

@@ -12,7 +12,7 @@ from mrl.errors import MrlError
 
 ENV_PREFIX = "MRL_"
 _FROM_ENV = ("index", "model", "api_key", "max_body_bytes", "max_batch", "max_k", "max_candidates", "max_work",
-             "max_seconds")
+             "max_seconds", "runtime")
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class ServeSettings:
     max_seconds: int = 60  # a request not encoded or searched by then gets 503; work nobody waits for is dropped
     preload: bool = False  # load the model and first-stage structures at start-up, not on first use
     read_timeout_s: float = 30.0  # a request body that stops arriving (a Content-Length it never sends) gets 408
+    runtime: str = "auto"  # the text encoder: torch, onnx, onnx-int8, or auto (the best the model folder exported)
+    threads: int | None = None  # the encoder's threads (None: the runtime's default)
+    batch_wait_ms: float = 2.0  # concurrent texts arriving within this wait are encoded as one batch
 
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.strip():

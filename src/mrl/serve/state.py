@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from typing import Any
 
 import numpy as np
 
-from mrl.encoders.model import embedding_dim
 from mrl.errors import MrlError
 from mrl.index.backends import open_index
 from mrl.index.base import Searcher
@@ -47,52 +47,122 @@ def _disconnected(request: Any) -> bool:
 
 
 class TextEncoder:
-    """The model that turns text into vectors, loaded on first use (or by :meth:`model`)."""
+    """The encoder that turns text into vectors (PyTorch or an exported ONNX graph, see
+    :func:`mrl.encoders.runtime.open_encoder`), opened on first use (or by :meth:`model`).
 
-    def __init__(self, name: str | None) -> None:
+    Concurrent requests are encoded together: each waits in a queue, a worker takes everything that
+    arrived within ``batch_wait_s`` of the first (up to ``max_texts``), drops what was abandoned
+    meanwhile, and encodes one batch per kind of text.
+    """
+
+    def __init__(self, name: str | None, runtime: str = "auto", threads: int | None = None,
+                 batch_wait_s: float = 0.002, max_texts: int = 256) -> None:
         self.name = name  # None: the service takes vectors only
-        self._model: Any = None
+        self.runtime, self.threads = runtime, threads
+        self.batch_wait_s, self.max_texts = batch_wait_s, max_texts
+        self._encoder: Any = None
         self._load_lock = threading.Lock()
-        self._lock = threading.Lock()  # one encode at a time (torch already uses every core)
+        self._lock = threading.Lock()  # one call into the encoder at a time (a tokenizer is not thread-safe)
+        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._worker: threading.Thread | None = None
 
     def model(self) -> Any:
-        """The loaded model; a 400 naming the cause when this service has none."""
-        if self._model is None:
+        """The opened encoder; a 400 naming the cause when this service has none."""
+        if self._encoder is None:
             if self.name is None:
                 raise ApiError(400, "this service has no model (the index was built from vectors and no --model "
                                     "was given): send vectors instead of text")
-            from mrl.encoders.model import load_model
+            from mrl.encoders.runtime import open_encoder
 
             with self._load_lock:
-                if self._model is None:
-                    self._model = load_model(self.name)
-        return self._model
+                if self._encoder is None:
+                    self._encoder = open_encoder(self.name, self.runtime, self.threads)
+        return self._encoder
 
     @property
     def loaded(self) -> Any:
-        """The model once loaded, else None."""
-        return self._model
+        """The encoder once opened, else None."""
+        return self._encoder
 
     @property
     def dim(self) -> int:
-        return embedding_dim(self.model())
+        return int(self.model().dim)
 
     def encode(self, texts: list[str], alive: Liveness | None = None, kind: str = "query") -> np.ndarray:
         """Unit vectors at the model's full dimension, ``(len(texts), dim)``, with ``kind``'s prompt
-        (``query`` or ``document``: e5's ``query: `` / ``passage: ``); ``alive`` is checked once the
-        encoder is this request's (a request abandoned while it waited is not encoded)."""
-        from mrl.encoders.model import encode
-
-        model = self.model()
-        with self._lock:  # a tokenizer is not thread-safe: concurrent requests corrupt its padding
+        (``query`` or ``document``: e5's ``query: `` / ``passage: ``). A request abandoned (or out of
+        time) while it waited is not encoded."""
+        self.model()
+        if alive is not None:
+            alive.check("encoding")
+        job = _Job(list(texts), "document" if kind == "document" else "query")
+        self._start()
+        self._queue.put(job)
+        while not job.done.wait(0.05):  # the waiting request's thread watches its own client
             if alive is not None:
-                alive.check("encoding")
-            return encode(model, texts, kind="document" if kind == "document" else "query")
+                try:
+                    alive.check("encoding")
+                except ApiError:
+                    job.cancelled = True
+                    raise
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
 
     def count_tokens(self, texts: list[str]) -> int:
-        model = self.model()
+        encoder = self.model()
         with self._lock:
-            return int(sum(len(ids) for ids in model.tokenizer(texts, truncation=True)["input_ids"]))
+            return int(encoder.count_tokens(texts))
+
+    def _start(self) -> None:
+        with self._load_lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._run, name="mrl-encoder", daemon=True)
+                self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            jobs = self._gather()
+            for kind in dict.fromkeys(j.kind for j in jobs):
+                self._encode_group([j for j in jobs if j.kind == kind], kind)
+
+    def _gather(self) -> list[_Job]:
+        """The first waiting job and whatever arrives within ``batch_wait_s``, not yet abandoned."""
+        jobs = [self._queue.get()]
+        deadline = time.monotonic() + self.batch_wait_s
+        while sum(len(j.texts) for j in jobs) < self.max_texts:
+            try:
+                jobs.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        for job in jobs:
+            if job.cancelled:
+                job.done.set()
+        return [j for j in jobs if not j.cancelled]
+
+    def _encode_group(self, jobs: list[_Job], kind: str) -> None:
+        try:
+            with self._lock:
+                x = self.model().encode([t for j in jobs for t in j.texts], kind=kind)  # (sum n, D)
+        except BaseException as e:  # every request of the batch gets the error
+            for job in jobs:
+                job.error = e
+                job.done.set()
+            return
+        at = 0
+        for job in jobs:
+            job.result, at = x[at : at + len(job.texts)], at + len(job.texts)
+            job.done.set()
+
+
+class _Job:
+    def __init__(self, texts: list[str], kind: str) -> None:
+        self.texts, self.kind = texts, kind
+        self.done = threading.Event()
+        self.cancelled = False
+        self.result: np.ndarray | None = None
+        self.error: BaseException | None = None
 
 
 class ServiceState:
@@ -107,7 +177,7 @@ class ServiceState:
         self._lock = threading.Lock()
         self._index: Searcher = searcher if searcher is not None else open_index(settings.index)
         self.problem: str | None = None  # why the newest snapshot is not being served
-        self.encoder = TextEncoder(settings.model or self._index.model)
+        self.encoder = self._encoder(settings.model or self._index.model)
         self.started = time.time()
         self.requests: dict[str, int] = {}
         self.write_lock = threading.Lock()  # one write at a time from this service
@@ -129,7 +199,7 @@ class ServiceState:
     def _adopt(self, fresh: Searcher) -> str | None:
         """Serve ``fresh`` if its vectors fit the text model; else keep the old snapshot and say why."""
         if self.settings.model is None and fresh.model != self.encoder.name:
-            self.encoder = TextEncoder(fresh.model)  # the index's own model: loaded on first use
+            self.encoder = self._encoder(fresh.model)  # the index's own model: loaded on first use
         elif fresh.dim != self._index.dim and self.encoder.name is not None:
             return (f"serving generation {self._index.generation}: generation {fresh.generation} has dimension "
                     f"{fresh.dim}, but this service encodes text with {self.encoder.name} (dimension "
@@ -154,6 +224,10 @@ class ServiceState:
             index.search(probe, 1, f"{spec}:1", adapted=True)
         if self.encoder.name is not None:
             self.encoder.encode(["warm-up"])
+
+    def _encoder(self, name: str | None) -> TextEncoder:
+        s = self.settings
+        return TextEncoder(name, s.runtime, s.threads, s.batch_wait_ms / 1e3, s.max_batch)
 
     def committed(self, snapshot: Searcher) -> None:
         """Serve ``snapshot`` from now on: a write's own result, so a search after its response sees it."""
