@@ -19,6 +19,7 @@ from mrl.cli.index_inputs import (
     IndexArg,
     JsonOpt,
     ModelOpt,
+    RuntimeOpt,
     VectorsOpt,
     load_adaptor,
     load_ids,
@@ -74,7 +75,7 @@ def build_command(
     out: OutOpt = None, model: ModelOpt = None, data: DataOpt = None, vectors: VectorsOpt = None, ids: IdsOpt = None,
     first_stage: FirstStageOpt = None, ram_budget: RamBudgetOpt = None, cascade: CascadeOpt = None,
     dtype: DtypeOpt = None, hnsw_m: HnswMOpt = 16, ef_construction: EfOpt = 80, overwrite: OverwriteOpt = False,
-    batch_size: BatchOpt = 64, adaptor: AdaptorOpt = None, backend: BackendOpt = "mrl",
+    batch_size: BatchOpt = 64, adaptor: AdaptorOpt = None, backend: BackendOpt = "mrl", runtime: RuntimeOpt = "auto",
     rescore_dims: RescoreDimsOpt = None, url: UrlOpt = None, collection: CollectionOpt = None,
     api_key: ApiKeyOpt = None, shards: ShardsOpt = None, replicas: ReplicasOpt = None, table: TableOpt = None,
     attach: AttachOpt = False, id_column: IdColumnOpt = None, vector_column: VectorColumnOpt = None,
@@ -97,7 +98,7 @@ def build_command(
         _attach(backend, target, [data, vectors, ids], {**common, "first_stages": first_stage, "dtype": dtype,
                 "attach": attach, "id_column": id_column, "vector_column": vector_column})
         return
-    xb, id_values = read_inputs(model, data, vectors, ids, batch_size)
+    xb, id_values = read_inputs(model, data, vectors, ids, batch_size, runtime=runtime)
     options: dict[str, Any]
     if backend == "postgres":
         options = {"first_stages": first_stage, "dtype": dtype}
@@ -212,13 +213,14 @@ def add_command(
     vectors: VectorsOpt = None,
     ids: IdsOpt = None,
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.", min=1)] = 64,
+    runtime: RuntimeOpt = "auto",
 ) -> None:
     """Upsert vectors: new ids are added, existing ids replaced."""
     from mrl.index import open_index
 
     index = open_index(index_path)
     xb, id_values = read_inputs(model or (index.model if data else None), data, vectors, ids, batch_size,
-                                index.stats()["id_kind"])
+                                index.stats()["id_kind"], runtime)
     if id_values is None:
         raise MrlError("--ids is required when adding vectors (which ids do they get or replace?)")
     before = index.count

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from mrl.cli.common import check_output, console, err_console, handle_errors, print_json, results_table
-from mrl.cli.index_inputs import IndexArg, JsonOpt, ModelOpt, load_adaptor, load_vectors
+from mrl.cli.index_inputs import IndexArg, JsonOpt, ModelOpt, RuntimeOpt, encode_texts, load_adaptor, load_vectors
 from mrl.errors import MrlError
 
 
@@ -29,6 +29,7 @@ def search_command(
         help="Write the work of the search to this JSON file: candidates rescored and bytes read, per query, "
              "per stage and on average.")] = None,
     as_json: JsonOpt = False,
+    runtime: RuntimeOpt = "auto",
 ) -> None:
     """Search an index with text (encoded by the index's model) or query vectors."""
     from mrl.index import open_index
@@ -38,7 +39,7 @@ def search_command(
     check_output(stats, "file", "--stats")
     index = open_index(index_path)
     index.check_adaptor(load_adaptor(adaptor))
-    xq = _queries(index, index_path, text, vectors, model)
+    xq = _queries(index, index_path, text, vectors, model, runtime)
     work = Work() if stats is not None else None
     scores, ids = index.search(xq, k, cascade, work=work)
     if work is not None and stats is not None:
@@ -60,19 +61,17 @@ def search_command(
         console.print(results_table(label, ["rank", "id", "score"], rows))
 
 
-def _queries(index: Any, index_path: str, text: list[str] | None, vectors: Path | None, model: str | None
-             ) -> np.ndarray:
+def _queries(index: Any, index_path: str, text: list[str] | None, vectors: Path | None, model: str | None,
+             runtime: str) -> np.ndarray:
     """Text queries encoded by ``model`` (default: the index's), or query vectors from a .npy file."""
     if bool(text) == (vectors is not None):
         raise MrlError("give text queries or --vectors Q.npy (one of them)")
     if vectors is not None:
         return np.asarray(load_vectors(vectors), dtype=np.float32)
-    from mrl.encoders.model import encode, load_model
-
     name = model or index.model
     if name is None:
         raise MrlError(f"{index_path} records no model (built from vectors); pass --model to encode text")
-    return encode(load_model(name), text or [])
+    return encode_texts(name, text or [], "query", runtime)
 
 
 def _write_work(path: Path, work: Any, cascade: str) -> None:
