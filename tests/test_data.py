@@ -121,3 +121,23 @@ def test_pairs_file_errors(tmp_path):
 def test_debian_pkgs_splits_load_with_documented_sizes():
     ds = load_beir(SHARED, "dev")
     assert len(ds.corpus) == 50001 and len(ds.queries) == 1447
+
+
+def test_csv_files_that_would_mislead_are_named(tmp_path):
+    from mrl.data.pairs import load_pairs
+
+    (tmp_path / "bom.csv").write_bytes("\ufeffanchor,positive\nq1,d1\nq2,d2\n".encode())
+    assert load_pairs(tmp_path / "bom.csv").anchors == ["q1", "q2"]  # the BOM is not part of the header
+    (tmp_path / "twice.csv").write_text("anchor,positive,positive\nq1,d1,d2\n")
+    with pytest.raises(MrlError, match="twice.csv:1: column 'positive' appears twice"):
+        load_pairs(tmp_path / "twice.csv")
+    (tmp_path / "latin1.csv").write_bytes("anchor,positive\ncaf\xe9,d1\n".encode("latin-1"))
+    with pytest.raises(MrlError, match="latin1.csv: not UTF-8 text"):
+        load_pairs(tmp_path / "latin1.csv")
+
+
+def test_duplicated_pairs_are_named_when_they_make_no_batch():
+    from mrl.training.streams import BatchPlan
+
+    with pytest.raises(MrlError, match="only 2 distinct positives"):
+        BatchPlan(["d1", "d2"] * 20, [5] * 40, 8, 0, 1, None, True, "pairs.jsonl")

@@ -21,7 +21,8 @@ def find_file(folder: Path, stem: str) -> Path:
 
 
 def open_text(path: Path):  # noqa: ANN201  (a text file object)
-    return gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")
+    # utf-8-sig: a byte-order mark some editors write is not part of the first line (or the first CSV header)
+    return gzip.open(path, "rt", encoding="utf-8-sig") if path.suffix == ".gz" else open(path, encoding="utf-8-sig")
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -73,6 +73,21 @@ def _from_rows(path: Path, rows: list[tuple[int, dict]]) -> Pairs:
     return Pairs(out["anchor"], out["positive"], tuple(out[c] for c in neg_cols), column_ids=ids)
 
 
+def _csv_rows(path: Path) -> list[tuple[int, dict]]:
+    """``(line, row)`` of a UTF-8 CSV file; a repeated header or another encoding is named."""
+    try:
+        with open_text(path) as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            repeated = sorted({c for c in header if header.count(c) > 1})
+            if repeated:
+                raise MrlError(f"{path}:1: column {repeated[0]!r} appears twice in the header; each column once")
+            return [(i + 2, row) for i, row in enumerate(reader)]
+    except UnicodeDecodeError as e:
+        raise MrlError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}; a latin-1 file?): save it as "
+                       "UTF-8") from None
+
+
 def load_pairs(path: str | Path) -> Pairs:
     """Read pairs or triplets from ``.jsonl[.gz]``, ``.csv`` or ``.parquet``."""
     path = Path(path)
@@ -82,9 +97,7 @@ def load_pairs(path: str | Path) -> Pairs:
     if suffixes in (".jsonl", ".jsonl.gz", ".json"):
         return _from_rows(path, list(read_jsonl(path)))
     if suffixes in (".csv", ".csv.gz"):
-        with open_text(path) as f:
-            reader = csv.DictReader(f)
-            return _from_rows(path, [(i + 2, row) for i, row in enumerate(reader)])
+        return _from_rows(path, _csv_rows(path))
     if suffixes == ".parquet":
         try:
             import pyarrow.parquet as pq

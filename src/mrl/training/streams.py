@@ -42,7 +42,10 @@ class BatchPlan:
         self._epochs: dict[int, list[list[int]]] = {}
         self.per_epoch = len(self.epoch(0))
         if self.per_epoch == 0:
-            raise MrlError(f"{what}: {len(keys)} examples make no full batch of {batch_size}")
+            distinct = len(set(keys))
+            why = (f" (only {distinct} distinct positives: a batch never holds two pairs with the same positive, "
+                   "so duplicated pairs do not fill one)") if distinct < len(keys) else ""
+            raise MrlError(f"{what}: {len(keys)} examples make no full batch of {batch_size}{why}")
         self.total = max_steps if max_steps else epochs * self.per_epoch
 
     def epoch(self, e: int) -> list[list[int]]:
