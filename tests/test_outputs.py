@@ -73,3 +73,12 @@ def test_adapt_fit_does_not_overwrite_in_silence(paths):
     assert result.exit_code == 2 and "an adaptor already exists there (pass --overwrite" in result.output
     assert (paths / "ad" / "adaptor.json").read_bytes() == before
     assert runner.invoke(app, [*args, "--overwrite"]).exit_code == 0
+
+
+def test_train_does_not_overwrite_a_model_in_silence(paths):
+    (paths / "model").mkdir()
+    (paths / "model" / "mrl.json").write_text("{}")
+    (paths / "pairs.jsonl").write_text('{"anchor": "a", "positive": "b"}\n')
+    result = CliRunner().invoke(app, ["train", "-o", str(paths / "model"), "--data", str(paths / "pairs.jsonl")])
+    assert result.exit_code == 2 and "a trained model is already there (pass --overwrite" in result.output
+    assert (paths / "model" / "mrl.json").read_text() == "{}"
