@@ -13,6 +13,7 @@ import torch
 
 from mrl import truncate
 from mrl.encoders.model import encode, load_model
+from mrl.errors import MrlError
 from mrl.training.checkpoint import list_checkpoints
 from mrl.training.config import TrainConfig
 from mrl.training.loop import train
@@ -185,3 +186,18 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(tiny_mode
         train(_cfg(tiny_model_dir, tiny_beir, out, checkpoint_every=2), progress=False)
     assert [p.name for p in list_checkpoints(out)][-1] == "step-0000004.pt"
     assert not (out / "mrl.json").exists()  # no model was saved from the poisoned run
+
+
+def test_a_resume_after_the_data_was_rewritten_is_refused(tiny_model_dir, tiny_beir, tmp_path):
+    from conftest import write_beir
+
+    from mrl.data.beir import load_beir
+
+    ds = load_beir(tiny_beir, "train")
+    data = write_beir(tmp_path / "data", ds.corpus, ds.queries, {"train": ds.qrels})
+    out = tmp_path / "run"
+    train(_cfg(tiny_model_dir, data, out, max_steps=4, checkpoint_every=2, remove_checkpoints=False), progress=False)
+    write_beir(data, {k: v + " (rewritten)" for k, v in ds.corpus.items()}, ds.queries, {"train": ds.qrels})
+    with pytest.raises(MrlError, match="the training data changed since the checkpoint"):
+        train(_cfg(tiny_model_dir, data, out, max_steps=4, checkpoint_every=2, remove_checkpoints=False, resume=True),
+              progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -75,6 +76,23 @@ def _say(progress: bool, message: str) -> None:
         tqdm.write(message)
     else:
         logger.info(message)
+
+
+def data_fingerprint(cfg: TrainConfig) -> str:
+    """sha256 over the training data's files: a pairs file, or a BEIR folder's corpus, queries and the
+    split's qrels; and every --parallel file."""
+    from mrl._fs import sha256
+
+    files: list[Path] = []
+    if cfg.data is not None:
+        data = Path(cfg.data)
+        files += [data] if data.is_file() else sorted(
+            [*data.glob("corpus.jsonl*"), *data.glob("queries.jsonl*"), *data.glob(f"qrels/{cfg.split}.tsv")])
+    files += [Path(p) for p in cfg.parallel or ()]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}:{sha256(f)}\n".encode())
+    return h.hexdigest()
 
 
 def _check_same_run(saved: dict[str, Any], cfg: TrainConfig) -> None:
@@ -235,6 +253,9 @@ def _resume(run: _Run) -> None:
         run.say(f"--resume: no checkpoint in {run.out}/checkpoints yet; starting from step 0")
         return
     _check_same_run(state["config"], run.cfg)
+    if state.get("data_sha") not in (None, data_fingerprint(run.cfg)):  # (checkpoints before this have none)
+        raise MrlError(f"--resume: the training data changed since the checkpoint in {run.out} was written "
+                       "(its files' contents differ); resuming would mix two data sets: use another --output")
     missing, unexpected = run.model.load_state_dict(state["model"], strict=False)
     if unexpected or set(missing) - run.frozen:
         raise MrlError(f"--resume: the checkpoint in {run.out} does not fit the model (missing "
@@ -292,7 +313,7 @@ def _checkpoint(run: _Run, done: int) -> None:
         state = {"step": done, "model": weights, "loss": run.objective.modules().state_dict(),
                  "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
                  "rng": rng_state(), "history": run.history, "elapsed": time.perf_counter() - run.t0,
-                 "config": run.cfg.to_dict()}
+                 "config": run.cfg.to_dict(), "data_sha": data_fingerprint(run.cfg)}
         save_checkpoint(run.out, done, state, run.cfg.keep_checkpoints)
     run.dist.barrier()
 
