@@ -46,6 +46,9 @@ def _disconnected(request: Any) -> bool:
         return False
 
 
+CHUNK = 64  # texts per encoder call: a request abandoned mid-batch stops within one chunk
+
+
 class TextEncoder:
     """The encoder that turns text into vectors (PyTorch or an exported ONNX graph, see
     :func:`mrl.encoders.runtime.open_encoder`), opened on first use (or by :meth:`model`).
@@ -142,9 +145,18 @@ class TextEncoder:
         return [j for j in jobs if not j.cancelled]
 
     def _encode_group(self, jobs: list[_Job], kind: str) -> None:
+        """One batch of every job's texts, encoded ``CHUNK`` texts at a time: a chunk whose requests were
+        all abandoned meanwhile is skipped, so a long request nobody waits for stops within a chunk."""
+        texts = [t for j in jobs for t in j.texts]
+        owner = np.repeat(np.arange(len(jobs)), [len(j.texts) for j in jobs])  # (n,) job of each text
         try:
-            with self._lock:
-                x = self.model().encode([t for j in jobs for t in j.texts], kind=kind)  # (sum n, D)
+            encoder = self.model()
+            x = np.zeros((len(texts), encoder.dim), np.float32)
+            for a in range(0, len(texts), CHUNK):
+                if all(jobs[j].cancelled for j in set(owner[a : a + CHUNK].tolist())):
+                    continue
+                with self._lock:
+                    x[a : a + CHUNK] = encoder.encode(texts[a : a + CHUNK], kind=kind)
         except BaseException as e:  # every request of the batch gets the error
             for job in jobs:
                 job.error = e
