@@ -168,6 +168,7 @@ def main() -> None:
     ap.add_argument("--add-every", type=float, default=5.0)
     ap.add_argument("--add-rows", type=int, default=200)
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--runtime", default=None, help="the service's encoder runtime (mrl serve --runtime)")
     ap.add_argument("--hostile", type=int, default=0,
                     help="hostile clients beside the others: cascade amplifiers and abandoned embedding requests")
     args = ap.parse_args()
@@ -192,9 +193,11 @@ def main() -> None:
 
     base = f"http://127.0.0.1:{args.port}"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    runtime = ["--runtime", args.runtime] if args.runtime else []
     server = subprocess.Popen([sys.executable, "-m", "mrl", "serve", str(index), "--port", str(args.port),
-                               "--log-level", "warning"], env=env)
-    report: dict = {"index": {"count": len(ids), "dim": int(xb.shape[1])}}
+                               "--log-level", "warning", *runtime], env=env)
+    report: dict = {"index": {"count": len(ids), "dim": int(xb.shape[1])}, "runtime": args.runtime or "auto",
+                    "hostile": args.hostile}
     try:
         wait_ready(base)
         import httpx
