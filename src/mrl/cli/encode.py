@@ -23,6 +23,8 @@ def encode_command(
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.", min=1)] = 64,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present; under torchrun "
                                                     "cuda:LOCAL_RANK).")] = None,
+    runtime: Annotated[str, typer.Option(help="torch, or onnx / onnx-int8 / auto for a folder written by "
+                                              "`mrl export`.", envvar="MRL_RUNTIME")] = "torch",
 ) -> None:
     """Encode at full dimension into shards; run again to resume; under torchrun each rank takes a share.
 
@@ -46,6 +48,6 @@ def encode_command(
         source = f"{data}:queries-{split}"
     written, skipped, complete = encode_shards(model, list(texts_by_id.values()), list(texts_by_id), out,
                                                source, shard_size, batch_size, device, say=err_console.print,
-                                               kind="document" if what == "corpus" else "query")
+                                               kind="document" if what == "corpus" else "query", runtime=runtime)
     state = "complete" if complete else "waiting for the other ranks' shards"
     err_console.print(f"{out}: {written} shard(s) written, {skipped} already there; {state}")

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from mrl.data import vectors as shards
 from mrl.errors import MrlError
 
@@ -28,6 +30,20 @@ def rank_and_world() -> tuple[int, int]:
     if not 0 <= rank < world:
         raise MrlError(f"RANK={rank} is outside 0..WORLD_SIZE-1 ({world})")
     return rank, world
+
+
+def _encoder(model_name: str, runtime: str, device: str | None, batch_size: int, kind: TextKind | None
+             ) -> Callable[[list[str]], np.ndarray]:
+    """texts -> full-dimension vectors, by PyTorch (``device``) or an exported ONNX graph."""
+    if runtime == "torch":
+        from mrl.encoders.model import encode, load_model
+
+        model = load_model(model_name, device)
+        return lambda texts: encode(model, texts, batch_size, kind=kind)
+    from mrl.encoders.runtime import open_encoder
+
+    encoder = open_encoder(model_name, runtime)
+    return lambda texts: encoder.encode(texts, kind or "document", batch_size)
 
 
 def model_fingerprint(model_name: str) -> str:
@@ -64,15 +80,15 @@ def encode_shards(
     device: str | None = None,
     say: Callable[[str], None] | None = None,
     kind: TextKind | None = None,
+    runtime: str = "torch",
 ) -> tuple[int, int, bool]:
     """Encode this process's missing shards; returns ``(written, skipped, complete)``.
 
-    ``kind`` (query or document) picks the model's prompt for the texts (see :func:`mrl.encoders.encode`).
+    ``kind`` (query or document) picks the model's prompt for the texts (see :func:`mrl.encoders.encode`);
+    ``runtime`` is ``torch`` or an exported ONNX one (``onnx``, ``onnx-int8``, ``auto``: see ``mrl export``).
 
     ``complete`` is true once every shard of the folder is done (all ranks finished).
     """
-    from mrl.encoders.model import encode, load_model
-
     if shard_size < 1:
         raise MrlError(f"--shard-size must be >= 1, got {shard_size}")
     if len(texts) != len(ids):
@@ -82,7 +98,8 @@ def encode_shards(
         import torch
 
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}" if torch.cuda.is_available() else "cpu"
-    fingerprints = {"model_sha": model_fingerprint(model_name), "texts_sha": texts_fingerprint(texts, ids, kind)}
+    fingerprints = {"model_sha": model_fingerprint(model_name), "texts_sha": texts_fingerprint(texts, ids, kind),
+                    "runtime": runtime}
     plan = shards.start(Path(out), model_name, source, len(texts), shard_size, fingerprints)
     mine = [i for i in range(plan.count) if i % world == rank]
     todo = [i for i in mine if not shards.is_done(plan, i)]
@@ -90,10 +107,10 @@ def encode_shards(
         say(f"rank {rank}/{world}: {len(mine)} of {plan.count} shards are this process's, {len(mine) - len(todo)} "
             f"already written" + (" (resuming)" if len(todo) < len(mine) else ""))
     if todo:
-        model = load_model(model_name, device)
+        run = _encoder(model_name, runtime, device, batch_size, kind)
         for n, i in enumerate(todo, 1):
             rows = plan.rows(i)
-            shards.write_shard(plan, i, encode(model, texts[rows], batch_size, kind=kind), ids[rows])
+            shards.write_shard(plan, i, run(texts[rows]), ids[rows])
             if say is not None:
                 say(f"rank {rank}: shard {i} ({rows.stop - rows.start} texts) written, {n}/{len(todo)}")
     return len(todo), len(mine) - len(todo), shards.finish(plan)
