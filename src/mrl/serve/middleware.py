@@ -23,15 +23,18 @@ class BodyLimit:
         too_big = error_response(413, f"request body exceeds {self.limit} bytes", "request_too_large")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await too_big(scope, receive, send)
-        seen = 0
+        seen, complete = 0, False
 
         async def limited() -> dict:
-            nonlocal seen
+            nonlocal seen, complete
+            if complete:  # later receives wait for a disconnect, as long as the request runs: no limit
+                return await receive()
             try:  # a client that declares more than it sends would hold the connection forever
                 with anyio.fail_after(self.read_timeout_s):
                     message = await receive()
             except TimeoutError:
                 raise HTTPException(408, f"the request body stopped arriving for {self.read_timeout_s:g} s") from None
+            complete = message.get("type") != "http.request" or not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > self.limit:  # an HTTPException passes FastAPI's body parsing unchanged
                 raise HTTPException(413, f"request body exceeds {self.limit} bytes")
