@@ -19,6 +19,8 @@ from typing import Any
 
 from mrl._fs import atomic_write_text, disk_bytes
 from mrl.errors import MrlError
+from mrl.index.filters import Filter
+from mrl.index.qdrant.payload_filter import Models, to_qdrant
 
 EDGE_HINT = "the qdrant-edge backend needs qdrant-edge-py: pip install 'mrl[qdrant]'"
 CLIENT_HINT = "the qdrant backend needs qdrant-client: pip install 'mrl[qdrant]'"
@@ -166,8 +168,11 @@ class EdgeEngine:
             if offset is None:
                 return out
 
-    def query(self, queries: list[list[Stage]], k: int) -> list[list[tuple[int, float]]]:
+    def query(self, queries: list[list[Stage]], k: int, where: Filter | None = None) -> list[list[tuple[int, float]]]:
+        """Each query a nested prefetch; ``where`` (a payload filter) goes into every level of it."""
         qe = self.qe
+        cond = to_qdrant(where, Models(qe.Filter, qe.FieldCondition, qe.MatchValue, qe.MatchAny, qe.RangeFloat)) \
+            if where is not None else None
 
         def params(s: Stage) -> Any:
             return qe.SearchParams(hnsw_ef=s.hnsw_ef, exact=s.exact,
@@ -178,10 +183,11 @@ class EdgeEngine:
             inner = None
             for s in stages[:-1]:
                 inner = qe.Prefetch(limit=s.limit, query=qe.Query.Nearest(s.vector, using=s.name), params=params(s),
-                                    prefetches=[inner] if inner is not None else None)
+                                    prefetches=[inner] if inner is not None else None, filter=cond)
             last = stages[-1]
             requests.append(qe.QueryRequest(limit=k, query=qe.Query.Nearest(last.vector, using=last.name),
-                                            params=params(last), prefetches=[inner] if inner is not None else None))
+                                            params=params(last), prefetches=[inner] if inner is not None else None,
+                                            filter=cond))
         if not requests:
             return []
         return [[(p.id, p.score) for p in hits] for hits in self.shard.query_batch(qe.QueryBatchRequest(requests))]
@@ -321,8 +327,11 @@ class ClientEngine:
             if offset is None:
                 return out
 
-    def query(self, queries: list[list[Stage]], k: int) -> list[list[tuple[int, float]]]:
+    def query(self, queries: list[list[Stage]], k: int, where: Filter | None = None) -> list[list[tuple[int, float]]]:
+        """Each query a nested prefetch; ``where`` (a payload filter) goes into every level of it."""
         m = self.models
+        cond = to_qdrant(where, Models(m.Filter, m.FieldCondition, m.MatchValue, m.MatchAny, m.Range)) \
+            if where is not None else None
 
         def params(s: Stage) -> Any:
             return m.SearchParams(hnsw_ef=s.hnsw_ef, exact=s.exact,
@@ -333,10 +342,10 @@ class ClientEngine:
             inner = None
             for s in stages[:-1]:
                 inner = m.Prefetch(query=s.vector, using=s.name, limit=s.limit, params=params(s),
-                                   prefetch=inner)
+                                   prefetch=inner, filter=cond)
             last = stages[-1]
             requests.append(m.QueryRequest(query=last.vector, using=last.name, limit=k, params=params(last),
-                                           prefetch=inner))
+                                           prefetch=inner, filter=cond))
         if not requests:
             return []
         responses = self._call(self.client.query_batch_points, self.collection, requests)
