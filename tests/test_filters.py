@@ -187,3 +187,46 @@ def test_filtered_search_fills_k_and_a_whole_shortlist_is_exact(tmp_path: Path, 
     want = np.sort(q @ xs.T, axis=1)[:, ::-1][:, :k]  # exact over the filtered set
     whole = index.search(xq, k, f"{stage}:{len(rows)},{d}:{k}", filter=f)
     np.testing.assert_allclose(whole.scores, want, atol=2e-3)  # float16 storage
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+def test_cli_payload_on_build_and_add_and_filter_on_search(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mrl.cli.main import app
+
+    runner = CliRunner()
+
+    def run(*args: object, ok: bool = True) -> str:
+        result = runner.invoke(app, [str(a) for a in args])
+        assert (result.exit_code == 0) == ok, result.output
+        return result.output
+
+    xb = _corpus(50)
+    np.save(tmp_path / "x.npy", xb)
+    (tmp_path / "ids.txt").write_text("".join(f"d{i}\n" for i in range(50)))
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "g": i % 5}) + "\n" for i in range(50)))
+    idx = tmp_path / "idx"
+    run("index", "build", "--out", idx, "--vectors", tmp_path / "x.npy", "--ids", tmp_path / "ids.txt",
+        "--payload", tmp_path / "p.jsonl", "--first-stage", "int8@16")
+    where = json.dumps({"must": [{"key": "g", "match": {"value": 2}}]})
+    np.save(tmp_path / "q.npy", xb[:1])
+    out = json.loads(run("search", idx, "--vectors", tmp_path / "q.npy", "-k", "10", "--json", "--filter", where))
+    assert sorted(h["id"] for h in out["results"][0]["hits"]) == sorted(f"d{i}" for i in range(2, 50, 5))
+    np.save(tmp_path / "one.npy", xb[:1])
+    (tmp_path / "one.txt").write_text("d0\n")
+    (tmp_path / "one.jsonl").write_text('{"id": "d0", "g": 2}\n')
+    run("index", "add", idx, "--vectors", tmp_path / "one.npy", "--ids", tmp_path / "one.txt",
+        "--payload", tmp_path / "one.jsonl")
+    out = json.loads(run("search", idx, "--vectors", tmp_path / "q.npy", "-k", "1", "--json", "--filter", where))
+    assert out["results"][0]["hits"][0]["id"] == "d0"  # its payload replaced with the row
+    generation = MrlIndex.open(idx).generation
+    (tmp_path / "bad.jsonl").write_text('{"id": "zz", "g": 1}\n')
+    assert "bad.jsonl:1: id 'zz' is not among the ids given" in run(
+        "index", "add", idx, "--vectors", tmp_path / "one.npy", "--ids", tmp_path / "one.txt",
+        "--payload", tmp_path / "bad.jsonl", ok=False)
+    assert "--filter: unknown clause 'mst'" in run("search", idx, "--vectors", tmp_path / "q.npy", "--filter",
+                                                   '{"mst": []}', ok=False)
+    assert "key 'g': range" not in run("search", idx, "--vectors", tmp_path / "q.npy", "--filter",
+                                       '{"must": [{"key": "g", "range": {"lt": 3}}]}')
+    assert MrlIndex.open(idx).generation == generation  # nothing changed
