@@ -65,6 +65,7 @@ class Stage:
     exact: bool = False
     hnsw_ef: int | None = None
     quantized: bool = False  # score with the quantised codes, no rescoring (a first stage)
+    acorn: bool = False  # a filtered graph search that also walks through points the filter drops (ACORN-1)
 
 
 class EdgeEngine:
@@ -153,8 +154,12 @@ class EdgeEngine:
     def delete(self, ids: list[int]) -> None:
         self.shard.update(self.qe.UpdateOperation.delete_points(ids))
 
-    def count(self) -> int:
-        return int(self.shard.count(self.qe.CountRequest(exact=True)))
+    def count(self, where: Filter | None = None) -> int:
+        """Live points (``where``: those the filter lets through)."""
+        qe = self.qe
+        cond = to_qdrant(where, Models(qe.Filter, qe.FieldCondition, qe.MatchValue, qe.MatchAny, qe.RangeFloat)) \
+            if where is not None else None
+        return int(self.shard.count(qe.CountRequest(exact=True, filter=cond)))
 
     def retrieve(self, ids: list[int], payload: bool, vectors: list[str] | None) -> list[tuple[int, Any, Any]]:
         return [(r.id, r.payload, r.vector) for r in self.shard.retrieve(ids, payload, vectors or False)]
@@ -176,7 +181,8 @@ class EdgeEngine:
 
         def params(s: Stage) -> Any:
             return qe.SearchParams(hnsw_ef=s.hnsw_ef, exact=s.exact,
-                                   quantization=qe.QuantizationSearchParams(rescore=False) if s.quantized else None)
+                                   quantization=qe.QuantizationSearchParams(rescore=False) if s.quantized else None,
+                                   acorn=qe.AcornSearchParams(enable=True) if s.acorn else None)
 
         requests = []
         for stages in queries:
@@ -310,8 +316,12 @@ class ClientEngine:
     def delete(self, ids: list[int]) -> None:
         self._call(self.client.delete, self.collection, points_selector=self.models.PointIdsList(points=ids), wait=True)
 
-    def count(self) -> int:
-        return int(self._call(self.client.count, self.collection, exact=True).count)
+    def count(self, where: Filter | None = None) -> int:
+        """Live points (``where``: those the filter lets through)."""
+        m = self.models
+        cond = to_qdrant(where, Models(m.Filter, m.FieldCondition, m.MatchValue, m.MatchAny, m.Range)) \
+            if where is not None else None
+        return int(self._call(self.client.count, self.collection, count_filter=cond, exact=True).count)
 
     def retrieve(self, ids: list[int], payload: bool, vectors: list[str] | None) -> list[tuple[int, Any, Any]]:
         records = self._call(self.client.retrieve, self.collection, ids, with_payload=payload,
@@ -335,7 +345,8 @@ class ClientEngine:
 
         def params(s: Stage) -> Any:
             return m.SearchParams(hnsw_ef=s.hnsw_ef, exact=s.exact,
-                                  quantization=m.QuantizationSearchParams(rescore=False) if s.quantized else None)
+                                  quantization=m.QuantizationSearchParams(rescore=False) if s.quantized else None,
+                                  acorn=m.AcornSearchParams(enable=True) if s.acorn else None)
 
         requests = []
         for stages in queries:

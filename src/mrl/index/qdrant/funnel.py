@@ -13,11 +13,9 @@ the innermost prefetch searches ``int8-64`` for 1,000 candidates (quantised scor
 the next rescores them with ``f-128`` and keeps 100, the query rescores those with ``f-384``.
 
 String ids become 63-bit hashes (blake2b) so an upsert needs no lookup; the string rides in the
-payload under ``"key"``, a user payload under ``"p"`` (a filter's keys are looked up there, see
-:mod:`.payload_filter`); the description records the payload fields' types (``payload_types``)
-so a filter comparing a field with another type is refused as on every backend. Unlike
-:class:`~mrl.index.MrlIndex`, an open index is live, not a snapshot: changes are
-visible to every searcher over the same data at once.
+payload under ``"key"``, a user payload under ``"p"`` (:mod:`.payload_filter`); the description records
+the payload fields' types (``payload_types``) for the type checks every backend makes. Unlike
+:class:`~mrl.index.MrlIndex`, an open index is live: changes are visible to every searcher at once.
 """
 
 from __future__ import annotations
@@ -46,6 +44,7 @@ VERSION = 1
 FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw")  # inverted files (ivf8, ivfpq, rabitq) are faiss structures
 BATCH = 512  # points per upsert (one WAL entry / one request)
 REFRESH_S = 1.0  # a server's description is re-read at most this often
+EXACT_ALLOWED, EXACT_SHARE = 2048, 0.02  # a filter letting through at most this many points (share) is scanned
 
 
 def _vector_name(spec: FirstStageSpec) -> str:
@@ -189,23 +188,27 @@ class QdrantIndex:
             work.record(0, str(spec), spec.dim, ones * plan.first[1], ones * plan.first[1] * code, counted=False)
             for i, ((d, _), (_, n_prev)) in enumerate(zip(plan.stages[1:], plan.stages), start=1):
                 work.record(i, f"rescore@{d}", d, ones * n_prev, ones * n_prev * d * 4.0, counted=False)
-        # a filter drops what the graph found: over the whole index, or for a query left short of k, the
-        # first stage scans every point the filter lets through instead (exact: fewer means fewer exist)
-        whole = where is not None and plan.first[1] >= self.count
-        hits = self.engine.query(self._queries(xq, plan, spec, whole), k, where)
+        # under a filter letting few points through, and for a query left short of k, the first stage scans
+        # them all (exact: fewer means fewer exist); a graph search under a wider one walks with ACORN
+        whole = where is not None and len(xq) > 0 and self.engine.count(where) <= max(plan.first[1], EXACT_ALLOWED,
+                                                                                        EXACT_SHARE * self.count)
+        hits = self.engine.query(self._queries(xq, plan, spec, whole, where is not None), k, where)
         short = [i for i, row in enumerate(hits) if len(row) < k] if where is not None and not whole else []
         if short:
             for i, row in zip(short, self.engine.query(self._queries(xq[short], plan, spec, True), k, where)):
                 hits[i] = row
         return self._results(hits, len(xq), k)
 
-    def _queries(self, xq: np.ndarray, plan: Cascade, spec: FirstStageSpec, exact: bool) -> list[list[Stage]]:
-        """Each query's nested stages (``exact``: the first stage scans instead of searching its graph)."""
+    def _queries(self, xq: np.ndarray, plan: Cascade, spec: FirstStageSpec, exact: bool,
+                 filtered: bool = False) -> list[list[Stage]]:
+        """Each query's nested stages (``exact``: the first stage scans instead of searching its graph;
+        ``filtered``: a graph search under a filter walks with ACORN, else it loses recall)."""
         queries = []
         d1, n1 = plan.first
         for q in xq:
             stages = [Stage(_vector_name(spec), _prefix(q, d1), n1, exact=exact or spec.kind == "exact",
-                            hnsw_ef=plan.width, quantized=spec.kind != "exact")]
+                            hnsw_ef=plan.width, quantized=spec.kind != "exact",
+                            acorn=filtered and spec.kind == "hnsw")]
             stages += [Stage(f"f-{d}", _prefix(q, d), n) for d, n in plan.stages[1:]]
             queries.append(stages)
         return queries
