@@ -17,8 +17,9 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index import Cascade, FirstStageSpec, SearchResult, parse_cascade
 from mrl.index.cascade import check_k, resolve_plan
-from mrl.index.filters import check_payloads, check_types, evaluate, parse_filter, payload_types
+from mrl.index.filters import check_types, evaluate, parse_filter, payload_types
 from mrl.index.ids import check_ids
+from mrl.index.payloads import check_payloads
 from mrl.prefix import check_dim, truncate, unit_rows
 from mrl.vectors import check_vectors
 

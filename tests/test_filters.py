@@ -14,17 +14,8 @@ import pytest
 
 from mrl.errors import MrlError
 from mrl.index import MrlIndex
-from mrl.index.filters import (
-    Filter,
-    Match,
-    Range,
-    check_payloads,
-    check_types,
-    evaluate,
-    parse_filter,
-    payload_types,
-    read_payload_file,
-)
+from mrl.index.filters import Filter, Match, Range, Table, check_types, evaluate, parse_filter, payload_types
+from mrl.index.payloads import check_payloads, read_payload_file
 from mrl.index.segment import PAYLOADS
 
 PAYLOADS_ = [{"section": "utils", "year": 2021, "tags": ["a", "b"], "meta": {"lang": "en"}},
@@ -87,6 +78,26 @@ def test_evaluation_follows_qdrant() -> None:
                             {"key": "section", "match": {"value": "docs"}}]}) == [2, 4]
     assert rows({"must": [{"key": "year", "match": {"value": 2021}}]}) == [0]
     assert rows({"must": [{"key": "flag", "match": {"value": 1}}]}) == []  # a boolean is not the integer 1
+
+
+def test_the_columnar_evaluation_equals_the_row_by_row_one() -> None:
+    rng = np.random.default_rng(0)
+    pool: list = ["a", "b", 1, 2, 2.5, True, False, None, ["a", 1], [True], {"x": 1}]
+    payloads = [None if rng.random() < 0.1 else {k: pool[rng.integers(len(pool))] for k in ("f", "g")}
+                for _ in range(500)]
+    table = Table(payloads)
+    values: list = ["a", 1, 2, True, False]
+    for _ in range(200):
+        def cond() -> dict:
+            key = str(rng.choice(["f", "g", "f.x", "h"]))
+            if rng.random() < 0.4:
+                return {"key": key, "range": {str(rng.choice(["gt", "gte", "lt", "lte"])): float(rng.integers(0, 3))}}
+            picked = [values[i] for i in rng.choice(len(values), rng.integers(1, 3), replace=False)]
+            return {"key": key, "match": {"any": picked}}
+        obj = {name: [cond() for _ in range(rng.integers(0, 3))] for name in ("must", "must_not", "should")}
+        f = parse_filter(obj)
+        if f is not None:
+            np.testing.assert_array_equal(evaluate(f, payloads, table), evaluate(f, payloads), err_msg=str(obj))
 
 
 def test_a_type_mismatch_names_the_key_and_a_value() -> None:

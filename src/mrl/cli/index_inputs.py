@@ -114,6 +114,6 @@ def read_payloads(path: Path | None, ids: Any, n: int) -> list[Any] | None:
     """The payload per row from ``--payload`` (``None`` without one); ids default to ``0..n-1``."""
     if path is None:
         return None
-    from mrl.index.filters import read_payload_file
+    from mrl.index.payloads import read_payload_file
 
     return read_payload_file(path, list(ids) if ids is not None else list(range(n)))

@@ -304,55 +304,76 @@ def _in_range(c: Range, x: Any) -> bool:
             and (c.lt is None or x < c.lt) and (c.lte is None or x <= c.lte))
 
 
-def evaluate(f: Filter, payloads: Sequence[Mapping[str, Any] | None]) -> np.ndarray:
-    """The rows of ``payloads`` that ``f`` lets through: ``(n,)`` bool."""
-    return np.fromiter((holds(f, p) for p in payloads), dtype=bool, count=len(payloads))
+def evaluate(f: Filter, payloads: Sequence[Mapping[str, Any] | None], table: Table | None = None) -> np.ndarray:
+    """The rows of ``payloads`` that ``f`` lets through: ``(n,)`` bool. With ``table`` (the columns of
+    the same payloads, kept by the caller), each condition is a numpy comparison on its key's column."""
+    if table is None:
+        return np.fromiter((holds(f, p) for p in payloads), dtype=bool, count=len(payloads))
+    return _mask(f, table)
 
 
-# ---------------------------------------------------------------------------------------------- payload input
-def check_payloads(payloads: Any, n: int, where: str = "payloads") -> list[dict[str, Any] | None]:
-    """``n`` payloads (each a JSON object or ``None``), checked by position; JSON-serialisable."""
-    if payloads is None:
-        return [None] * n
-    if not isinstance(payloads, (list, tuple)):
-        raise MrlError(f"{where}: expected a list of objects, got {type(payloads).__name__}")
-    if len(payloads) != n:
-        raise MrlError(f"{where}: {len(payloads)} payloads for {n} ids; give one per id (null for none)")
-    out: list[dict[str, Any] | None] = []
-    for i, p in enumerate(payloads):
-        if p is not None and not isinstance(p, Mapping):
-            raise MrlError(f"{where}[{i}]: a payload is a JSON object, got {_shown(p)}")
-        try:
-            json.dumps(p, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise MrlError(f"{where}[{i}]: not storable as JSON ({e})") from None
-        out.append(dict(p) if p is not None else None)
-    return out
+@dataclass(frozen=True)
+class Column:
+    """One key's values over every row: numbers, strings and booleans apart; rows holding a list
+    (few, as a rule) are evaluated row by row."""
+
+    num: np.ndarray  # float64, NaN where the value is not a number
+    whole: np.ndarray  # bool: the value is an integer (a match on a number compares integers only)
+    text: np.ndarray  # object: the string, or None
+    flag: np.ndarray  # int8: 1 true, 0 false, -1 not a boolean
+    lists: np.ndarray  # int64: rows whose value is a list
 
 
-def read_payload_file(path: Any, ids: Sequence[Any]) -> list[dict[str, Any] | None]:
-    """Payloads for ``ids`` from a JSON-lines file (one object per line with an ``id`` key; the
-    ``id`` is not stored); ids the file does not name get none. An id not in ``ids``, a line that
-    is not an object, or an id named twice is an error naming the line."""
-    where = {str(v): i for i, v in enumerate(ids)}
-    out: list[dict[str, Any] | None] = [None] * len(ids)
-    try:
-        lines = open(path, encoding="utf-8").read().splitlines()
-    except OSError as e:
-        raise MrlError(f"{path}: cannot read the payload file ({e.strerror or e})") from None
-    for no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError as e:
-            raise MrlError(f"{path}:{no}: not valid JSON ({e})") from None
-        if not isinstance(obj, dict) or "id" not in obj:
-            raise MrlError(f"{path}:{no}: a payload line is a JSON object with an \"id\" key, got {_shown(obj)}")
-        key = str(obj.pop("id"))
-        if key not in where:
-            raise MrlError(f"{path}:{no}: id {key!r} is not among the ids given")
-        if out[where[key]] is not None:
-            raise MrlError(f"{path}:{no}: id {key!r} has a payload on an earlier line")
-        out[where[key]] = check_payloads([obj], 1, f"{path}:{no}")[0]
+class Table:
+    """The columns of a list of payloads, built per key on first use (a segment keeps one)."""
+
+    def __init__(self, payloads: Sequence[Mapping[str, Any] | None]) -> None:
+        self.payloads = payloads
+        self._columns: dict[str, Column] = {}
+
+    def column(self, key: str) -> Column:
+        if key not in self._columns:
+            path = tuple(key.split("."))
+            values = [_get(p, path) for p in self.payloads]
+            num = np.array([float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+                            for v in values])
+            whole = np.array([isinstance(v, int) and not isinstance(v, bool) for v in values], bool)
+            text = np.array([v if isinstance(v, str) else None for v in values], object)
+            flag = np.array([int(v) if isinstance(v, bool) else -1 for v in values], np.int8)
+            lists = np.array([i for i, v in enumerate(values) if isinstance(v, list)], np.int64)
+            self._columns[key] = Column(num, whole, text, flag, lists)
+        return self._columns[key]
+
+
+_RANGE_OPS = {"gt": np.greater, "gte": np.greater_equal, "lt": np.less, "lte": np.less_equal}
+
+
+def _mask(c: Condition, table: Table) -> np.ndarray:
+    n = len(table.payloads)
+    if isinstance(c, Filter):
+        out = np.ones(n, bool)
+        for x in c.must:
+            out &= _mask(x, table)
+        for x in c.must_not:
+            out &= ~_mask(x, table)
+        if c.should:
+            out &= np.logical_or.reduce([_mask(x, table) for x in c.should])
+        return out
+    col = table.column(c.key)
+    if isinstance(c, Range):
+        with np.errstate(invalid="ignore"):
+            out = np.isfinite(col.num)
+            for op, bound in c.bounds().items():
+                out &= _RANGE_OPS[op](col.num, bound)
+    else:
+        out = np.zeros(n, bool)
+        for v in c.values:
+            if isinstance(v, bool):
+                out |= col.flag == int(v)
+            elif isinstance(v, int):
+                out |= col.whole & (col.num == v)
+            else:
+                out |= col.text == v
+    for r in col.lists.tolist():  # a list matches when an element does
+        out[r] = holds(c, table.payloads[r])
     return out

@@ -15,11 +15,11 @@ from mrl.adapt.base import Adaptor
 from mrl.errors import MrlError
 from mrl.index import storage
 from mrl.index.cascade import FirstStageSpec, parse_cascade
-from mrl.index.filters import check_payloads
 from mrl.index.first_stages.auto import resolve_first_stages
 from mrl.index.first_stages.kinds import parse_first_stage
 from mrl.index.ids import assign_ids
 from mrl.index.manifest import DTYPES, Manifest
+from mrl.index.payloads import check_payloads
 from mrl.index.segment import write_segment
 from mrl.vectors import check_vectors
 

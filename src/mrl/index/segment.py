@@ -16,6 +16,7 @@ import numpy as np
 
 from mrl.errors import MrlError
 from mrl.index import storage
+from mrl.index.filters import Table
 from mrl.index.first_stages import structures as first_stage
 from mrl.index.first_stages.kinds import FirstStageSpec
 from mrl.index.manifest import SegmentEntry
@@ -66,6 +67,7 @@ class Segment:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _payload_file: BinaryIO | None = field(default=None, repr=False)
     _payloads: list[dict[str, Any] | None] | None = field(default=None, repr=False)
+    _table: Table | None = field(default=None, repr=False)
     n_dead: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +104,12 @@ class Segment:
                     self._payloads = _read_payloads(self._payload_file, self.n, self.root / "segments" / self.name)
                     self._payload_file = None
         return self._payloads
+
+    def payload_table(self) -> Table:
+        """The payloads' columns (:class:`~mrl.index.filters.Table`), kept with the segment."""
+        if self._table is None:
+            self._table = Table(self.payloads())
+        return self._table
 
     @classmethod
     def load(cls, root: Path, entry: SegmentEntry, specs: list[FirstStageSpec]) -> Segment:

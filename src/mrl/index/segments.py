@@ -94,7 +94,7 @@ class SegmentSet:
         """The live rows ``f`` lets through, ``(rows,)`` bool (kept for the last few filters)."""
         mask = self._masks.get(f)
         if mask is None:
-            parts = [evaluate(f, seg.payloads()) for seg in self.segments]
+            parts = [evaluate(f, seg.payloads(), seg.payload_table()) for seg in self.segments]
             mask = (np.concatenate(parts) if parts else np.zeros(0, bool)) & ~self.dead
             mask.flags.writeable = False
             self._masks[f] = mask

@@ -15,7 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Depends
 
 from mrl.index.base import Writer
-from mrl.index.filters import check_payloads
+from mrl.index.payloads import check_payloads
 from mrl.serve.deps import AliveDep, EncoderDep, SettingsDep, StateDep, require_key
 from mrl.serve.errors import ApiError
 from mrl.serve.schemas import DeleteRequest, UpsertRequest, WriteResponse

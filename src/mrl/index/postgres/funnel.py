@@ -21,9 +21,10 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
-from mrl.index.filters import Filter, check_payloads, check_types, parse_filter, payload_types
+from mrl.index.filters import Filter, check_types, parse_filter, payload_types
 from mrl.index.first_stages.kinds import kind, require
 from mrl.index.ids import check_ids
+from mrl.index.payloads import check_payloads
 from mrl.index.postgres import attach as attach_mode
 from mrl.index.postgres import engine, store
 from mrl.index.postgres.engine import Where

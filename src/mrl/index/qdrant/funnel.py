@@ -30,9 +30,10 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
-from mrl.index.filters import check_payloads, check_types, parse_filter, payload_types
+from mrl.index.filters import check_types, parse_filter, payload_types
 from mrl.index.first_stages.kinds import kind, require
 from mrl.index.ids import check_ids
+from mrl.index.payloads import check_payloads
 from mrl.index.qdrant.engines import Stage, VectorSpec
 from mrl.index.qdrant.payload_filter import BOOLS, PREFIX, bool_shadow
 from mrl.index.work import Work
