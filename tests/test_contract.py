@@ -44,14 +44,16 @@ class Backend:
 
 #: Every backend the contract runs on; the next backend adds itself here.
 BACKENDS: dict[str, Backend] = {
-    "mrl": Backend(lambda p, xb, ids: build_index("mrl", str(p / "idx"), xb, ids, first_stages=FIRST_STAGES)),
-    "qdrant-edge": Backend(lambda p, xb, ids: build_index("qdrant-edge", f"qdrant-edge://{p / 'idx'}", xb, ids,
-                                                          first_stages=FIRST_STAGES), ("qdrant_edge",)),
-    "qdrant-local": Backend(lambda p, xb, ids: build_index("qdrant", f"qdrant-local://{p / 'db'}/docs", xb, ids,
-                                                           first_stages=FIRST_STAGES), ("qdrant_client",)),
-    "postgres": Backend(lambda p, xb, ids, server: build_index(
-        "postgres", f"{server.url}?table=c_{p.name}", xb, ids, first_stages=PG_FIRST_STAGES), server="postgres_server"),
-    "fake": Backend(lambda p, xb, ids: NumpyIndex(xb, ids, f"exact@16:100,{D}:10")),
+    "mrl": Backend(lambda p, xb, ids, **kw: build_index("mrl", str(p / "idx"), xb, ids, first_stages=FIRST_STAGES,
+                                                        **kw)),
+    "qdrant-edge": Backend(lambda p, xb, ids, **kw: build_index("qdrant-edge", f"qdrant-edge://{p / 'idx'}", xb, ids,
+                                                                first_stages=FIRST_STAGES, **kw), ("qdrant_edge",)),
+    "qdrant-local": Backend(lambda p, xb, ids, **kw: build_index("qdrant", f"qdrant-local://{p / 'db'}/docs", xb, ids,
+                                                                 first_stages=FIRST_STAGES, **kw), ("qdrant_client",)),
+    "postgres": Backend(lambda p, xb, ids, server, **kw: build_index(
+        "postgres", f"{server.url}?table=c_{p.name}", xb, ids, first_stages=PG_FIRST_STAGES, **kw),
+        server="postgres_server"),
+    "fake": Backend(lambda p, xb, ids, **kw: NumpyIndex(xb, ids, f"exact@16:100,{D}:10", **kw)),
 }
 
 pytestmark = pytest.mark.filterwarnings("ignore:Local mode performs exact:UserWarning")  # qdrant-local
@@ -122,10 +124,21 @@ def backend(request: pytest.FixtureRequest, corpus: tuple[np.ndarray, np.ndarray
     xb, xq, keys = corpus
     extra = {"server": request.getfixturevalue(spec.server)} if spec.server else {}
 
-    def make(vectors: np.ndarray, ids: Any) -> Any:
-        return spec.build(scratch(), vectors, ids, **extra)
+    def make(vectors: np.ndarray, ids: Any, **options: Any) -> Any:
+        return spec.build(scratch(), vectors, ids, **extra, **options)
 
-    return Case(request.param, make(xb, keys), xb, xq, keys, make)
+    return Case(request.param, make(xb, keys, payloads=corpus_payloads(N)), xb, xq, keys, make)
+
+
+def corpus_payloads(n: int) -> list[dict[str, Any] | None]:
+    """Every row's payload: a group (10%), a year, a name, tags, and 1% / 0.1% markers; a few rows have none."""
+    out: list[dict[str, Any] | None] = []
+    for i in range(n):
+        out.append(None if i % 97 == 13 and i % 100 != 7 else {
+            "group": i % 10, "year": 2000 + i % 25, "name": f"n{i}", "tags": ["even" if i % 2 else "odd", f"t{i % 3}"],
+            "meta": {"lang": "en" if i % 4 else "de"}, "rare": "yes" if i % 100 == 7 else "no",
+            "rarest": i % 1000 == 500})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- reads
@@ -343,3 +356,137 @@ def test_writes_over_http_are_all_or_nothing_and_seen_by_the_next_search(backend
     assert client.post("/delete", json={"ids": [new]}).json()["count"] == N_WRITE
     refused = client.post("/delete", json={"ids": [ids[3], new]})  # one unknown: nothing is deleted
     assert refused.status_code == 400 and client.get("/healthz").json()["count"] == N_WRITE
+
+
+# ---------------------------------------------------------------------------------------------- filters
+FILTERS = {  # name -> (filter, the rows it lets through as a function of the row number)
+    "group": ({"must": [{"key": "group", "match": {"any": [3, 4]}}]}, lambda i: i % 10 in (3, 4)),
+    "range": ({"must": [{"key": "year", "range": {"gte": 2010, "lt": 2015}}],
+               "must_not": [{"key": "meta.lang", "match": {"value": "de"}}]},
+              lambda i: 10 <= i % 25 < 15 and i % 4 != 0),
+    "should": ({"should": [{"key": "tags", "match": {"value": "t1"}}, {"key": "name", "match": {"value": "n5"}}]},
+               lambda i: i % 3 == 1 or i == 5),
+    "rare": ({"must": [{"key": "rare", "match": {"value": "yes"}}]}, lambda i: i % 100 == 7),  # 1%
+    "rarest": ({"must": [{"key": "rarest", "match": {"value": True}}]}, lambda i: i % 1000 == 500),  # 0.1%
+}
+
+
+def _filtered_truth(backend: Case, name: str, k: int) -> tuple[np.ndarray, list[set[str]], set[str]]:
+    """Exact top-``k`` scores over the rows ``name`` lets through, each query's sure keys, and the allowed keys."""
+    test = FILTERS[name][1]
+    rows = [i for i in range(N) if (i % 97 != 13 or i % 100 == 7) and test(i)]
+    xb = backend.xb[rows] / np.linalg.norm(backend.xb[rows], axis=1, keepdims=True)
+    q = backend.xq / np.linalg.norm(backend.xq, axis=1, keepdims=True)
+    s = q @ xb.T  # (nq, len(rows))
+    order = np.argsort(-s, axis=1)[:, :k]
+    scores = np.take_along_axis(s, order, 1)
+    sure = [{backend.keys[rows[j]] for j, v in zip(o, sc) if v > sc[-1] + 2e-3} for o, sc in zip(order, scores)]
+    return scores, sure, {backend.keys[r] for r in rows}
+
+
+@pytest.mark.parametrize("name", list(FILTERS))
+def test_a_filtered_whole_shortlist_is_exact_search_over_the_filtered_set(backend: Case, name: str) -> None:
+    index, xq = backend.index, backend.xq
+    k = 10 if name not in ("rarest",) else 1
+    want, sure, allowed = _filtered_truth(backend, name, k)
+    for spec in index.first_stages:
+        for cascade in (f"{spec}:{N},{D}:{k}", f"{spec}:{N},32:{N},{D}:{k}"):
+            got = index.search(xq, k, cascade, filter=FILTERS[name][0])
+            np.testing.assert_allclose(got.scores, want, atol=2e-3, err_msg=f"{cascade}")
+            keys = index.keys(got.ids)
+            assert all(set(row) <= allowed for row in keys) and all(s <= set(row) for s, row in zip(sure, keys))
+
+
+@pytest.mark.parametrize("name", ["rare", "rarest"])
+def test_a_selective_filter_still_returns_k(backend: Case, name: str) -> None:
+    """1% (10 rows) and 0.1% (1 row) of the corpus: every cascade, the default one included, fills k."""
+    index, xq = backend.index, backend.xq
+    k = 10 if name == "rare" else 1
+    _, _, allowed = _filtered_truth(backend, name, k)
+    for cascade in (None, *(f"{spec}:50,{D}:{k}" for spec in index.first_stages)):
+        got = index.search(xq, k, cascade, filter=FILTERS[name][0])
+        assert (got.ids >= 0).all(), f"{cascade}: fewer than {k} hits"
+        assert all(set(row) <= allowed for row in index.keys(got.ids))
+    more = index.search(xq[:2], 12, None, filter=FILTERS["rare"][0])  # more asked than exist: padded with -1
+    assert ((more.ids >= 0).sum(axis=1) == 10).all() and (more.ids[:, 10:] == -1).all()
+
+
+def test_an_empty_filter_is_no_filter(backend: Case) -> None:
+    index, xq = backend.index, backend.xq
+    assert_same_ranking(index.search(xq, 10, filter={}), index.search(xq, 10))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"must": [{"key": "year", "rnge": {"gte": 1}}]}, "unknown operator 'rnge'"),
+    ({"must": [{"key": "year", "range": {"gtt": 1}}]}, "unknown operator 'gtt'"),
+    ({"must": [{"key": "year"}]}, "needs exactly one of match or range"),
+    ({"must": {"key": "year", "range": {"gte": "x"}}}, "a range bound is a finite number"),
+    ({"must": [{"key": "name", "range": {"gte": 1}}]}, "key 'name': range"),  # a range on a string field
+    ({"must": [{"key": "group", "match": {"value": "3"}}]}, "key 'group': match \"3\""),  # a string on numbers
+    ("[1, 2]", "filter: expected an object"),
+])
+def test_a_bad_filter_is_refused_naming_the_problem(backend: Case, bad: Any, message: str) -> None:
+    with pytest.raises(MrlError) as e:
+        backend.index.search(backend.xq, 5, filter=bad)
+    assert message in str(e.value)
+
+
+def test_sql_metacharacters_in_keys_and_values_are_data(backend: Case) -> None:
+    keys = ["x'; DROP TABLE t; --", "$x ? (@ == 1)", "%s %(x)s {}", "é ü"]
+    values = ['a"b\\c', "$.x ? (@ == 1)", "'); DELETE FROM mrl_indexes; --", "%s %(x)s {}"]
+    payloads = [dict(zip(keys, values)) if i % 2 else {keys[0]: "other"} for i in range(N_WRITE)]
+    index = backend.make(backend.xb[:N_WRITE], [f"m{i}" for i in range(N_WRITE)], payloads=payloads)
+    for key, value in zip(keys, values):
+        got = index.search(backend.xq[:2], 5, f"{index.first_stages[0]}:{N_WRITE},{D}:5",
+                           filter={"must": [{"key": key, "match": {"value": value}}]})
+        assert all(int(k[1:]) % 2 == 1 for row in index.keys(got.ids) for k in row), (key, value)
+        assert (got.ids >= 0).all()
+    assert index.refresh().count == N_WRITE and index.verify() == []
+
+
+def test_payloads_are_upserted_with_their_rows_and_bad_ones_change_nothing(backend: Case,
+                                                                          fresh: tuple[Any, list[Any], Any]) -> None:
+    index, ids, new = fresh
+    f = {"must": [{"key": "colour", "match": {"value": "red"}}]}
+    with pytest.raises(MrlError, match="stores no payloads"):
+        index.search(backend.xq, 1, filter=f)
+    generation = index.refresh().generation
+    for payloads, message in (([{"colour": "red"}, "red"], r"payloads\[1\]: a payload is a JSON object"),
+                              ([{"colour": "red"}], "1 payloads for 2 ids")):
+        with pytest.raises(MrlError, match=message):
+            index.add(backend.xb[:2], [ids[0], new], payloads)
+    assert index.refresh().generation == generation and index.refresh().count == N_WRITE  # nothing changed
+    added = index.add(backend.xb[:2], [ids[0], new], [{"colour": "red"}, {"colour": "blue"}])
+    whole = f"{added.first_stages[0]}:{N_WRITE + 1},{D}:2"
+    red = added.search(backend.xq[:1], 2, whole, filter=f)
+    assert added.keys(red.ids) == [[str(ids[0]), None]]
+    again = added.add(backend.xb[:1], [ids[0]], [{"colour": "blue"}])  # the payload goes with the row it replaces
+    assert (again.search(backend.xq[:1], 1, whole.replace(":2", ":1"), filter=f).ids == -1).all()
+
+
+def test_filters_and_payloads_over_http(backend: Case, fresh: tuple[Any, list[Any], Any]) -> None:
+    from fastapi.testclient import TestClient
+
+    from mrl.serve import ServeSettings, create_app
+
+    index, ids, new = fresh
+    client = TestClient(create_app(ServeSettings(f"contract:{backend.name}"), searcher=index))
+    x = matryoshka_like(2, seed=12)
+    r = client.post("/upsert", json={"ids": [ids[0], new], "vectors": x.tolist(),
+                                     "payloads": [{"colour": "red"}, {"colour": "blue"}]})
+    assert r.status_code == 200, r.text
+    generation = r.json()["generation"]
+    whole = f"{index.first_stages[0]}:{N_WRITE + 1},{D}:1"
+    found = client.post("/search", json={"vector": x.tolist(), "k": 1, "cascade": whole,
+                                         "filter": {"must": [{"key": "colour", "match": {"value": "blue"}}]}})
+    assert found.status_code == 200, found.text
+    assert [row[0]["id"] for row in found.json()["results"]] == [str(new), str(new)]
+    for body in ({"vector": x[0].tolist(), "k": 1, "filter": {"must": [{"key": "colour", "like": "x"}]}},
+                 {"vector": x[0].tolist(), "k": 1, "filter": {"must": [{"key": "colour", "range": {"gt": 1}}]}},
+                 {"vector": x[0].tolist(), "k": 1, "filter": [1]}):
+        bad = client.post("/search", json=body)
+        assert 400 <= bad.status_code < 500 and "error" in bad.json(), bad.text
+    for payloads in ([{"colour": "red"}, 5], [{"colour": "red"}]):
+        bad = client.post("/upsert", json={"ids": [ids[1], ids[2]], "vectors": x.tolist(), "payloads": payloads})
+        assert 400 <= bad.status_code < 500 and "error" in bad.json(), bad.text
+    assert client.get("/healthz").json()["generation"] == generation  # nothing changed

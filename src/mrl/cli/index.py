@@ -19,11 +19,13 @@ from mrl.cli.index_inputs import (
     IndexArg,
     JsonOpt,
     ModelOpt,
+    PayloadOpt,
     RuntimeOpt,
     VectorsOpt,
     load_adaptor,
     load_ids,
     read_inputs,
+    read_payloads,
 )
 from mrl.cli.tune import tune_command
 from mrl.errors import MrlError
@@ -79,6 +81,7 @@ def build_command(
     rescore_dims: RescoreDimsOpt = None, url: UrlOpt = None, collection: CollectionOpt = None,
     api_key: ApiKeyOpt = None, shards: ShardsOpt = None, replicas: ReplicasOpt = None, table: TableOpt = None,
     attach: AttachOpt = False, id_column: IdColumnOpt = None, vector_column: VectorColumnOpt = None,
+    payload: PayloadOpt = None,
 ) -> None:
     """Build an index from a BEIR corpus (encoded with --model) or from precomputed vectors."""
     from mrl.index import build_index
@@ -95,10 +98,16 @@ def build_command(
     common: dict[str, Any] = {"model": _model_record(model), "default_cascade": cascade, "hnsw_m": hnsw_m,
               "ef_construction": ef_construction, "overwrite": overwrite}
     if attach or id_column or vector_column:
+        if payload is not None:
+            raise MrlError("--payload: an attached table keeps its own columns; mrl stores payloads only in the "
+                           "tables it builds")
         _attach(backend, target, [data, vectors, ids], {**common, "first_stages": first_stage, "dtype": dtype,
                 "attach": attach, "id_column": id_column, "vector_column": vector_column})
         return
     xb, id_values = read_inputs(model, data, vectors, ids, batch_size, runtime=runtime)
+    payloads = read_payloads(payload, id_values, len(xb))
+    if payloads is not None:
+        common["payloads"] = payloads
     options: dict[str, Any]
     if backend == "postgres":
         options = {"first_stages": first_stage, "dtype": dtype}
@@ -214,8 +223,9 @@ def add_command(
     ids: IdsOpt = None,
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.", min=1)] = 64,
     runtime: RuntimeOpt = "auto",
+    payload: PayloadOpt = None,
 ) -> None:
-    """Upsert vectors: new ids are added, existing ids replaced."""
+    """Upsert vectors: new ids are added, existing ids replaced (payload and all)."""
     from mrl.index import open_index
 
     index = open_index(index_path)
@@ -223,8 +233,9 @@ def add_command(
                                 index.stats()["id_kind"], runtime)
     if id_values is None:
         raise MrlError("--ids is required when adding vectors (which ids do they get or replace?)")
+    payloads = read_payloads(payload, id_values, len(xb))
     before = index.count
-    index = index.add(xb, id_values)
+    index = index.add(xb, id_values, payloads) if payloads is not None else index.add(xb, id_values)
     console.print(f"{index_path}: {len(xb)} vectors upserted, {before} -> {index.count} live, "
                   f"{index.stats()['segments']} segment(s)")
 

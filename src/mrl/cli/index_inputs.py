@@ -21,6 +21,9 @@ DataOpt = Annotated[Path | None, typer.Option(help="BEIR folder whose corpus.jso
 VectorsOpt = Annotated[Path | None, typer.Option(
     help="Precomputed vectors: .npy of shape (n, D), or a folder of shards from `mrl encode` (with its ids).")]
 IdsOpt = Annotated[Path | None, typer.Option(help="Ids, one per line (.txt) or .npy; default 0..n-1.")]
+PayloadOpt = Annotated[Path | None, typer.Option(
+    "--payload", help="payload.jsonl: one JSON object per line with an \"id\" key, stored with that id for "
+                      "filtered search (mrl search --filter).")]
 
 
 RuntimeOpt = Annotated[str, typer.Option(
@@ -120,3 +123,12 @@ def read_inputs(model: str | None, data: Path | None, vectors: Path | None, ids:
     return load_vectors(vectors), (load_ids(ids, id_kind) if ids is not None else None)
 
 
+
+
+def read_payloads(path: Path | None, ids: Any, n: int) -> list[Any] | None:
+    """The payload per row from ``--payload`` (``None`` without one); ids default to ``0..n-1``."""
+    if path is None:
+        return None
+    from mrl.index.payloads import read_payload_file
+
+    return read_payload_file(path, list(ids) if ids is not None else list(range(n)))

@@ -30,18 +30,23 @@ def search_command(
              "per stage and on average.")] = None,
     as_json: JsonOpt = False,
     runtime: RuntimeOpt = "auto",
+    filter: Annotated[str | None, typer.Option(
+        "--filter", help='Payload filter as JSON, e.g. \'{"must": [{"key": "year", "range": {"gte": 2020}}]}\' '
+                         "(must / must_not / should of match value|any or range gt|gte|lt|lte conditions).")] = None,
 ) -> None:
     """Search an index with text (encoded by the index's model) or query vectors."""
     from mrl.index import open_index
+    from mrl.index.filters import parse_filter
     from mrl.index.work import Work
 
     check_output(out, "file", "--out")
     check_output(stats, "file", "--stats")
+    where = parse_filter(filter, "--filter")  # refused before the index is opened or a query encoded
     index = open_index(index_path)
     index.check_adaptor(load_adaptor(adaptor))
     xq = _queries(index, index_path, text, vectors, model, runtime)
     work = Work() if stats is not None else None
-    scores, ids = index.search(xq, k, cascade, work=work)
+    scores, ids = index.search(xq, k, cascade, work=work, **({"filter": where} if where is not None else {}))
     if work is not None and stats is not None:
         _write_work(stats, work, str(index.plan(cascade, k)))
     if out:

@@ -58,8 +58,10 @@ class Searcher(Protocol):
         """The first-stage structures a cascade can start from."""
 
     def search(self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None, *,
-               adapted: bool = False, work: Work | None = None) -> SearchResult:
-        """Top-``k`` per query through ``cascade``; ``work`` (if given) collects each stage's work."""
+               adapted: bool = False, work: Work | None = None, filter: Any = None) -> SearchResult:
+        """Top-``k`` per query through ``cascade``; ``work`` (if given) collects each stage's work;
+        ``filter`` (a dict, JSON text or :class:`~mrl.index.filters.Filter`): only rows whose payload
+        it lets through, still ``k`` of them when that many exist (:mod:`mrl.index.filters`)."""
 
     def exact_search(self, xq: np.ndarray, k: int = 10, dim: int | None = None, *,
                      adapted: bool = False) -> SearchResult: ...
@@ -91,8 +93,9 @@ class Searcher(Protocol):
 class Writer(Protocol):
     """An index that takes changes; each returns the snapshot after it (nothing changes when one fails)."""
 
-    def add(self, vectors: np.ndarray, ids: Any) -> Writer:
-        """Upsert: new ids are added, existing ones replaced."""
+    def add(self, vectors: np.ndarray, ids: Any, payloads: Any = None) -> Writer:
+        """Upsert: new ids are added, existing ones replaced (with their payload: one JSON object or
+        ``None`` per id in ``payloads``)."""
 
     def delete(self, ids: Any) -> Writer:
         """Delete by id; every id must exist and be named once (else nothing changes)."""

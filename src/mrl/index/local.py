@@ -25,8 +25,10 @@ from mrl.errors import MrlError
 from mrl.index import storage
 from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, check_k, parse_cascade, resolve_plan
+from mrl.index.filters import Filter, check_types, parse_filter
+from mrl.index.first_stages import structures
 from mrl.index.first_stages.kinds import NAMES, WIDTH_KINDS, kind
-from mrl.index.funnel import FirstStage, run_cascade
+from mrl.index.funnel import FirstStage, Rescore, run_cascade
 from mrl.index.gate import Gate
 from mrl.index.ids import IdMap
 from mrl.index.manifest import Manifest
@@ -36,6 +38,10 @@ from mrl.prefix import check_dim
 from mrl.vectors import check_vectors
 
 CANDIDATE_BUDGET = 1 << 21  # first-stage candidates held at once per search (x 12 bytes, plus faiss's heaps)
+# a filter letting through at most this many rows (or this share of them) is searched by an exact scan
+# of those rows; above it, faiss's selector inside the first stage, widened until the shortlist fills
+EXACT_ALLOWED, EXACT_SHARE = 2048, 0.02
+WIDEN = 4  # each widening multiplies the search width (efSearch, lists probed) by this
 
 
 class MrlIndex:
@@ -131,7 +137,7 @@ class MrlIndex:
 
     # ------------------------------------------------------------------ search
     def search(self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None, *, adapted: bool = False,
-               work: Work | None = None) -> SearchResult:
+               work: Work | None = None, filter: Any = None) -> SearchResult:
         """Search with a cascade (the index's default when ``None``).
 
         Queries are vectors of the model the index was built from; an index with an adaptor applies
@@ -142,7 +148,16 @@ class MrlIndex:
             :class:`SearchResult` ``(scores, ids)``, float32 and int64, shape ``(nq, k)``; id -1
             (score -inf) where the cascade found fewer than ``k`` hits. Scores are cosine similarities at the last
             stage's prefix (for a one-stage binary cascade, ``d - 2 * hamming``).
+
+        ``filter`` (:mod:`mrl.index.filters`): only rows whose payload it lets through. Their
+        allow-list goes into the first stage (a faiss id selector; an exact scan of them when they
+        are few) and rescoring; a shortlist the selector leaves short is searched again wider, then
+        exactly, so ``k`` hits come back whenever ``k`` rows match. A gated cascade runs ungated.
+        An index that stores no payloads refuses a filter, by name.
         """
+        f = parse_filter(filter)
+        if f is not None:
+            return self._search_filtered(self.prepare_queries(xq, adapted), k, cascade, f, work)
         plan = self.plan(cascade, k)
         return self._run(self.prepare_queries(xq, adapted), k, plan, self.gate_for(plan) if plan.gated else None,
                          None, work)
@@ -158,13 +173,52 @@ class MrlIndex:
         plan = self.plan(plan.ungated, 1)
         return self._first_stage(plan)(self.prepare_queries(xq, adapted=True), width or plan.width, 0, None)[0]
 
+    def _search_filtered(self, xq: np.ndarray, k: int, cascade: str | Cascade | None, f: Filter,
+                         work: Work | None) -> SearchResult:
+        check_types(f, self.rows.payload_types() if self.rows.has_payloads else None, str(self.root))
+        allowed = self.rows.allowed(f)
+        plan = self.plan(cascade, k).ungated
+        rows = self.rows
+
+        def rescore(q: np.ndarray, r: np.ndarray, d: int) -> np.ndarray:
+            return np.where(allowed[np.maximum(r, 0)] & (r >= 0), rows.rescore(q, r, d), -np.inf)
+
+        return self._run(xq, k, plan, None, None, work, self._filtered_first_stage(plan, allowed), rescore)
+
+    def _filtered_first_stage(self, plan: Cascade, allowed: np.ndarray) -> FirstStage:
+        """The plan's first stage over the ``allowed`` rows only (see :meth:`search`)."""
+        (d, n), spec = plan.first, self._spec(plan.kind, plan.first[0], plan.width)
+        chosen = np.flatnonzero(allowed)
+        few = len(chosen) <= max(n, EXACT_ALLOWED, EXACT_SHARE * self.rows.rows)
+        wide = self.max_width(spec) if spec is not None and kind(spec.kind).inverted else self.rows.rows
+
+        def first(q: np.ndarray, width: int | None, skip: int, work: Work | None) -> tuple[np.ndarray, np.ndarray]:
+            if spec is None or few or skip:
+                if work is not None:
+                    per_query = np.full(len(q), float(len(chosen)))
+                    work.record(0, f"exact@{d}", d, per_query, per_query * d * self.rows.itemsize)
+                return self.rows.exact_rows(q, d, n, chosen)
+            s, r = self.rows.first_stage(spec, q, n, width, work, 0, allowed)
+            short = (r >= 0).sum(axis=1) < min(n, len(chosen))
+            w = width or (n if kind(spec.kind).graph else structures.MIN_PROBE)
+            while short.any() and kind(spec.kind).width and 0 < w < wide:  # widen: more lists, a longer beam
+                w = min(w * WIDEN, wide)
+                s[short], r[short] = self.rows.first_stage(spec, q[short], n, w, None, 0, allowed)
+                short[short] = (r[short] >= 0).sum(axis=1) < min(n, len(chosen))
+            if short.any():  # what the structure could not find: an exact scan of the allowed rows
+                s[short], r[short] = self.rows.exact_rows(q[short], d, n, chosen)
+            return s, r
+
+        return first
+
     def _run(self, xq: np.ndarray, k: int, plan: Cascade, gate: Gate | None, chosen: np.ndarray | None,
-             work: Work | None) -> SearchResult:
+             work: Work | None, first: FirstStage | None = None, rescore: Rescore | None = None) -> SearchResult:
         # queries go in blocks whose candidate lists fit a fixed budget: the memory of a search is
         # bounded by the index (the shortlist is clamped to it), not by the number of queries
-        first, step = self._first_stage(plan), max(1, CANDIDATE_BUDGET // plan.first[1])
-        parts = [run_cascade(xq[a : a + step], k, plan, first, self.rows.rescore, gate, work, self.rows.itemsize,
-                             None if chosen is None else chosen[a : a + step]) for a in range(0, len(xq), step)]
+        first, step = first or self._first_stage(plan), max(1, CANDIDATE_BUDGET // plan.first[1])
+        parts = [run_cascade(xq[a : a + step], k, plan, first, rescore or self.rows.rescore, gate, work,
+                             self.rows.itemsize, None if chosen is None else chosen[a : a + step])
+                 for a in range(0, len(xq), step)]
         scores = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, k), np.float32)
         rows = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, k), np.int64)
         return SearchResult(scores, self.ids.row_ids(rows))
@@ -250,11 +304,13 @@ class MrlIndex:
         return self.ids.keys(ids)
 
     # ------------------------------------------------------------------ changes
-    def add(self, vectors: np.ndarray, ids: Sequence[int] | Sequence[str] | np.ndarray) -> MrlIndex:
-        """Upsert: new ids are added, existing ones replaced. Returns the new snapshot."""
+    def add(self, vectors: np.ndarray, ids: Sequence[int] | Sequence[str] | np.ndarray,
+            payloads: Sequence[dict[str, Any] | None] | None = None) -> MrlIndex:
+        """Upsert: new ids are added, existing ones replaced (a replaced row's payload with it: the
+        given one, or none). Returns the new snapshot."""
         from mrl.index.local_build import add
 
-        return MrlIndex(self.root, add(self, vectors, ids))
+        return MrlIndex(self.root, add(self, vectors, ids, payloads))
 
     def delete(self, ids: Sequence[int] | Sequence[str] | np.ndarray) -> MrlIndex:
         """Delete by id; every id must exist (nothing changes otherwise)."""
@@ -317,6 +373,7 @@ class MrlIndex:
             "default_cascade": m.default_cascade, "first_stages": stages, "disk_bytes": disk,
             "generation": m.generation, "tuning": dict(m.tuning) if m.tuning else None,
             "adaptor": {k: v for k, v in m.adaptor.items() if k != "files"} if m.adaptor else None,
+            "payloads": self.rows.has_payloads,
         }
 
     def verify(self) -> list[str]:

@@ -19,6 +19,7 @@ from mrl.index.first_stages.auto import resolve_first_stages
 from mrl.index.first_stages.kinds import parse_first_stage
 from mrl.index.ids import assign_ids
 from mrl.index.manifest import DTYPES, Manifest
+from mrl.index.payloads import check_payloads
 from mrl.index.segment import write_segment
 from mrl.vectors import check_vectors
 
@@ -55,7 +56,7 @@ def build(path: str | Path, vectors: np.ndarray, ids: Sequence[int] | Sequence[s
           model: str | None = None, dtype: str = "float16", first_stages: Sequence[str] | None = None,
           default_cascade: str | None = None, ram_budget: float | None = None, hnsw_m: int = 16,
           ef_construction: int = 80, overwrite: bool = False, progress: Progress | None = None,
-          adaptor: Adaptor | None = None) -> tuple[Path, Manifest]:
+          adaptor: Adaptor | None = None, payloads: Sequence[dict | None] | None = None) -> tuple[Path, Manifest]:
     """Write a new index at ``path`` from ``vectors`` ``(n, D)`` (any float dtype, may be a memmap).
 
     ``ids`` are ints or strings (default ``0..n-1``); string ids get int64 ids assigned in order.
@@ -63,7 +64,8 @@ def build(path: str | Path, vectors: np.ndarray, ids: Sequence[int] | Sequence[s
     new one is committed. ``first_stages`` default to ``["auto"]``: chosen for the corpus size and
     ``ram_budget`` (bytes for the first stages, see :mod:`mrl.index.first_stages.auto`). With
     ``adaptor``, the adapted vectors are stored, the adaptor is kept in the index, and every vector
-    given later (queries, additions) goes through it.
+    given later (queries, additions) goes through it. ``payloads``: a JSON object (or ``None``)
+    per row, stored with the segment for filtered search (:mod:`mrl.index.filters`).
     """
     root = Path(path)
     vectors = _adapted(check_vectors(vectors, None, "vectors", empty=True, scan=True), adaptor)
@@ -79,6 +81,7 @@ def build(path: str | Path, vectors: np.ndarray, ids: Sequence[int] | Sequence[s
     if len(set(specs)) != len(specs):
         raise MrlError(f"first stages {[str(s) for s in specs]}: listed twice")
     int_ids, keys, id_kind, next_id = assign_ids(ids, n, None, 0)
+    rows_payloads = check_payloads(payloads, n) if payloads is not None else None
     cascade = default_cascade or _initial_cascade(specs[0], dim)
     plan = parse_cascade(cascade, dim)
     if plan.kind not in (None, "exact") and FirstStageSpec(plan.kind, plan.first[0]) not in specs:
@@ -87,7 +90,8 @@ def build(path: str | Path, vectors: np.ndarray, ids: Sequence[int] | Sequence[s
     with storage.writer_lock(root):
         generation = _next_generation(root, overwrite)
         adaptor_entry = storage.write_adaptor(root, adaptor) if adaptor is not None else None
-        entry = write_segment(root, vectors, int_ids, keys, specs, dtype, hnsw_m, ef_construction, progress)
+        entry = write_segment(root, vectors, int_ids, keys, specs, dtype, hnsw_m, ef_construction, progress,
+                              rows_payloads)
         manifest = Manifest(generation=generation, dim=dim, count=n, dtype=dtype, default_cascade=cascade,
                             segments=(entry,), first_stages=tuple(str(s) for s in specs), model=model,
                             id_kind=id_kind, next_id=next_id, hnsw_m=hnsw_m, ef_construction=ef_construction,
@@ -121,18 +125,21 @@ def _initial_cascade(spec: FirstStageSpec, dim: int) -> str:
     return f"exact@{dim}:10"
 
 
-def add(index: Snapshot, vectors: np.ndarray, ids: Sequence[int] | Sequence[str] | np.ndarray) -> Manifest:
-    """Upsert into ``index``: new ids are added, existing ones replaced; the committed manifest."""
+def add(index: Snapshot, vectors: np.ndarray, ids: Sequence[int] | Sequence[str] | np.ndarray,
+        payloads: Sequence[dict | None] | None = None) -> Manifest:
+    """Upsert into ``index``: new ids are added, existing ones replaced (payload and all); the committed manifest."""
     vectors = check_vectors(vectors, index.dim, "vectors", owner="the index's", empty=True, scan=True)
     if len(vectors) == 0:
         raise MrlError("vectors: nothing to add (0 rows)")
+    rows_payloads = check_payloads(payloads, len(vectors)) if payloads is not None else None
     if index.adaptor is not None:
         vectors = index.adaptor.transform(vectors)
     m = index.manifest
     int_ids, keys, old_rows, next_id = index.ids.assign(ids, len(vectors), m.next_id)
     with storage.writer_lock(index.root):
         index.check_current("add to")
-        entry = write_segment(index.root, vectors, int_ids, keys, index.specs, m.dtype, m.hnsw_m, m.ef_construction)
+        entry = write_segment(index.root, vectors, int_ids, keys, index.specs, m.dtype, m.hnsw_m, m.ef_construction,
+                              payloads=rows_payloads)
         replaced = old_rows[old_rows >= 0]
         manifest = index.rows.tombstoned(index.root, m.next(), replaced)
         manifest = replace(manifest, segments=(*manifest.segments, entry),
@@ -159,7 +166,7 @@ def merge_smallest(root: Path, manifest: Manifest) -> Manifest:
     live = rows.live_rows()
     keys = rows.keys()[live] if manifest.id_kind == "str" else None
     entry = write_segment(root, LiveRows(rows, live, manifest.dim), rows.ids[live], keys, manifest.specs,
-                          manifest.dtype, manifest.hnsw_m, manifest.ef_construction)
+                          manifest.dtype, manifest.hnsw_m, manifest.ef_construction, payloads=rows.payloads(live))
     kept = tuple(s for i, s in enumerate(manifest.segments) if i not in set(chosen))
     return replace(manifest, segments=(*kept, entry))
 
@@ -195,7 +202,7 @@ def compact(index: Snapshot, live: LiveRows) -> Manifest:
     with storage.writer_lock(index.root):
         index.check_current()
         entry = write_segment(index.root, live, index.rows.ids[live.live], keys, index.specs, m.dtype, m.hnsw_m,
-                              m.ef_construction)
+                              m.ef_construction, payloads=index.rows.payloads(live.live))
         manifest = m.next(segments=(entry,))
         storage.commit_manifest(index.root, manifest)
     return manifest

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -14,11 +16,13 @@ import numpy as np
 
 from mrl.errors import MrlError
 from mrl.index import storage
+from mrl.index.filters import Table
 from mrl.index.first_stages import structures as first_stage
 from mrl.index.first_stages.kinds import FirstStageSpec
 from mrl.index.manifest import SegmentEntry
 from mrl.prefix import cast_into, row_norms, truncate, unit_rows
 
+PAYLOADS = "payload.jsonl"  # one JSON line per row (an object, or null), only in segments written with payloads
 BLOCK = 65_536  # rows per block when streaming vectors
 SCAN_ROWS = 4_096  # rows cast to float32 at a time by an exact scan: the buffer stays in cache
 
@@ -61,6 +65,9 @@ class Segment:
     _sizes: dict[FirstStageSpec, int] = field(default_factory=dict, repr=False)
     _structures: dict[FirstStageSpec, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _payload_file: BinaryIO | None = field(default=None, repr=False)
+    _payloads: list[dict[str, Any] | None] | None = field(default=None, repr=False)
+    _table: Table | None = field(default=None, repr=False)
     n_dead: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +92,25 @@ class Segment:
     def resident_bytes(self, spec: FirstStageSpec) -> int:
         return self._sizes[spec]
 
+    @property
+    def has_payloads(self) -> bool:
+        return self._payload_file is not None or self._payloads is not None
+
+    def payloads(self) -> list[dict[str, Any] | None]:
+        """Every row's payload (``None``: none), read from the file pinned at load on first use."""
+        if self._payloads is None:
+            with self._lock:
+                if self._payloads is None:
+                    self._payloads = _read_payloads(self._payload_file, self.n, self.root / "segments" / self.name)
+                    self._payload_file = None
+        return self._payloads
+
+    def payload_table(self) -> Table:
+        """The payloads' columns (:class:`~mrl.index.filters.Table`), kept with the segment."""
+        if self._table is None:
+            self._table = Table(self.payloads())
+        return self._table
+
     @classmethod
     def load(cls, root: Path, entry: SegmentEntry, specs: list[FirstStageSpec]) -> Segment:
         folder = root / "segments" / entry.name
@@ -96,17 +122,48 @@ class Segment:
             ids = _read(folder / "ids.npy")
             keys = _read(folder / "keys.npy") if "keys.npy" in entry.files else None
             dead = _read(root / entry.dead) if entry.dead else np.zeros(len(ids), bool)
+            payload_file = open(folder / PAYLOADS, "rb") if PAYLOADS in entry.files else None
         except BaseException:
             for f in files.values():
                 f.close()
             raise
-        return cls(entry.name, root, vectors, ids, keys, dead, specs, files, sizes)
+        return cls(entry.name, root, vectors, ids, keys, dead, specs, files, sizes, _payload_file=payload_file)
 
     def close(self) -> None:
         """Close the first-stage files not read yet (also happens when the segment is collected)."""
         for f in self._files.values():
             f.close()
         self._files.clear()
+        if self._payload_file is not None:
+            self._payload_file.close()
+            self._payload_file = None
+
+
+def _read_payloads(f: BinaryIO | None, n: int, folder: Path) -> list[dict[str, Any] | None]:
+    """The rows of a payload file (``None`` for every row of a segment without one)."""
+    if f is None:
+        return [None] * n
+    with f:
+        lines = f.read().splitlines()
+    try:
+        rows = [json.loads(line) for line in lines]
+    except ValueError as e:
+        rows, problem = [], str(e)
+    else:
+        problem = "" if len(rows) == n and all(r is None or isinstance(r, dict) for r in rows) else \
+            f"{len(rows)} lines for {n} rows"
+    if problem:
+        raise MrlError(f"{folder / PAYLOADS}: cannot be read ({problem}); the index is damaged "
+                       "(`mrl index verify` lists every problem)")
+    return rows
+
+
+def write_payloads(path: Path, payloads: Sequence[dict[str, Any] | None]) -> None:
+    """One compact JSON line per row (``null`` for a row without a payload)."""
+    with open(path, "w", encoding="utf-8") as f:
+        for p in payloads:
+            f.write(json.dumps(p, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
+            f.write("\n")
 
 
 def _read(path: Path, mmap: bool = False) -> np.ndarray:
@@ -140,8 +197,10 @@ def write_segment(
     hnsw_m: int,
     ef_construction: int,
     progress: Any = None,
+    payloads: Sequence[dict[str, Any] | None] | None = None,
 ) -> SegmentEntry:
-    """Write a new segment (normalising ``vectors``) and build its first stages.
+    """Write a new segment (normalising ``vectors``) and build its first stages; with ``payloads``
+    (one per row, any not ``None``), its payload file too (checksummed with the other files).
 
     Returns:
         Its manifest entry; the segment is in place but only becomes part of the index when a
@@ -153,6 +212,8 @@ def write_segment(
         storage.write_npy(tmp / "ids.npy", np.asarray(ids, dtype=np.int64))
         if keys is not None:
             storage.write_npy(tmp / "keys.npy", np.asarray(keys, dtype=str))
+        if payloads is not None and any(p is not None for p in payloads):
+            write_payloads(tmp / PAYLOADS, payloads)
         stored = np.load(tmp / "vectors.npy", mmap_mode="r")
         for spec in specs:
             xb = truncate(stored, spec.dim)  # (n, d): what the first stage indexes

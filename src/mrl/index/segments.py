@@ -7,12 +7,15 @@ is the one loop from global rows to segments.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mrl.index import storage
+from mrl.index.filters import Filter, evaluate, payload_types
 from mrl.index.first_stages import structures
 from mrl.index.first_stages.kinds import FirstStageSpec
 from mrl.index.manifest import Manifest, SegmentEntry
@@ -22,6 +25,7 @@ from mrl.prefix import row_norms, to_float32, top_k, truncate
 
 GATHER_ROWS = 2048  # candidate rows per gather: small buffers stay in cache and skip page faults
 SCAN_BUDGET = 1 << 25  # scores held at once by an exact scan (x 12 bytes with their rows)
+MASKS_KEPT = 16  # allow-lists of recent filters kept per snapshot (a service sees the same filters again)
 
 
 class SegmentSet:
@@ -33,6 +37,8 @@ class SegmentSet:
         self.ids = np.concatenate([s.ids for s in segments]) if segments else np.zeros(0, np.int64)
         self.dead = np.concatenate([s.dead for s in segments]) if segments else np.zeros(0, bool)
         self._keys: np.ndarray | None = None
+        self._masks: OrderedDict[Filter, np.ndarray] = OrderedDict()
+        self._types: dict[str, dict[str, Any]] | None = None
 
     @classmethod
     def load(cls, root: Path, manifest: Manifest) -> SegmentSet:
@@ -57,6 +63,56 @@ class SegmentSet:
 
     def live_rows(self) -> np.ndarray:
         return np.flatnonzero(~self.dead)
+
+    # ------------------------------------------------------------------ payloads
+    @property
+    def has_payloads(self) -> bool:
+        return any(s.has_payloads for s in self.segments)
+
+    def payloads(self, rows: np.ndarray) -> list[dict[str, Any] | None] | None:
+        """The payloads of global ``rows`` (``None``: no segment has any)."""
+        if not self.has_payloads:
+            return None
+        out: list[dict[str, Any] | None] = [None] * len(rows)
+        for i, seg, sel in self.split(rows):
+            mine = seg.payloads()
+            for pos, r in zip(sel.tolist(), (rows[sel] - self.offsets[i]).tolist()):
+                out[pos] = mine[r]
+        return out
+
+    def payload_types(self) -> dict[str, dict[str, Any]]:
+        """``{key: {type: example}}`` over every stored payload (see :func:`~mrl.index.filters.payload_types`)."""
+        if self._types is None:
+            types: dict[str, dict[str, Any]] = {}
+            for seg in self.segments:
+                if seg.has_payloads:
+                    payload_types(seg.payloads(), types)
+            self._types = types
+        return self._types
+
+    def allowed(self, f: Filter) -> np.ndarray:
+        """The live rows ``f`` lets through, ``(rows,)`` bool (kept for the last few filters)."""
+        mask = self._masks.get(f)
+        if mask is None:
+            parts = [evaluate(f, seg.payloads(), seg.payload_table()) for seg in self.segments]
+            mask = (np.concatenate(parts) if parts else np.zeros(0, bool)) & ~self.dead
+            mask.flags.writeable = False
+            self._masks[f] = mask
+            while len(self._masks) > MASKS_KEPT:
+                self._masks.popitem(last=False)
+        return mask
+
+    def exact_rows(self, xq: np.ndarray, d: int, n: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` of the given global ``rows`` by cosine at the ``d``-prefix: ``(scores, rows)``."""
+        step = max(1, SCAN_BUDGET // max(len(rows), 1))
+        xb = self.gather(rows, d)  # (m, d)
+        xb /= np.maximum(row_norms(xb), 1e-12)[:, None]
+        q = truncate(xq, d)  # (nq, d)
+        parts = [top_k(q[a : a + step] @ xb.T, np.broadcast_to(rows, (len(q[a : a + step]), len(rows))), n)
+                 for a in range(0, len(q), step)]
+        if not parts:
+            return np.zeros((0, n), np.float32), np.zeros((0, n), np.int64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def split(self, rows: np.ndarray) -> Iterator[tuple[int, Segment, np.ndarray]]:
         """``(i, segment, positions)`` for every segment holding some of ``rows``: ``positions`` index
@@ -107,22 +163,26 @@ class SegmentSet:
         return best_s, best_r
 
     def first_stage(self, spec: FirstStageSpec, xq: np.ndarray, n: int, width: int | None = None,
-                    work: Work | None = None, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``n`` live rows from every segment's ``spec`` structure, merged: ``(scores, rows)``."""
+                    work: Work | None = None, skip: int = 0, allowed: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``n`` live rows from every segment's ``spec`` structure, merged: ``(scores, rows)``;
+        with ``allowed`` (global rows, bool), only those: a faiss id selector inside each search."""
         q = truncate(xq, spec.dim)  # (nq, d)
         all_scores, all_rows = [], []
         scanned, read = np.zeros(len(q)), np.zeros(len(q))
         for seg, off in zip(self.segments, self.offsets[:-1]):
-            if seg.n == 0 or seg.n_dead == seg.n:
+            keep = ~seg.dead if allowed is None else allowed[off : off + seg.n]
+            if seg.n == 0 or seg.n_dead == seg.n or (allowed is not None and not keep.any()):
                 continue
+            extra, sel = (seg.n_dead, None) if allowed is None else (0, _selector(keep))
             if work is None:
-                s, r = structures.search(spec, seg.structure(spec), q, n + seg.n_dead, width, skip)
+                s, r = structures.search(spec, seg.structure(spec), q, n + extra, width, skip, sel)
             else:
-                s, r, codes, size = structures.counted_search(spec, seg.structure(spec), q, n + seg.n_dead,
-                                                              width, skip)
+                s, r, codes, size = structures.counted_search(spec, seg.structure(spec), q, n + extra,
+                                                              width, skip, sel)
                 scanned, read = scanned + codes, read + codes * size
             valid = r >= 0
-            valid[valid] &= ~seg.dead[r[valid]]
+            valid[valid] &= keep[r[valid]]
             all_scores.append(np.where(valid, s, -np.inf).astype(np.float32))
             all_rows.append(np.where(valid, r + off, -1))
         if work is not None:
@@ -155,6 +215,16 @@ class SegmentSet:
             manifest = manifest.with_segment(i, SegmentEntry(entry.name, entry.count, entry.files, rel, digest,
                                                              int(dead.sum())))
         return manifest
+
+
+def _selector(keep: np.ndarray) -> Any:
+    """A faiss selector of the segment rows where ``keep`` holds (its bitmap rides on it, kept alive)."""
+    import faiss
+
+    bits = np.packbits(keep, bitorder="little")
+    sel = faiss.IDSelectorBitmap(len(keep), faiss.swig_ptr(bits))
+    sel.bits_ref = bits  # type: ignore[attr-defined]  # faiss reads the array: it lives as long as the selector
+    return sel
 
 
 def _allow_descriptors(needed: int) -> None:

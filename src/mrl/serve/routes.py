@@ -11,6 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Depends
 
 from mrl.index.cascade import Cascade
+from mrl.index.filters import parse_filter
 from mrl.index.work import Work
 from mrl.prefix import truncate
 from mrl.serve.deps import AliveDep, EncoderDep, SearcherDep, SettingsDep, StateDep, require_key
@@ -60,6 +61,7 @@ def search(req: SearchRequest, index: SearcherDep, encoder: EncoderDep, state: S
         raise ApiError(422, f"k={req.k} exceeds this service's limit of {settings.max_k}")
     if req.query is not None and req.cascade is not None:  # a bad cascade is refused before any encoding
         index.plan(req.cascade, req.k)
+    where = parse_filter(req.filter)  # a malformed filter too
     xq = _queries(req, encoder, settings.max_batch, alive)  # (nq, d)
     plan = index.plan(req.cascade, req.k)  # shortlists clamped to the index
     _check_candidates(len(xq), plan.first[1], settings)
@@ -67,7 +69,10 @@ def search(req: SearchRequest, index: SearcherDep, encoder: EncoderDep, state: S
     alive.check("searching")
     work = Work() if req.stats else None
     # a searcher of the user's own may predate work accounting: it is only asked when wanted
-    scores, ids = index.search(xq, req.k, plan, work=work) if work is not None else index.search(xq, req.k, plan)
+    options: dict[str, Any] = {"work": work} if work is not None else {}
+    if where is not None:
+        options["filter"] = where
+    scores, ids = index.search(xq, req.k, plan, **options)
     keys = index.keys(ids)
     results = [[Hit(id=key, score=float(s)) for key, s in zip(krow, srow) if key is not None]
                for krow, srow in zip(keys, scores)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -28,6 +28,9 @@ class SearchRequest(BaseModel):
     cascade: str | None = Field(None, description="Override the default cascade, e.g. int8@64:1000,384:10.")
     stats: bool = Field(False, strict=True, description="Also return the work of the search (candidates "
                                                         "rescored, bytes read; per query, per stage, mean).")
+    filter: dict[str, Any] | None = Field(None, description="A payload filter: {\"must\": [...], \"must_not\": "
+                                          "[...], \"should\": [...]} of {\"key\", \"match\"} or {\"key\", "
+                                          "\"range\"} conditions (see README, Filters).")
 
     _text = field_validator("query")(_valid_text)
 
@@ -107,6 +110,9 @@ class UpsertRequest(BaseModel):
     ids: list[str | int] = Field(min_length=1, description="One id per vector or text (the index's id kind).")
     vectors: list[list[float]] | None = Field(None, description="Vectors of the index's dimension.")
     texts: list[str] | None = Field(None, description="Documents, encoded with the index's model.")
+    payloads: list[dict[str, Any] | None] | None = Field(
+        None, description="A JSON object (or null) per id, stored with the row for filtered search; it replaces "
+                          "the payload of an id that exists (none given: the row has none).")
 
     _text = field_validator("texts")(_valid_text)
 

@@ -15,6 +15,7 @@ import numpy as np
 from fastapi import APIRouter, Depends
 
 from mrl.index.base import Writer
+from mrl.index.payloads import check_payloads
 from mrl.serve.deps import AliveDep, EncoderDep, SettingsDep, StateDep, require_key
 from mrl.serve.errors import ApiError
 from mrl.serve.schemas import DeleteRequest, UpsertRequest, WriteResponse
@@ -40,6 +41,7 @@ def upsert(req: UpsertRequest, state: StateDep, encoder: EncoderDep, settings: S
     if len(given or []) != len(req.ids):
         raise ApiError(422, f"{len(req.ids)} ids for {len(given or [])} {what}: give one id per item")
     ids = _ids(req.ids, index)
+    payloads = check_payloads(req.payloads, len(ids)) if req.payloads is not None else None
     if req.texts is not None:
         x = encoder.encode(req.texts, alive, "document")
     else:
@@ -49,7 +51,7 @@ def upsert(req: UpsertRequest, state: StateDep, encoder: EncoderDep, settings: S
         x = np.asarray(rows, dtype=np.float64)  # renormalised by the index before any narrowing cast
     alive.check("writing")
     with state.write_lock:
-        written = index.add(x, ids)
+        written = index.add(x, ids, payloads) if payloads is not None else index.add(x, ids)
         state.committed(written)
     return WriteResponse(count=written.count, generation=written.generation, changed=len(ids))
 

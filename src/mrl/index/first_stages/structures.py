@@ -144,7 +144,8 @@ def _counting(index: Any) -> Any:
 
 
 def search(
-    spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int, width: int | None = None, skip: int = 0
+    spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int, width: int | None = None, skip: int = 0,
+    sel: Any = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``n`` of ``xq`` (normalised prefixes ``(nq, d)``): ``(scores, rows)``, rows -1 when short.
 
@@ -158,16 +159,19 @@ def search(
     n = max(1, min(n, index.ntotal)) if index.ntotal else 0
     if n == 0:
         return np.zeros((len(xq), 0), np.float32), np.zeros((len(xq), 0), np.int64)
+    faiss = _faiss()
+    selected = {"sel": sel} if sel is not None else {}
     if spec.kind == "binary":
-        dist, rows = index.search(np.packbits(xq > 0, axis=1), n)
+        dist, rows = index.search(np.packbits(xq > 0, axis=1), n,
+                                  params=faiss.SearchParameters(sel=sel) if sel is not None else None)
         scores = spec.dim - 2 * dist.astype(np.float32)
         return scores, rows.astype(np.int64)
-    params = None
+    params = faiss.SearchParameters(sel=sel) if sel is not None else None
     if kind(spec.kind).graph:  # per call, so concurrent searches do not share a setting
-        params = _faiss().SearchParametersHNSW(efSearch=max(n, width or 16))
+        params = faiss.SearchParametersHNSW(efSearch=max(n, width or 16), **selected)
     elif hasattr(index, "nlist"):  # by default probe enough lists to read ~PROBE_FACTOR x n codes
         nprobe = width or max(MIN_PROBE, int(np.ceil(PROBE_FACTOR * n * index.nlist / index.ntotal)))
-        return _ivf_search(index, xq, n, min(index.nlist, nprobe), skip)
+        return _ivf_search(index, xq, n, min(index.nlist, nprobe), skip, sel)
     scores, rows = index.search(xq, n, params=params)
     return scores.astype(np.float32), rows.astype(np.int64)
 
@@ -176,7 +180,8 @@ _COUNTER_LOCK = threading.Lock()  # faiss's distance counters are process-wide: 
 
 
 def counted_search(
-    spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int, width: int | None = None, skip: int = 0
+    spec: FirstStageSpec, index: Any, xq: np.ndarray, n: int, width: int | None = None, skip: int = 0,
+    sel: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """:func:`search`, plus the codes each query scanned ``(nq,)`` and the bytes of one code.
 
@@ -190,7 +195,7 @@ def counted_search(
     with _COUNTER_LOCK if counters is not None else nullcontext():
         if counters is not None:
             counters.reset()
-        scores, rows = search(spec, index, xq, n, width, skip)
+        scores, rows = search(spec, index, xq, n, width, skip, sel)
         per_query = counters.ndis / max(len(xq), 1) if counters is not None else float(index.ntotal)
     return scores, rows, np.full(len(xq), per_query), code_bytes(index)
 
@@ -203,7 +208,8 @@ def code_bytes(index: Any) -> float:
     return float(size if size is not None else target.sa_code_size())
 
 
-def _ivf_search(index: Any, xq: np.ndarray, n: int, nprobe: int, skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def _ivf_search(index: Any, xq: np.ndarray, n: int, nprobe: int, skip: int = 0,
+                sel: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """faiss's inverted-file search, in query blocks, the coarse step of big blocks done by BLAS.
 
     Blocks: faiss 1.15's multi-query fast-scan kernel indexes its per-(query, list) lookup
@@ -220,14 +226,15 @@ def _ivf_search(index: Any, xq: np.ndarray, n: int, nprobe: int, skip: int = 0) 
     block = QUERY_BLOCK
     if isinstance(index, faiss.IndexIVFFastScan):
         block = max(1, min(block, LUT_BYTES_MAX // (nprobe * index.M2 * 16)))
-    params = faiss.SearchParametersIVF(nprobe=nprobe)
+    selected = {"sel": sel} if sel is not None else {}
+    params = faiss.SearchParametersIVF(nprobe=nprobe, **selected)
     if skip >= nprobe:
         return np.full((len(xq), n), -np.inf, np.float32), np.full((len(xq), n), -1, np.int64)
     if not skip and len(xq) <= block and len(xq) < BLAS_COARSE_MIN_QUERIES:
         scores, rows = index.search(xq, n, params=params)
         return scores.astype(np.float32), rows.astype(np.int64)
     if skip:
-        params = faiss.SearchParametersIVF(nprobe=nprobe - skip)
+        params = faiss.SearchParametersIVF(nprobe=nprobe - skip, **selected)
     else:
         centroids = faiss.downcast_index(index.quantizer).reconstruct_n(0, index.nlist)  # (nlist, d) float32
     scores = np.empty((len(xq), n), np.float32)

@@ -229,17 +229,20 @@ def index_ddl(table: str, spec: FirstStageSpec, dim: int, vtype: str, hnsw_m: in
 
 
 def cascade_sql(table: str, first_kind: str, stages: tuple[tuple[int, int], ...], dim: int, vtype: str,
-                whole: bool, cols: Columns = MRL) -> Any:
+                whole: bool, cols: Columns = MRL, where: Any = None) -> Any:
     """One statement for a cascade: the first stage's shortlist (ordered by its index's operator, or
     every row when ``whole``), each later stage reranking the previous one's rows on a longer
     prefix; returns ``(rid, score)`` best first. Parameters: per stage its query prefix (binary:
-    none for the score) and its ``LIMIT``."""
+    none for the score) and its ``LIMIT``; ``where`` (a payload filter's condition, see
+    :mod:`.filter_sql`) restricts the first stage's rows, its parameters second (after the score's prefix)."""
     from psycopg import sql
 
     d1 = stages[0][0]
-    rows = sql.SQL("SELECT {rid} AS rid, {v} AS {alias} FROM {t}{nonnull}").format(
+    conds = ([] if cols.unit else [sql.SQL("{v} IS NOT NULL").format(v=sql.Identifier(cols.vector))]) + \
+        ([where] if where is not None else [])
+    rows = sql.SQL("SELECT {rid} AS rid, {v} AS {alias} FROM {t}{conds}").format(
         rid=cols.rid_sql(), v=sql.Identifier(cols.vector), alias=sql.Identifier(ALIAS), t=sql.Identifier(table),
-        nonnull=sql.SQL("") if cols.unit else sql.SQL(" WHERE {v} IS NOT NULL").format(v=sql.Identifier(cols.vector)))
+        conds=sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(conds)) if conds else sql.SQL(""))
     inner = rows if whole else sql.SQL("{r} ORDER BY {o} LIMIT %s").format(
         r=rows, o=order_expr(first_kind, d1, dim, vtype, cols))
     for d, _ in stages[1:-1]:
@@ -256,8 +259,10 @@ def cascade_sql(table: str, first_kind: str, stages: tuple[tuple[int, int], ...]
         score=score, i=inner)
 
 
-def cascade_params(q: np.ndarray, first_kind: str, stages: tuple[tuple[int, int], ...], whole: bool) -> list[Any]:
-    """The bound parameters of :func:`cascade_sql` for one (unit, stored-space) query."""
+def cascade_params(q: np.ndarray, first_kind: str, stages: tuple[tuple[int, int], ...], whole: bool,
+                   where: list[Any] | None = None) -> list[Any]:
+    """The bound parameters of :func:`cascade_sql` for one (unit, stored-space) query (``where``: the
+    filter condition's)."""
     from mrl.prefix import truncate
 
     def prefix(d: int) -> Floats:
@@ -266,18 +271,19 @@ def cascade_params(q: np.ndarray, first_kind: str, stages: tuple[tuple[int, int]
     params: list[Any] = [] if whole else [prefix(stages[0][0]), stages[0][1]]
     for d, n in stages[1:-1]:
         params += [prefix(d), n]
-    return [prefix(stages[-1][0]), *params, stages[-1][1]]
+    return [prefix(stages[-1][0]), *(where or []), *params, stages[-1][1]]
 
 
-def search_settings(first_kind: str, n1: int, width: int | None) -> list[tuple[str, str]]:
+def search_settings(first_kind: str, n1: int, width: int | None, filtered: bool = False) -> list[tuple[str, str]]:
     """``SET LOCAL``s (as ``set_config``) that make an HNSW shortlist of ``n1`` return ``n1`` rows:
     pgvector's default ``hnsw.ef_search`` (40) caps a ``LIMIT 200`` at 40 rows; beyond
-    :data:`EF_MAX` its iterative scan goes on until the ``LIMIT`` is met."""
+    :data:`EF_MAX`, or under a filter (which drops rows the graph found), its iterative scan goes
+    on until the ``LIMIT`` is met."""
     if first_kind == "exact":
         return []
     ef = min(max(n1, width or 0, 40), EF_MAX)
     settings = [("hnsw.ef_search", str(ef))]
-    if n1 > EF_MAX:
+    if n1 > EF_MAX or filtered:
         settings += [("hnsw.iterative_scan", "strict_order"), ("hnsw.max_scan_tuples", str(max(20000, 10 * n1)))]
     return settings
 

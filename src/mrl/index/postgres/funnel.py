@@ -21,11 +21,14 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
+from mrl.index.filters import Filter, check_types, parse_filter, payload_types
 from mrl.index.first_stages.kinds import kind, require
 from mrl.index.ids import check_ids
+from mrl.index.payloads import check_payloads
 from mrl.index.postgres import attach as attach_mode
 from mrl.index.postgres import engine, store
 from mrl.index.postgres.engine import Where
+from mrl.index.postgres.filter_sql import where_sql
 from mrl.index.work import Work
 from mrl.vectors import check_vectors
 
@@ -57,7 +60,7 @@ class PostgresIndex:
     def build(cls, where: Where, vectors: Any, ids: Any = None, *, model: str | None = None,
               first_stages: Sequence[str] | None = None, default_cascade: str | None = None,
               dtype: str | None = None, hnsw_m: int = 16, ef_construction: int = 64, overwrite: bool = False,
-              **ignored: Any) -> PostgresIndex:
+              payloads: Sequence[dict[str, Any] | None] | None = None, **ignored: Any) -> PostgresIndex:
         """A new table ``where.table`` from ``vectors`` (float ``(n, D)``) and ``ids`` (default ``0..n-1``),
         with one expression index per first stage; one transaction, so a failed build leaves nothing."""
         unknown = {k for k, v in ignored.items() if v}
@@ -69,11 +72,13 @@ class PostgresIndex:
         if dtype not in engine.TYPES:
             raise MrlError(f"--dtype {dtype!r}: expected float32 (vector) or float16 (halfvec)")
         rids, keys, id_kind = _rows(ids, n)
+        rows = check_payloads(payloads, n) if payloads is not None else None
         specs, meta = cls._describe(where, dim, dtype, id_kind, n, first_stages, default_cascade, model=model,
                                     hnsw_m=hnsw_m, ef_construction=ef_construction)
+        meta["payload_types"] = payload_types(rows or [])
         pool = engine.pool(where)
         with store.connect(pool, where) as conn:
-            store.create(conn, where, meta, specs, vectors, rids, keys, overwrite)
+            store.create(conn, where, meta, specs, vectors, rids, keys, overwrite, rows)
         return cls(where, pool, meta)
 
     @classmethod
@@ -143,23 +148,38 @@ class PostgresIndex:
                           np.float32)
 
     def search(self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None, *,
-               adapted: bool = False, work: Work | None = None) -> SearchResult:
+               adapted: bool = False, work: Work | None = None, filter: Any = None) -> SearchResult:
         """One statement per query (:func:`engine.cascade_sql`), prepared, in one transaction whose
         ``SET LOCAL``s make the first stage's shortlist as long as the plan says.
 
+        ``filter``: a ``WHERE`` on the payload inside the first stage's subquery (bound parameters
+        only, :mod:`.filter_sql`), with pgvector's iterative scan; a query still short of ``k``
+        rows runs again over every row the filter lets through (exact: fewer means fewer exist).
         ``work`` gets the plan's figures (marked not counted): Postgres does not report what it scanned.
         """
         xq = self.prepare_queries(xq)
         plan = self.plan(cascade, k)
         spec = self._spec(plan.kind, plan.first[0])
+        f = parse_filter(filter)
+        check_types(f, self.meta.get("payload_types"), str(self.where))
         if work is not None:
             _record_plan(work, plan, spec, len(xq))
         whole = plan.first[1] >= self.count  # the whole table: no index, nothing missed
-        statement = engine.cascade_sql(self.where.table, spec.kind, plan.stages, self.dim, self.vtype, whole,
-                                       self.cols)
-        settings = [] if whole else engine.search_settings(spec.kind, plan.first[1], plan.width)
-        params = [engine.cascade_params(q, spec.kind, plan.stages, whole) for q in xq]
-        return _results(store.run_queries(self.pool, self.where, statement, params, settings), len(xq), k)
+        found = self._run(xq, plan, spec.kind, whole, f)
+        short = [i for i, row in enumerate(found) if len(row) < k]
+        if f is not None and short and not whole:
+            for i, row in zip(short, self._run(xq[short], plan, spec.kind, True, f)):
+                found[i] = row
+        return _results(found, len(xq), k)
+
+    def _run(self, xq: np.ndarray, plan: Cascade, first_kind: str, whole: bool,
+             f: Filter | None) -> list[list[tuple[int, float]]]:
+        cond, cond_params = where_sql(f) if f is not None else (None, None)
+        statement = engine.cascade_sql(self.where.table, first_kind, plan.stages, self.dim, self.vtype, whole,
+                                       self.cols, cond)
+        settings = [] if whole else engine.search_settings(first_kind, plan.first[1], plan.width, f is not None)
+        params = [engine.cascade_params(q, first_kind, plan.stages, whole, cond_params) for q in xq]
+        return store.run_queries(self.pool, self.where, statement, params, settings)
 
     def exact_search(self, xq: np.ndarray, k: int = 10, dim: int | None = None, *,
                      adapted: bool = False) -> SearchResult:
@@ -226,16 +246,22 @@ class PostgresIndex:
                            "by this backend yet); query it without --adaptor")
 
     # ------------------------------------------------------------------ changes
-    def add(self, vectors: Any, ids: Any) -> PostgresIndex:
-        """Upsert in one transaction: new ids are added, existing ones replaced."""
+    def add(self, vectors: Any, ids: Any, payloads: Sequence[dict[str, Any] | None] | None = None) -> PostgresIndex:
+        """Upsert in one transaction: new ids are added, existing ones replaced (payload and all)."""
         vectors = check_vectors(vectors, self.dim, "vectors", owner="the index's", scan=True)
         rids, keys, id_kind = _rows(ids, len(vectors))
         if id_kind != self.meta["id_kind"]:
             raise MrlError(f"this index uses {'string' if self.meta['id_kind'] == 'str' else 'integer'} ids")
+        rows = check_payloads(payloads, len(vectors))
+        if payloads is not None and self.meta.get("attached"):
+            raise MrlError(f"{self.where}: payloads: an attached table keeps its own columns; mrl stores payloads "
+                           "only in the tables it builds")
+        change = {"payload_types": payload_types(rows, {k: dict(v) for k, v in
+                                                        (self.meta.get("payload_types") or {}).items()})}
         with store.connect(self.pool, self.where) as conn, conn.transaction():
             store.read_meta(conn, self.where, lock=True)  # one writer at a time
-            added = store.upsert(conn, self.where, self.vtype, vectors, rids, keys, self.cols)
-            meta = store.commit_meta(conn, self.where, {}, count_delta=added)
+            added = store.upsert(conn, self.where, self.vtype, vectors, rids, keys, self.cols, rows)
+            meta = store.commit_meta(conn, self.where, change, count_delta=added)
         return PostgresIndex(self.where, self.pool, meta)
 
     def delete(self, ids: Any) -> PostgresIndex:

@@ -120,7 +120,7 @@ def live_rows(conn: Any, where: Where, vector_column: str) -> int:
 
 # ---------------------------------------------------------------------------------------------- build and writes
 def create(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStageSpec], vectors: Any,
-           rids: list[int], keys: list[str], overwrite: bool) -> None:
+           rids: list[int], keys: list[str], overwrite: bool, payloads: list[Any] | None = None) -> None:
     """The table, its rows, one index per first stage and the description, in one transaction."""
     from psycopg.types.json import Jsonb
 
@@ -137,7 +137,7 @@ def create(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStage
         conn.execute(f"DELETE FROM {META_TABLE} WHERE name = %s", (where.table,))
         conn.execute(sql.SQL("CREATE TABLE {t} (id text PRIMARY KEY, rid bigint NOT NULL UNIQUE, embedding {v}({d}) "
                              "NOT NULL, payload jsonb)").format(t=table, v=sql.SQL(vtype), d=sql.Literal(meta["dim"])))
-        copy_rows(conn, table, vtype, vectors, rids, keys)
+        copy_rows(conn, table, vtype, vectors, rids, keys, payloads=payloads)
         conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
         for spec in specs:
             ddl = engine.index_ddl(where.table, spec, meta["dim"], vtype, meta["hnsw_m"], meta["ef_construction"])
@@ -148,41 +148,51 @@ def create(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStage
 
 
 def copy_rows(conn: Any, table: Any, vtype: str, vectors: Any, rids: list[int], keys: list[Any],
-              id_type: str = "text") -> None:
-    """``COPY table (id, rid, embedding) FROM STDIN (FORMAT BINARY)`` of the unit rows, in blocks.
+              id_type: str = "text", payloads: list[Any] | None = None) -> None:
+    """``COPY table (id, rid, embedding[, payload]) FROM STDIN (FORMAT BINARY)`` of the unit rows, in blocks.
 
     Binary COPY carries no type per field: the vector goes as ``bytea`` (sent as is) holding
     pgvector's own binary format, which the column's receive function reads.
     """
-    statement = _sql().SQL("COPY {t} (id, rid, embedding) FROM STDIN (FORMAT BINARY)").format(t=table)
+    from psycopg.types.json import Jsonb
+
+    columns = "id, rid, embedding, payload" if payloads is not None else "id, rid, embedding"
+    statement = _sql().SQL("COPY {t} ({c}) FROM STDIN (FORMAT BINARY)").format(t=table, c=_sql().SQL(columns))
     with conn.cursor() as cur, cur.copy(statement) as copy:
-        copy.set_types([id_type, "int8", "bytea"])
+        copy.set_types([id_type, "int8", "bytea", "jsonb"] if payloads is not None else [id_type, "int8", "bytea"])
         for start in range(0, len(keys), COPY_BLOCK):
             block = engine.vector_bytes(unit_rows(np.asarray(vectors[start : start + COPY_BLOCK])), vtype)
-            for key, rid, data in zip(keys[start : start + COPY_BLOCK], rids[start : start + COPY_BLOCK], block):
-                copy.write_row((key, rid, data))
+            for i, (key, rid, data) in enumerate(zip(keys[start : start + COPY_BLOCK],
+                                                     rids[start : start + COPY_BLOCK], block), start=start):
+                if payloads is None:
+                    copy.write_row((key, rid, data))
+                else:
+                    copy.write_row((key, rid, data, Jsonb(payloads[i]) if payloads[i] is not None else None))
 
 
 def upsert(conn: Any, where: Where, vtype: str, vectors: Any, rids: list[int], keys: list[str],
-           cols: engine.Columns = engine.MRL) -> int:
+           cols: engine.Columns = engine.MRL, payloads: list[Any] | None = None) -> int:
     """Insert or replace the rows (inside the caller's transaction) through a staging table loaded by
-    COPY; how many ids were new."""
+    COPY; how many ids were new. On mrl's own table a replaced row's payload is replaced too (by
+    the given one, or none); an attached table's columns beside id and vector are left alone."""
     sql, table = _sql(), table_ident(where)
     staging = sql.Identifier("mrl_upsert")
     id_type = "bigint" if cols.int_ids else "text"
     key, vec = sql.Identifier(cols.id), sql.Identifier(cols.vector)
     target = sql.SQL("{k}, rid, {v}" if cols.rid else "{k}, {v}").format(k=key, v=vec)
     with errors(where, "the upsert"):
-        conn.execute(sql.SQL("CREATE TEMP TABLE {s} (id {i}, rid bigint, embedding {v}({d})) ON COMMIT DROP").format(
-            s=staging, i=sql.SQL(id_type), v=sql.SQL(vtype), d=sql.Literal(len(vectors[0]))))
+        conn.execute(sql.SQL("CREATE TEMP TABLE {s} (id {i}, rid bigint, embedding {v}({d}), payload jsonb) "
+                             "ON COMMIT DROP").format(s=staging, i=sql.SQL(id_type), v=sql.SQL(vtype),
+                                                      d=sql.Literal(len(vectors[0]))))
         copy_rows(conn, staging, vtype, vectors, rids, [int(k) for k in keys] if cols.int_ids else keys,
-                  "int8" if cols.int_ids else "text")
+                  "int8" if cols.int_ids else "text", payloads if cols.rid else None)
         added = conn.execute(sql.SQL("SELECT count(*) FROM {s} u WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE "
                                      "x.{k} = u.id)").format(s=staging, t=table, k=key)).fetchone()[0]
         conn.execute(sql.SQL("INSERT INTO {t} ({target}) SELECT {source} FROM {s} ON CONFLICT ({k}) DO UPDATE "
-                             "SET {v} = EXCLUDED.{v}").format(
-            t=table, target=target, source=sql.SQL("id, rid, embedding" if cols.rid else "id, embedding"), s=staging,
-            k=key, v=vec))
+                             "SET {v} = EXCLUDED.{v}{p}").format(
+            t=table, target=sql.SQL("{}, payload").format(target) if cols.rid else target,
+            source=sql.SQL("id, rid, embedding, payload" if cols.rid else "id, embedding"), s=staging,
+            k=key, v=vec, p=sql.SQL(", payload = EXCLUDED.payload" if cols.rid else "")))
     return int(added)
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 from mrl._fs import atomic_write_text, disk_bytes
 from mrl.errors import MrlError
+from mrl.index.filters import Filter
+from mrl.index.qdrant.payload_filter import Models, to_qdrant
 
 EDGE_HINT = "the qdrant-edge backend needs qdrant-edge-py: pip install 'mrl[qdrant]'"
 CLIENT_HINT = "the qdrant backend needs qdrant-client: pip install 'mrl[qdrant]'"
@@ -63,6 +65,7 @@ class Stage:
     exact: bool = False
     hnsw_ef: int | None = None
     quantized: bool = False  # score with the quantised codes, no rescoring (a first stage)
+    acorn: bool = False  # a filtered graph search that also walks through points the filter drops (ACORN-1)
 
 
 class EdgeEngine:
@@ -151,8 +154,12 @@ class EdgeEngine:
     def delete(self, ids: list[int]) -> None:
         self.shard.update(self.qe.UpdateOperation.delete_points(ids))
 
-    def count(self) -> int:
-        return int(self.shard.count(self.qe.CountRequest(exact=True)))
+    def count(self, where: Filter | None = None) -> int:
+        """Live points (``where``: those the filter lets through)."""
+        qe = self.qe
+        cond = to_qdrant(where, Models(qe.Filter, qe.FieldCondition, qe.MatchValue, qe.MatchAny, qe.RangeFloat)) \
+            if where is not None else None
+        return int(self.shard.count(qe.CountRequest(exact=True, filter=cond)))
 
     def retrieve(self, ids: list[int], payload: bool, vectors: list[str] | None) -> list[tuple[int, Any, Any]]:
         return [(r.id, r.payload, r.vector) for r in self.shard.retrieve(ids, payload, vectors or False)]
@@ -166,22 +173,27 @@ class EdgeEngine:
             if offset is None:
                 return out
 
-    def query(self, queries: list[list[Stage]], k: int) -> list[list[tuple[int, float]]]:
+    def query(self, queries: list[list[Stage]], k: int, where: Filter | None = None) -> list[list[tuple[int, float]]]:
+        """Each query a nested prefetch; ``where`` (a payload filter) goes into every level of it."""
         qe = self.qe
+        cond = to_qdrant(where, Models(qe.Filter, qe.FieldCondition, qe.MatchValue, qe.MatchAny, qe.RangeFloat)) \
+            if where is not None else None
 
         def params(s: Stage) -> Any:
             return qe.SearchParams(hnsw_ef=s.hnsw_ef, exact=s.exact,
-                                   quantization=qe.QuantizationSearchParams(rescore=False) if s.quantized else None)
+                                   quantization=qe.QuantizationSearchParams(rescore=False) if s.quantized else None,
+                                   acorn=qe.AcornSearchParams(enable=True) if s.acorn else None)
 
         requests = []
         for stages in queries:
             inner = None
             for s in stages[:-1]:
                 inner = qe.Prefetch(limit=s.limit, query=qe.Query.Nearest(s.vector, using=s.name), params=params(s),
-                                    prefetches=[inner] if inner is not None else None)
+                                    prefetches=[inner] if inner is not None else None, filter=cond)
             last = stages[-1]
             requests.append(qe.QueryRequest(limit=k, query=qe.Query.Nearest(last.vector, using=last.name),
-                                            params=params(last), prefetches=[inner] if inner is not None else None))
+                                            params=params(last), prefetches=[inner] if inner is not None else None,
+                                            filter=cond))
         if not requests:
             return []
         return [[(p.id, p.score) for p in hits] for hits in self.shard.query_batch(qe.QueryBatchRequest(requests))]
@@ -304,8 +316,12 @@ class ClientEngine:
     def delete(self, ids: list[int]) -> None:
         self._call(self.client.delete, self.collection, points_selector=self.models.PointIdsList(points=ids), wait=True)
 
-    def count(self) -> int:
-        return int(self._call(self.client.count, self.collection, exact=True).count)
+    def count(self, where: Filter | None = None) -> int:
+        """Live points (``where``: those the filter lets through)."""
+        m = self.models
+        cond = to_qdrant(where, Models(m.Filter, m.FieldCondition, m.MatchValue, m.MatchAny, m.Range)) \
+            if where is not None else None
+        return int(self._call(self.client.count, self.collection, count_filter=cond, exact=True).count)
 
     def retrieve(self, ids: list[int], payload: bool, vectors: list[str] | None) -> list[tuple[int, Any, Any]]:
         records = self._call(self.client.retrieve, self.collection, ids, with_payload=payload,
@@ -321,22 +337,26 @@ class ClientEngine:
             if offset is None:
                 return out
 
-    def query(self, queries: list[list[Stage]], k: int) -> list[list[tuple[int, float]]]:
+    def query(self, queries: list[list[Stage]], k: int, where: Filter | None = None) -> list[list[tuple[int, float]]]:
+        """Each query a nested prefetch; ``where`` (a payload filter) goes into every level of it."""
         m = self.models
+        cond = to_qdrant(where, Models(m.Filter, m.FieldCondition, m.MatchValue, m.MatchAny, m.Range)) \
+            if where is not None else None
 
         def params(s: Stage) -> Any:
             return m.SearchParams(hnsw_ef=s.hnsw_ef, exact=s.exact,
-                                  quantization=m.QuantizationSearchParams(rescore=False) if s.quantized else None)
+                                  quantization=m.QuantizationSearchParams(rescore=False) if s.quantized else None,
+                                  acorn=m.AcornSearchParams(enable=True) if s.acorn else None)
 
         requests = []
         for stages in queries:
             inner = None
             for s in stages[:-1]:
                 inner = m.Prefetch(query=s.vector, using=s.name, limit=s.limit, params=params(s),
-                                   prefetch=inner)
+                                   prefetch=inner, filter=cond)
             last = stages[-1]
             requests.append(m.QueryRequest(query=last.vector, using=last.name, limit=k, params=params(last),
-                                           prefetch=inner))
+                                           prefetch=inner, filter=cond))
         if not requests:
             return []
         responses = self._call(self.client.query_batch_points, self.collection, requests)

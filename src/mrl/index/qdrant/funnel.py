@@ -13,8 +13,9 @@ the innermost prefetch searches ``int8-64`` for 1,000 candidates (quantised scor
 the next rescores them with ``f-128`` and keeps 100, the query rescores those with ``f-384``.
 
 String ids become 63-bit hashes (blake2b) so an upsert needs no lookup; the string rides in the
-payload. Unlike :class:`~mrl.index.MrlIndex`, an open index is live, not a snapshot: changes are
-visible to every searcher over the same data at once.
+payload under ``"key"``, a user payload under ``"p"`` (:mod:`.payload_filter`); the description records
+the payload fields' types (``payload_types``) for the type checks every backend makes. Unlike
+:class:`~mrl.index.MrlIndex`, an open index is live: changes are visible to every searcher at once.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
+from mrl.index.filters import check_types, parse_filter, payload_types
 from mrl.index.first_stages.kinds import kind, require
 from mrl.index.ids import check_ids
+from mrl.index.payloads import check_payloads
 from mrl.index.qdrant.engines import Stage, VectorSpec
+from mrl.index.qdrant.payload_filter import BOOLS, PREFIX, bool_shadow
 from mrl.index.work import Work
 from mrl.prefix import truncate
 from mrl.vectors import check_vectors
@@ -41,6 +45,7 @@ VERSION = 1
 FIRST_STAGE_KINDS = ("exact", "int8", "binary", "hnsw")  # inverted files (ivf8, ivfpq, rabitq) are faiss structures
 BATCH = 512  # points per upsert (one WAL entry / one request)
 REFRESH_S = 1.0  # a server's description is re-read at most this often
+EXACT_ALLOWED, EXACT_SHARE = 2048, 0.02  # a filter letting through at most this many points (share) is scanned
 
 
 def _vector_name(spec: FirstStageSpec) -> str:
@@ -91,6 +96,7 @@ class QdrantIndex:
         rescore_dims: Sequence[int] | None = None,
         hnsw_m: int = 16,
         ef_construction: int = 100,
+        payloads: Sequence[dict[str, Any] | None] | None = None,
     ) -> QdrantIndex:
         """A new index from ``vectors`` (any float ``(n, D)`` array, may be a memmap); ``create(layout)``
         makes the engine (a collection or shard) once every input is checked.
@@ -110,15 +116,16 @@ class QdrantIndex:
             raise MrlError(f"rescore dims {dims}: must lie in 1..{dim} and include the full dimension {dim}")
         cascade = default_cascade or (f"{specs[0]}:100,{dim}:10" if specs[0].dim < dim else f"{specs[0]}:10")
         keys = _keys(ids, n)
+        rows = check_payloads(payloads, n)
         meta = {"format": FORMAT, "version": VERSION, "generation": 1, "model": model, "dim": dim,
                 "first_stages": [str(s) for s in specs], "rescore_dims": dims, "hnsw_m": hnsw_m,
                 "ef_construction": ef_construction, "id_kind": "str" if keys is not None else "int",
-                "default_cascade": cascade}
+                "default_cascade": cascade, "payload_types": payload_types(rows)}
         cls(None, meta)._check_cascade(parse_cascade(cascade, dim))  # before anything is written
         index = cls(create(layout(specs, dims)), meta)
         try:
             index._upsert(vectors, keys if keys is not None else np.asarray(ids if ids is not None else np.arange(n)),
-                          n)
+                          n, rows)
         except BaseException:
             if hasattr(index.engine, "abandon"):  # qdrant-edge: the shard built beside the old one goes
                 index.engine.abandon()
@@ -164,15 +171,17 @@ class QdrantIndex:
         return check_vectors(xq, self.dim, "queries", owner="the index's", empty=True, scan=True)
 
     def search(self, xq: np.ndarray, k: int = 10, cascade: str | Cascade | None = None, *,
-               adapted: bool = False, work: Work | None = None) -> SearchResult:
+               adapted: bool = False, work: Work | None = None, filter: Any = None) -> SearchResult:
         """One nested prefetch query per query vector, sent as one batch.
 
         Qdrant does not report what a query scanned: ``work`` gets the plan's figures (marked not
         counted): the first stage's shortlist of codes (a lower bound: its graph visits more) and
-        every rescoring stage's candidates, float32 vectors.
+        every rescoring stage's candidates, float32 vectors. ``filter`` goes into every prefetch.
         """
         xq = self.prepare_queries(xq)
         plan = self.plan(cascade, k)
+        where = parse_filter(filter)
+        check_types(where, self.meta.get("payload_types"), self.engine.where())
         spec = self._spec(plan.kind, plan.first[0])
         if work is not None:
             code = kind(spec.kind).code_bytes(spec.dim)
@@ -180,14 +189,30 @@ class QdrantIndex:
             work.record(0, str(spec), spec.dim, ones * plan.first[1], ones * plan.first[1] * code, counted=False)
             for i, ((d, _), (_, n_prev)) in enumerate(zip(plan.stages[1:], plan.stages), start=1):
                 work.record(i, f"rescore@{d}", d, ones * n_prev, ones * n_prev * d * 4.0, counted=False)
+        # under a filter letting few points through, and for a query left short of k, the first stage scans
+        # them all (exact: fewer means fewer exist); a graph search under a wider one walks with ACORN
+        whole = where is not None and len(xq) > 0 and self.engine.count(where) <= max(plan.first[1], EXACT_ALLOWED,
+                                                                                        EXACT_SHARE * self.count)
+        hits = self.engine.query(self._queries(xq, plan, spec, whole, where is not None), k, where)
+        short = [i for i, row in enumerate(hits) if len(row) < k] if where is not None and not whole else []
+        if short:
+            for i, row in zip(short, self.engine.query(self._queries(xq[short], plan, spec, True), k, where)):
+                hits[i] = row
+        return self._results(hits, len(xq), k)
+
+    def _queries(self, xq: np.ndarray, plan: Cascade, spec: FirstStageSpec, exact: bool,
+                 filtered: bool = False) -> list[list[Stage]]:
+        """Each query's nested stages (``exact``: the first stage scans instead of searching its graph;
+        ``filtered``: a graph search under a filter walks with ACORN, else it loses recall)."""
         queries = []
+        d1, n1 = plan.first
         for q in xq:
-            d1, n1 = plan.first
-            stages = [Stage(_vector_name(spec), _prefix(q, d1), n1, exact=spec.kind == "exact",
-                            hnsw_ef=plan.width, quantized=spec.kind != "exact")]
+            stages = [Stage(_vector_name(spec), _prefix(q, d1), n1, exact=exact or spec.kind == "exact",
+                            hnsw_ef=plan.width, quantized=spec.kind != "exact",
+                            acorn=filtered and spec.kind == "hnsw")]
             stages += [Stage(f"f-{d}", _prefix(q, d), n) for d, n in plan.stages[1:]]
             queries.append(stages)
-        return self._results(self.engine.query(queries, k), len(xq), k)
+        return queries
 
     def exact_search(self, xq: np.ndarray, k: int = 10, dim: int | None = None, *,
                      adapted: bool = False) -> SearchResult:
@@ -260,14 +285,17 @@ class QdrantIndex:
                            "(adaptors are not supported by this backend yet); query it without --adaptor")
 
     # ------------------------------------------------------------------ changes
-    def add(self, vectors: np.ndarray, ids: Sequence[int] | Sequence[str] | np.ndarray) -> QdrantIndex:
-        """Upsert: new ids are added, existing ones replaced."""
+    def add(self, vectors: np.ndarray, ids: Sequence[int] | Sequence[str] | np.ndarray,
+            payloads: Sequence[dict[str, Any] | None] | None = None) -> QdrantIndex:
+        """Upsert: new ids are added, existing ones replaced (a point's payload with it)."""
         vectors = check_vectors(vectors, self.dim, "vectors", owner="the index's", scan=True)
         keys = _keys(ids, len(vectors))
         if (keys is not None) != (self.meta["id_kind"] == "str"):
             raise MrlError(f"this index uses {'string' if self.meta['id_kind'] == 'str' else 'integer'} ids")
-        self._upsert(vectors, keys if keys is not None else np.asarray(ids), len(vectors))
-        return self._committed()
+        rows = check_payloads(payloads, len(vectors))
+        types = payload_types(rows, {k: dict(v) for k, v in (self.meta.get("payload_types") or {}).items()})
+        self._upsert(vectors, keys if keys is not None else np.asarray(ids), len(vectors), rows)
+        return self._committed(payload_types=types)
 
     def delete(self, ids: Sequence[int] | Sequence[str] | np.ndarray) -> QdrantIndex:
         """Delete by id; every id must exist (nothing changes otherwise)."""
@@ -298,17 +326,17 @@ class QdrantIndex:
         return []
 
     # ------------------------------------------------------------------ internals
-    def _committed(self) -> QdrantIndex:
-        meta = {**self.meta, "generation": self.generation + 1}
+    def _committed(self, **changes: Any) -> QdrantIndex:
+        meta = {**self.meta, **changes, "generation": self.generation + 1}
         self.engine.write_meta(meta)
         return QdrantIndex(self.engine, meta)
 
-    def _upsert(self, vectors: Any, ids: np.ndarray, n: int) -> None:
-        payloads: list[dict[str, Any] | None]
+    def _upsert(self, vectors: Any, ids: np.ndarray, n: int, rows: list[dict[str, Any] | None]) -> None:
         if ids.dtype.kind == "U":
-            point_ids, payloads = [_hash_id(k) for k in ids.tolist()], [{"key": k} for k in ids.tolist()]
+            point_ids, keys = [_hash_id(k) for k in ids.tolist()], [{"key": k} for k in ids.tolist()]
         else:
-            point_ids, payloads = [int(i) for i in ids.tolist()], [None] * n
+            point_ids, keys = [int(i) for i in ids.tolist()], [{} for _ in range(n)]
+        payloads = [_point_payload(key, p) for key, p in zip(keys, rows)]
         names = [(v.name, v.size) for v in layout(self.specs, self.rescore_dims)]
         for start in range(0, n, BATCH):
             x = np.asarray(vectors[start : start + BATCH])  # renormalised before any cast (see truncate)
@@ -350,6 +378,14 @@ class QdrantIndex:
             for j, (point, score) in enumerate(row[:k]):
                 scores[i, j], ids[i, j] = score, point
         return SearchResult(scores, ids)
+
+
+def _point_payload(key: dict[str, Any], payload: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A point's payload: its string id (``key``), the user's payload (``p``) and its booleans (``pb``)."""
+    if payload is None:
+        return key or None
+    bools = bool_shadow(payload)
+    return {**key, PREFIX: payload, **({BOOLS: bools} if bools else {})}
 
 
 def _prefix(q: np.ndarray, d: int) -> list[float]:
