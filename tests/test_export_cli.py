@@ -98,3 +98,34 @@ def test_bad_input_is_named_and_nothing_is_written(tiny_model_dir: Path, tmp_pat
     code, output = _export(tiny_model_dir, out)
     assert code == 2 and "mrl export needs onnxruntime: pip install 'mrl[onnx]'" in output, output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blank", "notes", "taken"]
+
+
+def test_a_calibrated_export_keeps_the_candidate_that_loses_least(tiny_model_dir: Path, tiny_beir: Path,
+                                                                   tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import mrl.encoders.export_check as check
+    from mrl._fs import sha256
+    from mrl.encoders.runtime import open_encoder
+
+    real = check.calibration_scores
+
+    def mixed_wins(*args: object, **kwargs: object) -> dict:
+        scores = real(*args, **kwargs)  # type: ignore[arg-type]
+        ndcg = scores["ndcg@10"]
+        ndcg["onnx-int8"] = {d: s - 0.02 for d, s in ndcg["torch"].items()}
+        ndcg["onnx-int8-static"] = {d: s - 0.01 for d, s in ndcg["torch"].items()}
+        ndcg["onnx-int8-mixed"] = dict(ndcg["torch"])
+        return scores
+
+    monkeypatch.setattr(check, "calibration_scores", mixed_wins)
+    out = tmp_path / "out"
+    code, output = _export(tiny_model_dir, out, "--quantize", "int8", "--calibrate", str(tiny_beir), "--split", "test")
+    assert code == 0 and "keeping the dynamic, FFN down-projections fp32 int8 graph" in output, output
+    record = json.loads((out / "mrl.json").read_text())["onnx"]
+    entry = record["runtimes"]["onnx-int8"]
+    assert entry["quantization"] == "dynamic, FFN down-projections fp32" and entry["file"] == "onnx/model_int8.onnx"
+    assert sha256(out / entry["file"]) == entry["sha256"]
+    assert sorted(p.name for p in (out / "onnx").iterdir()) == ["model.onnx", "model_int8.onnx", "tokenizer.json"]
+    assert record["calibration"]["int8_candidates"]["worst_loss"] == pytest.approx(
+        {"dynamic": 0.02, "dynamic, FFN down-projections fp32": 0.0, "static": 0.01})
+    open_encoder(str(out), "onnx-int8").encode(["a text"])

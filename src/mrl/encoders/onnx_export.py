@@ -135,6 +135,7 @@ def export(cfg: ExportConfig, say: Callable[[str], None] | None = None) -> dict[
             record["calibration"] = calibration_scores(model, tmp, list(record["runtimes"]), data, cfg)
             if len(set(CANDIDATES) & set(record["runtimes"])) > 1:
                 kept = _keep_better_int8(tmp, record)
+                _write_record(tmp, record)  # the kept graph's checksum, before anything opens it
                 say(f"keeping the {kept} int8 graph (the smaller worst loss over the prefixes)")
         texts = agreement_texts(data)
         say(f"measuring agreement with PyTorch on {len(texts[0]) + len(texts[1])} texts")
