@@ -16,8 +16,9 @@ def export_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="New folder: the model, onnx/ and mrl.json.")],
     quantize: Annotated[str, typer.Option(help="none (fp32 graph only) or int8 (fp32 and int8 graphs).")] = "none",
     calibrate: Annotated[Path | None, typer.Option(
-        help="BEIR folder: every runtime's nDCG@10 per prefix is checked against PyTorch's; with int8, a static "
-             "graph calibrated on its texts competes with the dynamic one and the better is kept.")] = None,
+        help="BEIR folder: every runtime's nDCG@10 per prefix is checked against PyTorch's; with int8, three "
+             "graphs compete (dynamic, dynamic with the FFN down-projections in fp32, static calibrated on its "
+             "texts) and the one losing least at its worst prefix is kept.")] = None,
     split: Annotated[str, typer.Option(help="qrels split of --calibrate to score.")] = "dev",
     accept_loss: Annotated[bool, typer.Option(
         "--accept-loss", help="Export even if a runtime loses more than --max-loss nDCG@10 at a prefix.")] = False,

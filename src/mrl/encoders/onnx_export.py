@@ -2,11 +2,12 @@
 
 PyTorch's own exporter (``torch.onnx.export(dynamo=True)``) traces the whole module chain:
 Transformer, pooling, an optional head (:mod:`mrl.encoders.head`) and normalisation, with dynamic
-batch and sequence axes. int8 comes from ``onnxruntime.quantization``: dynamic, with per-channel weights;
-with a calibration set also static (activation ranges from its texts), and the one of the two that
-loses less nDCG@10 at its worst prefix is kept. The folder is built under a temporary name beside ``out``
-(``.NAME.<hex>.tmp``) and renamed at the end: a run killed half-way leaves ``out`` untouched (and
-that hidden work folder, which can be deleted); a run that fails removes its work folder.
+batch and sequence axes. int8 comes from ``onnxruntime.quantization``: dynamic, with per-channel
+weights; with a calibration set also dynamic with the FFN down-projections left in fp32, and
+static (activation ranges from its texts); the candidate that loses least nDCG@10 at its worst
+prefix is kept. The folder is built under a temporary name beside ``out`` (``.NAME.<hex>.tmp``)
+and renamed at the end: a run killed half-way leaves ``out`` untouched (and that hidden work
+folder, which can be deleted); a run that fails removes its work folder.
 """
 
 from __future__ import annotations
@@ -33,8 +34,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 QUANTIZE = ("none", "int8")
-STATIC = "onnx-int8-static"  # with calibration data: scored beside dynamic int8, the better one is kept
-FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_int8.onnx", STATIC: "onnx/model_int8_static.onnx"}
+# with calibration data, int8 candidates scored beside the dynamic graph (``onnx-int8``); the one with the smallest
+# worst-prefix loss is kept (the first listed on a tie): runtime name -> quantisation
+CANDIDATES = {"onnx-int8": "dynamic", "onnx-int8-mixed": "dynamic, FFN down-projections fp32",
+              "onnx-int8-static": "static"}
+FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_int8.onnx",
+         "onnx-int8-mixed": "onnx/model_int8_mixed.onnx", "onnx-int8-static": "onnx/model_int8_static.onnx"}
 TOKENIZER_FILE = "onnx/tokenizer.json"
 MAX_GRAPH_BYTES = 1_900_000_000  # one .onnx file holds at most 2 GB (protobuf); no external data yet
 CALIBRATION_TEXTS = 256  # texts fed through the graph to set static int8 activation ranges
@@ -49,7 +54,7 @@ class ExportConfig:
         out: the folder to write (must not exist, or be empty).
         quantize: ``none`` (fp32 only) or ``int8`` (fp32 and int8).
         calibrate: a BEIR folder: per-prefix nDCG@10 of every runtime against PyTorch, with the guard
-            below; with int8, a static graph calibrated on its texts competes with the dynamic one.
+            below; with int8, the :data:`CANDIDATES` compete and the best is kept.
         split: the qrels split of ``calibrate`` to score.
         accept_loss: export even when a runtime loses more than ``max_loss`` nDCG@10 at a prefix.
         max_loss: the guard's tolerance.
@@ -120,15 +125,17 @@ def export(cfg: ExportConfig, say: Callable[[str], None] | None = None) -> dict[
         record = _export_fp32(model, tmp)
         _write_record(tmp, record)
         if cfg.quantize == "int8":
-            say("quantising to int8 (dynamic" + (f"; and static, calibrated on {cfg.calibrate})" if data else ")"))
+            say("quantising to int8 (dynamic" + ("; candidates: FFN down-projections fp32, and static calibrated on "
+                                                 f"{cfg.calibrate})" if data else ")"))
             _quantize(tmp, data, record)
             _write_record(tmp, record)
         if data is not None:
             say(f"scoring nDCG@10 per prefix on {data.name}/{data.split}: {len(data.queries)} queries, "
                 f"{len(data.corpus)} documents, runtimes torch, {', '.join(record['runtimes'])}")
             record["calibration"] = calibration_scores(model, tmp, list(record["runtimes"]), data, cfg)
-            if STATIC in record["runtimes"]:
+            if len(set(CANDIDATES) & set(record["runtimes"])) > 1:
                 kept = _keep_better_int8(tmp, record)
+                _write_record(tmp, record)  # the kept graph's checksum, before anything opens it
                 say(f"keeping the {kept} int8 graph (the smaller worst loss over the prefixes)")
         texts = agreement_texts(data)
         say(f"measuring agreement with PyTorch on {len(texts[0]) + len(texts[1])} texts")
@@ -235,37 +242,55 @@ def _export_fp32(model: SentenceTransformer, folder: Path) -> dict[str, Any]:
 
 
 def _quantize(folder: Path, data: Any, record: dict[str, Any]) -> None:
-    """Dynamic int8 as ``onnx-int8``; with calibration data also static int8, as the candidate ``STATIC``."""
+    """Dynamic int8 as ``onnx-int8``; with calibration data also the other :data:`CANDIDATES`."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = folder / FILES["onnx"]
     with _quiet_logger():  # onnxruntime.quantization logs a pre-processing hint on the root logger
         quantize_dynamic(fp32, folder / FILES["onnx-int8"], weight_type=QuantType.QInt8, per_channel=True)
         if data is not None:
-            _quantize_static(folder, data, fp32, folder / FILES[STATIC])
+            quantize_dynamic(fp32, folder / FILES["onnx-int8-mixed"], weight_type=QuantType.QInt8, per_channel=True,
+                             nodes_to_exclude=_down_projections(fp32))
+            _quantize_static(folder, data, fp32, folder / FILES["onnx-int8-static"])
     weights = {"precision": "int8", "weights": "int8, one scale per output channel"}
-    record["runtimes"]["onnx-int8"] = _entry(folder, FILES["onnx-int8"]) | weights | {
-        "quantization": "dynamic", "activations": "uint8, range per batch"}
+    for runtime, how in CANDIDATES.items():
+        if (folder / FILES[runtime]).is_file():
+            activations = "uint8, ranges calibrated (min/max)" if how == "static" else "uint8, range per batch"
+            record["runtimes"][runtime] = _entry(folder, FILES[runtime]) | weights | {
+                "quantization": how, "activations": activations}
     if data is not None:
-        record["runtimes"][STATIC] = _entry(folder, FILES[STATIC]) | weights | {
-            "quantization": "static", "activations": "uint8, ranges calibrated (min/max)",
-            "calibration_texts": min(CALIBRATION_TEXTS, len(data.corpus) + len(data.queries))}
+        record["runtimes"]["onnx-int8-static"]["calibration_texts"] = min(
+            CALIBRATION_TEXTS, len(data.corpus) + len(data.queries))
+
+
+def _down_projections(path: Path) -> list[str]:
+    """MatMuls whose constant weight narrows (``(k, n)``, ``k > n``): a Transformer's FFN output projections,
+    whose inputs (after GELU) have the widest ranges; keeping them fp32 spares int8 its largest errors."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    return [n.name for n in graph.node if n.op_type == "MatMul" and len(shapes.get(n.input[1], ())) == 2
+            and shapes[n.input[1]][0] > shapes[n.input[1]][1]]
 
 
 def _keep_better_int8(folder: Path, record: dict[str, Any]) -> str:
-    """Keep the int8 graph (dynamic or static) whose worst nDCG@10 loss to PyTorch over the prefixes is
-    smaller, as ``onnx-int8``; both candidates' scores stay in the record. Returns its quantisation."""
+    """Keep the int8 candidate whose worst nDCG@10 loss to PyTorch over the prefixes is smallest, as
+    ``onnx-int8``; every candidate's scores stay in the record. Returns its quantisation."""
     cal = record["calibration"]
     scores = cal["ndcg@10"]
-    candidates = {"dynamic": scores.pop("onnx-int8"), "static": scores.pop(STATIC)}
-    worst = {k: max(scores["torch"][d] - s[d] for d in s) for k, s in candidates.items()}
-    kept = "static" if worst["static"] < worst["dynamic"] else "dynamic"
-    if kept == "static":
-        os.replace(folder / FILES[STATIC], folder / FILES["onnx-int8"])
-        record["runtimes"]["onnx-int8"] = record["runtimes"].pop(STATIC) | {"file": FILES["onnx-int8"]}
-    else:
-        (folder / FILES[STATIC]).unlink()
-        del record["runtimes"][STATIC]
+    candidates = {how: scores.pop(runtime) for runtime, how in CANDIDATES.items() if runtime in scores}
+    worst = {how: max(scores["torch"][d] - s[d] for d in s) for how, s in candidates.items()}
+    kept = min(worst, key=lambda how: worst[how])  # the first listed on a tie
+    for runtime, how in CANDIDATES.items():
+        if runtime not in record["runtimes"]:
+            continue
+        entry = record["runtimes"].pop(runtime)
+        if how == kept:
+            os.replace(folder / FILES[runtime], folder / FILES["onnx-int8"])
+            record["runtimes"]["onnx-int8"] = entry | {"file": FILES["onnx-int8"]}
+        elif runtime != "onnx-int8":
+            (folder / FILES[runtime]).unlink()
     scores["onnx-int8"] = candidates[kept]
     cal["int8_candidates"] = {"kept": kept, "worst_loss": worst, "ndcg@10": candidates}
     return kept
