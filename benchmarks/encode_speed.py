@@ -108,10 +108,11 @@ def main() -> None:
     args = p.parse_args()
 
     from mrl.data.beir import load_beir
-    from mrl.encoders.onnx_export import ExportConfig, export
     from mrl.encoders.onnx_runtime import exported_runtimes
     from mrl.encoders.runtime import open_encoder
     from mrl.eval.evaluate import subsample
+    from mrl.export.config import ExportConfig
+    from mrl.export.onnx import export
 
     folder = args.out / "export"
     if "onnx-int8" not in (exported_runtimes(folder) if folder.is_dir() else []):

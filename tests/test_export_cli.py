@@ -103,7 +103,7 @@ def test_bad_input_is_named_and_nothing_is_written(tiny_model_dir: Path, tmp_pat
 def test_a_calibrated_export_keeps_the_candidate_that_loses_least(tiny_model_dir: Path, tiny_beir: Path,
                                                                    tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import mrl.encoders.export_check as check
+    import mrl.export.check as check
     from mrl._fs import sha256
     from mrl.encoders.runtime import open_encoder
 

@@ -32,7 +32,8 @@ def _leftovers(out: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def exported(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mrl.encoders.onnx_export import ExportConfig, export
+    from mrl.export.config import ExportConfig
+    from mrl.export.onnx import export
 
     out = tmp_path_factory.mktemp("export") / "m"
     export(ExportConfig(str(tiny_model_dir), out, quantize="int8"))
@@ -119,7 +120,7 @@ def test_an_export_killed_half_way_leaves_the_destination_untouched(tiny_model_d
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        import mrl.encoders.onnx_export as ex
+        import mrl.export.onnx as ex
         def killed(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)  # after the fp32 graph is written, before int8
         ex._quantize = killed
@@ -135,7 +136,7 @@ def test_an_export_killed_half_way_leaves_the_destination_untouched(tiny_model_d
 
 def test_a_failure_half_way_removes_its_work_folder(tiny_model_dir: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import mrl.encoders.onnx_export as ex
+    import mrl.export.onnx as ex
 
     def broken(*args: object) -> None:
         raise OSError("disk full")

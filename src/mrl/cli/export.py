@@ -35,7 +35,8 @@ def export_command(
     The folder still loads as a Sentence-Transformers model; mrl.json records the ONNX files, their
     sha256 and the agreement with PyTorch measured here. Nothing is written unless every check passes.
     """
-    from mrl.encoders.onnx_export import ExportConfig, export
+    from mrl.export.config import ExportConfig
+    from mrl.export.onnx import export
 
     dim_list = parse_ints(dims, "--dims")
     cfg = ExportConfig(model=model, out=out, quantize=quantize, calibrate=calibrate, split=split,

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from mrl.encoders.onnx_runtime import PROMPT_NAMES  # the one table of prompt names (torch-free)
 from mrl.errors import MrlError
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ DEFAULT_MODEL = "minilm"
 
 #: What a text is to the model: a query, or a document it is searched in.
 TextKind = Literal["query", "document"]
-# the prompt names Sentence-Transformers' encode_query / encode_document look for, in order
-_PROMPT_NAMES: dict[str, tuple[str, ...]] = {"query": ("query",), "document": ("document", "passage", "corpus")}
 
 
 def pick_device(device: str | None = None) -> str:
@@ -122,10 +121,10 @@ def prompt_name(model: SentenceTransformer, kind: TextKind | None) -> str | None
     """
     if kind is None:
         return None
-    if kind not in _PROMPT_NAMES:
+    if kind not in PROMPT_NAMES:
         raise ValueError(f"kind must be 'query' or 'document', got {kind!r}")
     prompts = getattr(model, "prompts", None) or {}
-    return next((name for name in _PROMPT_NAMES[kind] if name in prompts), None)
+    return next((name for name in PROMPT_NAMES[kind] if name in prompts), None)
 
 
 def preprocess(

@@ -1,6 +1,6 @@
 """An exported model folder encoded by onnxruntime + tokenizers + numpy (never torch).
 
-The graph written by :mod:`mrl.encoders.onnx_export` takes the tokenizer's tensors and returns the
+The graph written by :mod:`mrl.export.onnx` takes the tokenizer's tensors and returns the
 model's L2-normalised embedding (Transformer, pooling, an optional head and normalisation all run
 inside it), so this module only tokenizes, pads per batch and runs the session.
 
@@ -25,7 +25,9 @@ ONNX_KEY = "onnx"
 ONNX_RUNTIMES = ("onnx-int8", "onnx")  # best first: what ``runtime="auto"`` prefers
 INSTALL_HINT = "pip install 'mrl[onnx]' (onnxruntime, onnx and onnxscript)"
 # prompt names Sentence-Transformers tries, in order, for each kind of text
-PROMPT_NAMES = {"query": ("query",), "document": ("document", "passage", "corpus")}
+# the prompt names Sentence-Transformers' encode_query / encode_document look for, in order; the one table
+# (encoders.model, for PyTorch, reads it too)
+PROMPT_NAMES: dict[str, tuple[str, ...]] = {"query": ("query",), "document": ("document", "passage", "corpus")}
 KINDS = tuple(PROMPT_NAMES)
 
 

@@ -22,7 +22,7 @@ from mrl.prefix import truncate
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from mrl.encoders.onnx_export import ExportConfig
+    from mrl.export.config import ExportConfig
 
 AGREEMENT_TEXTS = 256  # queries and documents, half each, when no calibration set is given
 DEMO_DATA = Path(__file__).resolve().parents[1] / "demo_data" / "debian-mini"
@@ -74,7 +74,7 @@ def _encoders(model: SentenceTransformer, folder: Path, runtimes: list[str]) -> 
 def agreement(model: SentenceTransformer, folder: Path, runtimes: list[str], texts: tuple[list[str], list[str]],
               cfg: ExportConfig) -> dict[str, Any]:
     """Cosine of each runtime's prefixes to PyTorch's: ``{runtime: {dim: {mean, min}}}`` plus the text count."""
-    from mrl.encoders.onnx_export import resolve_dims
+    from mrl.export.config import resolve_dims
 
     encoders = _encoders(model, folder, runtimes)
     queries, docs = texts
@@ -101,8 +101,8 @@ def agreement(model: SentenceTransformer, folder: Path, runtimes: list[str], tex
 def calibration_scores(model: SentenceTransformer, folder: Path, runtimes: list[str], data: BeirDataset,
                        cfg: ExportConfig) -> dict[str, Any]:
     """nDCG@10 per prefix of PyTorch and every runtime on the calibration split."""
-    from mrl.encoders.onnx_export import resolve_dims
     from mrl.eval.evaluate import evaluate_embeddings
+    from mrl.export.config import resolve_dims
 
     encoders = _encoders(model, folder, runtimes)
     doc_ids, qids = list(data.corpus), list(data.queries)

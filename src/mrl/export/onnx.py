@@ -19,21 +19,20 @@ import os
 import shutil
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mrl._fs import fsync_dir, sha256
 from mrl.encoders.onnx_runtime import INSTALL_HINT, ONNX_KEY, RECORD, OnnxEncoder
 from mrl.errors import MrlError
+from mrl.export.config import ExportConfig
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 logger = logging.getLogger(__name__)
 
-QUANTIZE = ("none", "int8")
 # with calibration data, int8 candidates scored beside the dynamic graph (``onnx-int8``); the one with the smallest
 # worst-prefix loss is kept (the first listed on a tie): runtime name -> quantisation
 CANDIDATES = {"onnx-int8": "dynamic", "onnx-int8-mixed": "dynamic, FFN down-projections fp32",
@@ -43,47 +42,6 @@ FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model_int8.onnx",
 TOKENIZER_FILE = "onnx/tokenizer.json"
 MAX_GRAPH_BYTES = 1_900_000_000  # one .onnx file holds at most 2 GB (protobuf); no external data yet
 CALIBRATION_TEXTS = 256  # texts fed through the graph to set static int8 activation ranges
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    """What ``mrl export`` does.
-
-    Attributes:
-        model: a model folder, ``minilm`` or a cached hub name.
-        out: the folder to write (must not exist, or be empty).
-        quantize: ``none`` (fp32 only) or ``int8`` (fp32 and int8).
-        calibrate: a BEIR folder: per-prefix nDCG@10 of every runtime against PyTorch, with the guard
-            below; with int8, the :data:`CANDIDATES` compete and the best is kept.
-        split: the qrels split of ``calibrate`` to score.
-        accept_loss: export even when a runtime loses more than ``max_loss`` nDCG@10 at a prefix.
-        max_loss: the guard's tolerance.
-        dims: prefixes to check (default: the model's trained dims from its ``mrl.json``, else 32, 64 ... full).
-        max_queries, max_docs: subsample the calibration set (0: all).
-    """
-
-    model: str
-    out: Path
-    quantize: str = "none"
-    calibrate: Path | None = None
-    split: str = "dev"
-    accept_loss: bool = False
-    max_loss: float = 0.005
-    dims: tuple[int, ...] | None = None
-    max_queries: int = 0
-    max_docs: int = 0
-    batch_size: int = 32
-
-    def check(self) -> None:
-        if self.quantize not in QUANTIZE:
-            raise MrlError(f"--quantize {self.quantize!r}: expected one of {', '.join(QUANTIZE)}")
-        if self.accept_loss and self.calibrate is None:
-            raise MrlError("--accept-loss only applies with --calibrate BEIR_DIR (the guard needs a calibration set)")
-        if not 0 <= self.max_loss < 1:
-            raise MrlError(f"max_loss must be in [0, 1), got {self.max_loss}")
-        out = Path(self.out)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
-            raise MrlError(f"--out {out} already exists; choose a new folder (export never overwrites)")
 
 
 def require_export_dependencies() -> None:
@@ -105,8 +63,8 @@ def export(cfg: ExportConfig, say: Callable[[str], None] | None = None) -> dict[
         MrlError: bad input, or (with ``calibrate``) a runtime losing more than ``max_loss`` nDCG@10 at
             some prefix without ``accept_loss``; nothing is left at ``cfg.out`` then.
     """
-    from mrl.encoders.export_check import agreement, agreement_texts, calibration_scores, guard, load_calibration
     from mrl.encoders.model import load_model, resolve_model_path
+    from mrl.export.check import agreement, agreement_texts, calibration_scores, guard, load_calibration
 
     say = say or logger.info
     cfg.check()
@@ -318,7 +276,7 @@ def _quantize_static(folder: Path, data: Any, fp32: Path, int8: Path) -> None:
         quantize_static,
     )
 
-    from mrl.encoders.export_check import sample_texts
+    from mrl.export.check import sample_texts
 
     encoder = OnnxEncoder(folder, "onnx", threads=1)
     queries, docs = sample_texts(data, CALIBRATION_TEXTS)
@@ -372,18 +330,3 @@ def _commit(tmp: Path, out: Path) -> None:
         out.rmdir()  # empty (checked up front); fails if another writer filled it meanwhile
     os.rename(tmp, out)
     fsync_dir(out.parent)
-
-
-def resolve_dims(model_folder: str, full: int, dims: Sequence[int] | None) -> list[int]:
-    """Prefixes to check: ``dims``, else the trained ``matryoshka_dims`` in the folder's ``mrl.json``,
-    else 32, 64 ... below ``full``; ``full`` always included."""
-    from mrl.losses.matryoshka import default_dims
-
-    if dims is None:
-        path = Path(model_folder) / RECORD
-        meta = json.loads(path.read_text()) if path.is_file() else {}
-        dims = meta.get("matryoshka_dims") or default_dims(full)
-    bad = [d for d in dims if not 1 <= d <= full]
-    if bad:
-        raise MrlError(f"--dims: {bad[0]} is outside 1..{full} (the embedding dimension)")
-    return sorted(set(dims) | {full})
