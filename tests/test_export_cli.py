@@ -129,3 +129,22 @@ def test_a_calibrated_export_keeps_the_candidate_that_loses_least(tiny_model_dir
     assert record["calibration"]["int8_candidates"]["worst_loss"] == pytest.approx(
         {"dynamic": 0.02, "dynamic, FFN down-projections fp32": 0.0, "static": 0.01})
     open_encoder(str(out), "onnx-int8").encode(["a text"])
+
+
+def test_eval_with_the_onnx_runtime_matches_torch_per_prefix(tiny_model_dir, tiny_beir, tmp_path):
+    """`mrl eval --runtime onnx` scores an exported folder like PyTorch does (fp32: the same nDCG@10)."""
+    from mrl.export.config import ExportConfig
+    from mrl.export.onnx import export
+
+    out = tmp_path / "exported"
+    export(ExportConfig(str(tiny_model_dir), out))
+    scores = {}
+    for runtime in ("torch", "onnx"):
+        result = runner.invoke(app, ["eval", "--model", str(out), "--data", str(tiny_beir), "--dims", "16,64",
+                                     "--runtime", runtime, "--json", str(tmp_path / f"{runtime}.json")])
+        assert result.exit_code == 0, result.output
+        doc = json.loads((tmp_path / f"{runtime}.json").read_text())
+        scores[runtime] = {d: v["ndcg@10"] for d, v in doc["dims"].items()}
+    assert scores["torch"].keys() == scores["onnx"].keys()
+    for d in scores["torch"]:
+        assert abs(scores["torch"][d] - scores["onnx"][d]) < 1e-3, (d, scores)

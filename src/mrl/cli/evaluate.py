@@ -47,6 +47,9 @@ MaxDocsOpt = Annotated[int, typer.Option(help="Judged docs plus random others up
 BatchSizeOpt = Annotated[int, typer.Option(help="Encoding batch size.", min=1)]
 MaxSeqLengthOpt = Annotated[int | None, typer.Option(help="Token cap per text (default: the model's).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present).")]
+RuntimeOpt = Annotated[str, typer.Option(
+    help="torch, or onnx / onnx-int8 / auto for a folder written by `mrl export` (compare the runtimes' "
+         "per-prefix quality with the same command).", envvar="MRL_RUNTIME")]
 
 _STDOUT = Path("-")
 
@@ -81,6 +84,7 @@ def eval_command(
     batch_size: BatchSizeOpt = 64,
     max_seq_length: MaxSeqLengthOpt = None,
     device: DeviceOpt = None,
+    runtime: RuntimeOpt = "torch",
 ) -> None:
     """Encode once at full dimension, slice every prefix, search exactly, report nDCG@10, Recall@10/100, MRR@10."""
     for option, path in (("--json", json_out), ("--markdown", markdown), ("--plot", plot)):
@@ -88,7 +92,7 @@ def eval_command(
     out = err_console if json_out == _STDOUT else console  # stdout holds only the JSON then
     methods = _check_methods(dims, baseline, adaptor, precision, select)
     ds, sets = _load_data(data, split, xling, langs, max_queries, max_docs)
-    st_model = _load_model(model, device, max_seq_length, methods, adaptor)
+    st_model = _load_model(model, device, max_seq_length, methods, adaptor, runtime, sets is not None)
     out.print(f"[bold]{model}[/] on {ds.name}/{split}: {len(ds.queries)} queries, {len(ds.corpus)} documents")
     if sets is None:
         from mrl.eval.evaluate import evaluate
@@ -162,18 +166,27 @@ def _load_data(data: Path, split: str, xling: Path | None, langs: str | None, ma
 
 
 def _load_model(model: str, device: str | None, max_seq_length: int | None, methods: _Methods,
-                adaptor: Path | None) -> Any:
-    """The model, checked against ``--dims`` and the adaptor's input dimension."""
+                adaptor: Path | None, runtime: str = "torch", xling: bool = False) -> Any:
+    """The model (a Sentence-Transformers model, or with an ONNX ``runtime`` the exported encoder),
+    checked against ``--dims`` and the adaptor's input dimension."""
     from mrl.encoders.model import embedding_dim, load_model
     from mrl.errors import MrlError
     from mrl.prefix import check_dims
 
-    st_model = load_model(model, device, max_seq_length)
+    if runtime != "torch":
+        from mrl.encoders.runtime import open_encoder
+
+        if xling:
+            raise MrlError(f"--xling runs with --runtime torch (not {runtime}) for now")
+        st_model: Any = open_encoder(model, runtime, device=device)
+        dim = st_model.dim
+    else:
+        st_model = load_model(model, device, max_seq_length)
+        dim = embedding_dim(st_model)
     if methods.dims is not None:
-        check_dims(methods.dims, None, embedding_dim(st_model))
-    if methods.adaptor is not None and methods.adaptor.input_dim != embedding_dim(st_model):
-        raise MrlError(f"--adaptor {adaptor} takes {methods.adaptor.input_dim}-dim vectors; {model} gives "
-                       f"{embedding_dim(st_model)}")
+        check_dims(methods.dims, None, dim)
+    if methods.adaptor is not None and methods.adaptor.input_dim != dim:
+        raise MrlError(f"--adaptor {adaptor} takes {methods.adaptor.input_dim}-dim vectors; {model} gives {dim}")
     return st_model
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -134,10 +134,9 @@ def evaluate(
     adaptors: Adaptor | Mapping[str, Adaptor] | None = None,
     precisions: Sequence[str] = ("float32",),
 ) -> EvalReport:
-    """Encode ``data`` once with ``model`` at full dimension and score every prefix."""
-    from mrl.encoders.model import embedding_dim, encode
-
-    full = embedding_dim(model)
+    """Encode ``data`` once with ``model`` (a Sentence-Transformers model, or any
+    :class:`~mrl.encoders.runtime.Encoder`, e.g. an exported ONNX graph) at full dimension and score every prefix."""
+    full, embed = _embedder(model, batch_size, show_progress)
     if dims is None:
         from mrl.prefix import default_dims
 
@@ -146,11 +145,22 @@ def evaluate(
         check_dim(d, full, "dim")
     doc_ids = list(data.corpus)
     qids = list(data.queries)
-    xb = encode(model, [data.corpus[i] for i in doc_ids], batch_size, show_progress, "documents", kind="document")
-    xq = encode(model, [data.queries[i] for i in qids], batch_size, show_progress, "queries", kind="query")
+    xb = embed([data.corpus[i] for i in doc_ids], "document")
+    xq = embed([data.queries[i] for i in qids], "query")
     return evaluate_embeddings(
         xq, xb, qids, doc_ids, data.qrels, dims, baselines, model_name, data.name, data.split, adaptors, precisions
     )
+
+
+def _embedder(model: Any, batch_size: int, show_progress: bool) -> tuple[int, Any]:
+    """``(dim, embed(texts, kind))`` for a Sentence-Transformers model or an :class:`Encoder`."""
+    from mrl.encoders.model import embedding_dim, encode
+    from mrl.encoders.runtime import Encoder
+
+    if isinstance(model, Encoder):
+        return model.dim, lambda texts, kind: model.encode(texts, kind, batch_size)
+    return embedding_dim(model), lambda texts, kind: encode(model, texts, batch_size, show_progress, f"{kind}s",
+                                                             kind=kind)
 
 
 def subsample(data: BeirDataset, max_queries: int, max_docs: int, seed: int = 0) -> BeirDataset:
