@@ -309,3 +309,29 @@ def test_a_rebuild_respects_the_lock_and_a_failed_one_keeps_the_old_index(data, 
     assert len([p for p in root.iterdir() if p.name.startswith("shard")]) == 1  # the half-built shard is gone
     rebuilt = QdrantEdgeIndex.build(root, xb[:100], first_stages=["int8@8"], overwrite=True)
     assert rebuilt.count == 100 and len([p for p in root.iterdir() if p.name.startswith("shard")]) == 1
+
+
+def test_a_qdrant_client_rebuild_is_built_beside_and_swapped(data, tmp_path, monkeypatch):
+    """--overwrite on a Qdrant collection: the new one is built under its own name and the name (an
+    alias) moves to it at the commit; a rebuild that fails leaves the old collection serving."""
+    from mrl.index.qdrant import engines
+
+    xb, _ = data
+    uri = f"qdrant-local://{tmp_path / 'q'}/docs"
+    build_qdrant(uri, xb[:300], [f"d{i}" for i in range(300)], first_stages=["int8@8"])
+
+    def failing(self, points):
+        raise RuntimeError("server went away")
+
+    monkeypatch.setattr(engines.ClientEngine, "upsert", failing)
+    with pytest.raises(MrlError, match="server went away"):
+        build_qdrant(uri, xb[:100], first_stages=["int8@8"], overwrite=True)
+    monkeypatch.undo()
+    index = open_qdrant(uri)
+    assert index.count == 300 and index.keys(index.search(xb[:1], 1, f"int8@8:300,{D}:1").ids) == [["d0"]]
+    for n in (100, 50):  # the first rebuild replaces a plain collection, the second an alias
+        rebuilt = build_qdrant(uri, xb[:n], first_stages=["int8@8"], overwrite=True)
+        assert rebuilt.count == n and open_qdrant(uri).count == n
+    client = open_qdrant(uri).engine.client
+    names = sorted(c.name for c in client.get_collections().collections)
+    assert len(names) == 1 and names[0].startswith("docs-mrl-")  # nothing left behind

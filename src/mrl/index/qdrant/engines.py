@@ -247,6 +247,7 @@ class ClientEngine:
     def __init__(self, client: Any, collection: str, label: str) -> None:
         self.client, self.collection, self.label = client, collection, label
         self.models = require_client().models
+        self.replaces: str | None = None  # a rebuild: the name its alias takes over at the commit
 
     @staticmethod
     def connect(url: str | None = None, path: str | None = None, api_key: str | None = None) -> Any:
@@ -276,7 +277,8 @@ class ClientEngine:
         if engine._call(client.collection_exists, collection):
             if not overwrite:
                 raise MrlError(f"{label}: collection {collection!r} already exists (pass --overwrite to replace it)")
-            engine._call(client.delete_collection, collection)
+            # built beside, under a name of its own; the commit points the name (an alias) at it
+            engine.collection, engine.replaces = f"{collection}-mrl-{uuid.uuid4().hex[:8]}", collection
         config = {}
         for v in vectors:
             quant = {"int8": m.ScalarQuantization(scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8,
@@ -286,9 +288,29 @@ class ClientEngine:
             config[v.name] = m.VectorParams(size=v.size, distance=m.Distance.COSINE, on_disk=v.on_disk or None,
                                             quantization_config=quant, hnsw_config=m.HnswConfigDiff(m=16 if v.graph
                                                                                                     else 0))
-        engine._call(client.create_collection, collection, vectors_config=config, shard_number=shards,
+        engine._call(client.create_collection, engine.collection, vectors_config=config, shard_number=shards,
                      replication_factor=replicas, metadata={"mrl": {"building": True}})
         return engine
+
+    def abandon(self) -> None:
+        """Drop a collection that was being built beside the old one and never committed."""
+        if self.replaces is not None:
+            self._call(self.client.delete_collection, self.collection)
+
+    def _swap(self) -> None:
+        """Point the name at the rebuilt collection in one alias update; then drop what it named before."""
+        m, name = self.models, self.replaces
+        assert name is not None  # only a rebuild swaps
+        aliases = {a.alias_name: a.collection_name for a in self._call(self.client.get_aliases).aliases}
+        old = aliases.get(name)
+        if old is None:  # an index built before aliases: a plain collection of that name (a short gap, once)
+            self._call(self.client.delete_collection, name)
+        ops = ([m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=name))] if old else []) + [
+            m.CreateAliasOperation(create_alias=m.CreateAlias(collection_name=self.collection, alias_name=name))]
+        self._call(self.client.update_collection_aliases, change_aliases_operations=ops)
+        if old is not None:
+            self._call(self.client.delete_collection, old)
+        self.collection, self.replaces = name, None
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -303,7 +325,10 @@ class ClientEngine:
         return dict((self._call(self.client.get_collection, self.collection).config.metadata or {}).get("mrl") or {})
 
     def write_meta(self, meta: dict[str, Any]) -> None:
+        """The commit point: the description; a rebuild then takes over the name."""
         self._call(self.client.update_collection, self.collection, metadata={"mrl": meta})
+        if self.replaces is not None:
+            self._swap()
 
     def upsert(self, points: list[tuple[int, dict[str, list[float]], dict | None]]) -> None:
         m = self.models
