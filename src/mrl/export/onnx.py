@@ -64,7 +64,7 @@ def export(cfg: ExportConfig, say: Callable[[str], None] | None = None) -> dict[
             some prefix without ``accept_loss``; nothing is left at ``cfg.out`` then.
     """
     from mrl.encoders.model import load_model, resolve_model_path
-    from mrl.export.check import agreement, agreement_texts, calibration_scores, guard, load_calibration
+    from mrl.export.check import agreement, agreement_texts, guard, load_calibration
 
     say = say or logger.info
     cfg.check()
@@ -88,13 +88,7 @@ def export(cfg: ExportConfig, say: Callable[[str], None] | None = None) -> dict[
             _quantize(tmp, data, record)
             _write_record(tmp, record)
         if data is not None:
-            say(f"scoring nDCG@10 per prefix on {data.name}/{data.split}: {len(data.queries)} queries, "
-                f"{len(data.corpus)} documents, runtimes torch, {', '.join(record['runtimes'])}")
-            record["calibration"] = calibration_scores(model, tmp, list(record["runtimes"]), data, cfg)
-            if len(set(CANDIDATES) & set(record["runtimes"])) > 1:
-                kept = _keep_better_int8(tmp, record)
-                _write_record(tmp, record)  # the kept graph's checksum, before anything opens it
-                say(f"keeping the {kept} int8 graph (the smaller worst loss over the prefixes)")
+            _calibrate(model, tmp, record, data, cfg, say)
         texts = agreement_texts(data)
         say(f"measuring agreement with PyTorch on {len(texts[0]) + len(texts[1])} texts")
         record["agreement"] = agreement(model, tmp, list(record["runtimes"]), texts, cfg)
@@ -106,6 +100,21 @@ def export(cfg: ExportConfig, say: Callable[[str], None] | None = None) -> dict[
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return record
+
+
+def _calibrate(model: SentenceTransformer, tmp: Path, record: dict[str, Any], data: Any, cfg: ExportConfig,
+               say: Callable[[str], None]) -> None:
+    """Per-prefix nDCG@10 of PyTorch and every runtime on the calibration set; of several int8
+    candidates, the one with the smallest worst loss is kept."""
+    from mrl.export.check import calibration_scores
+
+    say(f"scoring nDCG@10 per prefix on {data.name}/{data.split}: {len(data.queries)} queries, "
+        f"{len(data.corpus)} documents, runtimes torch, {', '.join(record['runtimes'])}")
+    record["calibration"] = calibration_scores(model, tmp, list(record["runtimes"]), data, cfg)
+    if len(set(CANDIDATES) & set(record["runtimes"])) > 1:
+        kept = _keep_better_int8(tmp, record)
+        _write_record(tmp, record)  # the kept graph's checksum, before anything opens it
+        say(f"keeping the {kept} int8 graph (the smaller worst loss over the prefixes)")
 
 
 def _check_exportable(model: SentenceTransformer) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mrl._fs import atomic_write_text
 from mrl.data.beir import load_beir
@@ -38,6 +39,28 @@ class MineOptions:
             raise MrlError(f"--relative-margin must be in [0, 1), got {self.relative_margin}")
         if self.sampling not in ("top", "random"):
             raise MrlError(f"--sampling must be 'top' or 'random', got {self.sampling!r}")
+
+
+def _rows_with_ids(mined: Any, ds: Any, rows: list[tuple[str, str]], by_text: dict[str, str],
+                   num_negatives: int) -> list[str]:
+    """The mined rows as jsonl lines with the ids of every text; a row whose negative the qrels judge
+    relevant to its query (the same text under another id) is dropped as a false negative."""
+    negative_columns = [f"negative_{i}" for i in range(1, num_negatives + 1)]
+    names = ["negative"] if num_negatives == 1 else negative_columns
+    qid_of = {(ds.queries[q], ds.corpus[d]): q for q, d in rows}
+    lines = []
+    for rec in mined:
+        qid = qid_of.get((rec["anchor"], rec["positive"]))
+        negatives = [rec[c] for c in negative_columns]
+        if qid is None or any(by_text.get(n) in ds.qrels.get(qid, {}) for n in negatives):
+            continue
+        row = {"anchor": rec["anchor"], "positive": rec["positive"], "anchor_id": qid,
+               "positive_id": by_text[rec["positive"]]}
+        for name, text in zip(names, negatives):
+            row[name] = text
+            row[name.replace("negative", "negative_id", 1)] = by_text[text]
+        lines.append(json.dumps(row, ensure_ascii=False))
+    return lines
 
 
 def mine(model_name: str, data: str | Path, out: str | Path, split: str = "train",
@@ -70,23 +93,7 @@ def mine(model_name: str, data: str | Path, out: str | Path, split: str = "train
         output_format="n-tuple", batch_size=options.batch_size, use_faiss=True, verbose=False,
         query_prompt_name=prompt_name(model, "query"), corpus_prompt_name=prompt_name(model, "document"),
     )
-    negative_columns = [f"negative_{i}" for i in range(1, options.num_negatives + 1)]
-    qid_of = {(ds.queries[q], ds.corpus[d]): q for q, d in rows}
-    lines, dropped = [], 0
-    for rec in mined:
-        qid = qid_of.get((rec["anchor"], rec["positive"]))
-        negatives = [rec[c] for c in negative_columns]
-        # a negative that the qrels judge relevant to this query (the same text under another id) is a false one
-        if qid is None or any(by_text.get(n) in ds.qrels.get(qid, {}) for n in negatives):
-            dropped += 1
-            continue
-        row = {"anchor": rec["anchor"], "positive": rec["positive"], "anchor_id": qid,
-               "positive_id": by_text[rec["positive"]]}
-        names = ["negative"] if options.num_negatives == 1 else negative_columns
-        for name, text in zip(names, negatives):
-            row[name] = text
-            row[name.replace("negative", "negative_id", 1)] = by_text[text]
-        lines.append(json.dumps(row, ensure_ascii=False))
+    lines = _rows_with_ids(mined, ds, rows, by_text, options.num_negatives)
     if not lines:
         raise MrlError(f"{data}/{split}: no pair got {options.num_negatives} negatives; widen --range-max or lower "
                        "--relative-margin")

@@ -108,18 +108,7 @@ def build_objective(cfg: TrainConfig, full_dim: int, pairs: Pairs | None, parall
     elif kind == "mse" and weight > 0:
         raise MrlError("--distill mse needs --teacher: the student's own full dimension can only teach its "
                        "prefixes through similarities (--distill kl)")
-    term = None
-    if teacher is not None:
-        view = cfg.teacher_view or ("prefix" if kind == "mse" and teacher.dim == full_dim else "full")
-        if view == "prefix" and teacher.dim < dims[-1]:
-            raise MrlError(f"--teacher-view prefix: the teacher is {teacher.dim}-dimensional, narrower than the "
-                           f"largest Matryoshka dim {dims[-1]}; use --teacher-view full")
-        loss: nn.Module
-        if kind == "kl":
-            loss = DistillKL(cfg.scale, cfg.distill_temperature)
-        else:
-            loss = DistillMSE(teacher.dim if view == "full" else None, [d for d in dims if d != teacher.dim])
-        term = Term(kind, loss, weight, dim_weights=dict.fromkeys(dims, 1.0), teacher="given", teacher_view=view)
+    term = _teacher_term(cfg, kind, weight, teacher, dims, full_dim) if teacher is not None else None
     pairs_loss = None
     if pairs is not None:
         terms = [Term("infonce", InfoNCE(cfg.scale))]
@@ -130,7 +119,7 @@ def build_objective(cfg: TrainConfig, full_dim: int, pairs: Pairs | None, parall
                               dim_weights=dict.fromkeys(dims[:-1], 1.0), teacher="self", teacher_view="full"))
         pairs_loss = MatryoshkaLoss(terms, dims, weights, full_dim)
     parallel_loss = MatryoshkaLoss([term], dims, weights, full_dim) if parallel is not None and term else None
-    streams = []
+    streams: list[Stream] = []
     plan_args = (cfg.batch_size, cfg.seed, cfg.epochs, cfg.max_steps, cfg.group_by_length)
     if pairs is not None and pairs_loss is not None:
         columns = (pairs.anchors, pairs.positives, *pairs.negatives)
@@ -145,6 +134,21 @@ def build_objective(cfg: TrainConfig, full_dim: int, pairs: Pairs | None, parall
                                         offset=1_000_003),
                               parallel_loss, (parallel_keys, parallel_keys), log_prefix="parallel_"))
     return Objective(dims, weights, streams, teacher)
+
+
+def _teacher_term(cfg: TrainConfig, kind: str, weight: float, teacher: Any, dims: list[int], full_dim: int) -> Term:
+    """The distillation term from a given teacher: KL of in-batch similarities, or MSE of the vectors
+    (with learned projections when the teacher is viewed whole and has another width)."""
+    view = cfg.teacher_view or ("prefix" if kind == "mse" and teacher.dim == full_dim else "full")
+    if view == "prefix" and teacher.dim < dims[-1]:
+        raise MrlError(f"--teacher-view prefix: the teacher is {teacher.dim}-dimensional, narrower than the "
+                       f"largest Matryoshka dim {dims[-1]}; use --teacher-view full")
+    loss: nn.Module
+    if kind == "kl":
+        loss = DistillKL(cfg.scale, cfg.distill_temperature)
+    else:
+        loss = DistillMSE(teacher.dim if view == "full" else None, [d for d in dims if d != teacher.dim])
+    return Term(kind, loss, weight, dim_weights=dict.fromkeys(dims, 1.0), teacher="given", teacher_view=view)
 
 
 def _load_teacher(spec: str, cfg: TrainConfig, pairs: Pairs | None, parallel: Parallel | None,
