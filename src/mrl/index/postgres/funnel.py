@@ -21,6 +21,7 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
+from mrl.index.described import Described
 from mrl.index.filters import Filter, check_types, parse_filter, payload_types
 from mrl.index.first_stages.kinds import kind, require
 from mrl.index.ids import check_ids
@@ -35,7 +36,7 @@ from mrl.vectors import check_vectors
 KINDS = ("exact", "binary", "hnsw")  # pgvector's structures: an HNSW graph over floats or bits, or a scan
 
 
-class PostgresIndex:
+class PostgresIndex(Described):
     first_stage_kinds = KINDS
     supports_gates = False  # Postgres runs a whole cascade as one statement
 
@@ -117,30 +118,8 @@ class PostgresIndex:
     def count(self) -> int:
         return int(self.meta["count"])
 
-    @property
-    def generation(self) -> int:
-        return int(self.meta["generation"])
-
-    @property
-    def model(self) -> str | None:
-        return self.meta.get("model")
-
-    @property
-    def default_cascade(self) -> Cascade:
-        return parse_cascade(self.meta["default_cascade"], self.dim)
-
-    @property
-    def first_stages(self) -> list[FirstStageSpec]:
-        return list(self.specs)
-
-    def __len__(self) -> int:
-        return self.count
-
     def __repr__(self) -> str:
         return f"PostgresIndex({str(self.where)!r}, dim={self.dim}, first_stages={self.meta['first_stages']})"
-
-    def plan(self, cascade: str | Cascade | None = None, k: int = 10) -> Cascade:
-        return self._check_cascade(resolve_plan(cascade, k, self.default_cascade, self.dim, self.count))
 
     def prepare_queries(self, xq: Any, adapted: bool = False) -> np.ndarray:
         xq = np.atleast_2d(xq) if np.ndim(xq) == 1 else xq

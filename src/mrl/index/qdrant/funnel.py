@@ -30,6 +30,7 @@ import numpy as np
 from mrl.errors import MrlError
 from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
+from mrl.index.described import Described
 from mrl.index.filters import check_types, parse_filter, payload_types
 from mrl.index.first_stages.kinds import kind, require
 from mrl.index.ids import check_ids
@@ -63,7 +64,7 @@ def layout(specs: list[FirstStageSpec], rescore_dims: list[int]) -> list[VectorS
     return out + [VectorSpec(f"f-{d}", d, on_disk=True) for d in rescore_dims]
 
 
-class QdrantIndex:
+class QdrantIndex(Described):
     first_stage_kinds = FIRST_STAGE_KINDS
     supports_gates = False  # Qdrant runs a whole cascade as one nested query
 
@@ -138,31 +139,9 @@ class QdrantIndex:
     def count(self) -> int:
         return self.engine.count()
 
-    @property
-    def generation(self) -> int:
-        return int(self.meta["generation"])
-
-    @property
-    def model(self) -> str | None:
-        return self.meta.get("model")
-
-    @property
-    def default_cascade(self) -> Cascade:
-        return parse_cascade(self.meta["default_cascade"], self.dim)
-
-    @property
-    def first_stages(self) -> list[FirstStageSpec]:
-        return list(self.specs)
-
-    def __len__(self) -> int:
-        return self.count
-
     def __repr__(self) -> str:
         return (f"QdrantIndex({self.engine.kind}: {self.engine.where()!r}, dim={self.dim}, "
                 f"first_stages={self.meta['first_stages']})")
-
-    def plan(self, cascade: str | Cascade | None = None, k: int = 10) -> Cascade:
-        return self._check_cascade(resolve_plan(cascade, k, self.default_cascade, self.dim, self.count))
 
     def prepare_queries(self, xq: Any, adapted: bool = False) -> np.ndarray:
         xq = np.atleast_2d(xq) if np.ndim(xq) == 1 else xq
