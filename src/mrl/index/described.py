@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mrl.errors import MrlError
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, resolve_plan
 
 
@@ -41,6 +42,14 @@ class Described:
 
     def __len__(self) -> int:
         return self.count
+
+    def _spec(self, kind_name: str | None, d: int) -> FirstStageSpec:
+        """The first stage a cascade starting at ``kind_name@d`` uses; the error lists what there is."""
+        for spec in self.specs:
+            if spec.dim == d and (kind_name is None or spec.kind == kind_name):
+                return spec
+        have = ", ".join(map(str, self.specs))
+        raise MrlError(f"the index has no {kind_name or 'first stage'}@{d} (it has: {have}); rebuild with it")
 
     def plan(self, cascade: str | Cascade | None = None, k: int = 10) -> Cascade:
         """The checked cascade a search with ``k`` runs, shortlists clamped to the live count."""

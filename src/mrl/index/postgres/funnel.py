@@ -272,13 +272,6 @@ class PostgresIndex(Described):
             return [f"{self.where}: {e}"]
 
     # ------------------------------------------------------------------ internals
-    def _spec(self, kind_name: str | None, d: int) -> FirstStageSpec:
-        for spec in self.specs:
-            if spec.dim == d and (kind_name is None or spec.kind == kind_name):
-                return spec
-        have = ", ".join(map(str, self.specs))
-        raise MrlError(f"the index has no {kind_name or 'first stage'}@{d} (it has: {have}); rebuild with it")
-
     def _check_cascade(self, plan: Cascade) -> Cascade:
         if plan.gated:
             raise MrlError(f"cascade {plan}: gated cascades run on the mrl backend (Postgres runs a whole cascade "

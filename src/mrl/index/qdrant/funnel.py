@@ -329,13 +329,6 @@ class QdrantIndex(Described):
                                f"(those are searchable; re-run the add for the rest): {e}") from None
         self.engine.finish()
 
-    def _spec(self, kind: str | None, d: int) -> FirstStageSpec:
-        for spec in self.specs:
-            if spec.dim == d and (kind is None or spec.kind == kind):
-                return spec
-        have = ", ".join(map(str, self.specs))
-        raise MrlError(f"the index has no {kind or 'first stage'}@{d} (it has: {have}); rebuild with it")
-
     def _check_cascade(self, plan: Cascade) -> Cascade:
         if plan.gated:
             raise MrlError(f"cascade {plan}: gated cascades run on the mrl backend (Qdrant runs a whole cascade as "
