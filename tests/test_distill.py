@@ -260,7 +260,7 @@ def test_cli_names_bad_input_and_exits_non_zero(tiny_model_dir, tmp_path):
         (["--parallel", str(bad)], "de.jsonl:1: column 'text' must be a non-empty string"),
         (["--parallel", str(tmp_path / "nope.jsonl")], "--parallel: file not found"),
         (["--parallel", str(bad), "--teacher", str(tmp_path / "no" / "such")], "--teacher: folder does not exist"),
-        ([], "give --data (training pairs) and/or --parallel"),
+        ([], "give --data (training pairs), --parallel (translations) and/or --xling"),
     ]
     for extra, message in cases:
         result = runner.invoke(app, ["train", "--model", str(tiny_model_dir), "-o", str(tmp_path / "o"),

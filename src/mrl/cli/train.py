@@ -42,6 +42,15 @@ ParallelOpt = Annotated[str | None, typer.Option(
              "source and translation both learn the teacher's of the source (default teacher: --model).")]
 ParallelLimitOpt = Annotated[int | None, typer.Option(help="At most this many records per parallel file "
                                                             "(a seeded sample).", min=1)]
+XlingOpt = Annotated[str | None, typer.Option(
+        help="Cross-lingual pairs, a stream of its own (InfoNCE): debian-xling <lang>.jsonl[.gz] file[,file...] "
+             "or their folder (translated synopsis -> English description), or pairs files with "
+             "anchor, positive and lang columns (.jsonl[.gz]/.csv).")]
+XlingLangsOpt = Annotated[str | None, typer.Option(help="Languages of --xling to train on, e.g. de,fr,it "
+                                                        "(default: every one found).")]
+XlingLimitOpt = Annotated[int | None, typer.Option(help="At most this many --xling pairs per language "
+                                                        "(a seeded sample).", min=1)]
+XlingWeightOpt = Annotated[float, typer.Option(help="Weight of the --xling stream's loss.")]
 HeadOpt = Annotated[str, typer.Option(help="'linear': add an identity-initialised linear layer after pooling; "
                                                "'orthogonal': the same layer kept a rotation.")
                     ]
@@ -78,6 +87,8 @@ def train_command(
     teacher: TeacherOpt = None, distill: DistillOpt = None, distill_weight: DistillWeightOpt = None,
     distill_temperature: DistillTemperatureOpt = 1.0, teacher_view: TeacherViewOpt = None,
     teacher_cache: TeacherCacheOpt = None, parallel: ParallelOpt = None, parallel_limit: ParallelLimitOpt = None,
+    xling: XlingOpt = None, xling_langs: XlingLangsOpt = None, xling_limit: XlingLimitOpt = None,
+    xling_weight: XlingWeightOpt = 1.0,
     head: HeadOpt = "none", head_lr: HeadLrOpt = 1e-3, freeze: FreezeOpt = None, batch_size: BatchSizeOpt = 32,
     lr: LrOpt = 5e-5, warmup_ratio: WarmupRatioOpt = 0.1, weight_decay: WeightDecayOpt = 0.01, epochs: EpochsOpt = 1,
     max_steps: MaxStepsOpt = None, max_seq_length: MaxSeqLengthOpt = 128, seed: SeedOpt = 42,
@@ -91,13 +102,14 @@ def train_command(
     from mrl.training.loop import train
 
     dim_list, weight_list, scale = _check_dims(dims, weights, scale, temperature)
-    parallel_files = _check_inputs(output, data, parallel, teacher, dev_data, resume, overwrite)
+    parallel_files = _check_inputs(output, data, parallel, teacher, dev_data, resume, overwrite, xling)
     cfg = TrainConfig(
         model=model, data=str(data) if data is not None else None, output=str(output), split=split,
         dims=tuple(dim_list) if dim_list else None, weights=tuple(weight_list) if weight_list else None,
         scale=scale, distill_weight=distill_weight, distill_temperature=distill_temperature, distill=distill,
         teacher=teacher, teacher_view=teacher_view, teacher_cache=str(teacher_cache) if teacher_cache else None,
-        parallel=parallel_files, parallel_limit=parallel_limit, head=head,
+        parallel=parallel_files, parallel_limit=parallel_limit, xling=_split(xling), xling_langs=_split(xling_langs),
+        xling_limit=xling_limit, xling_weight=xling_weight, head=head,
         head_lr=head_lr, freeze=tuple(p.strip() for p in (freeze or "").split(",") if p.strip()),
         batch_size=batch_size, lr=lr, warmup_ratio=warmup_ratio, weight_decay=weight_decay, epochs=epochs,
         max_steps=max_steps,
@@ -137,8 +149,13 @@ def _check_dims(dims: str | None, weights: str | None, scale: float, temperature
     return dim_list, weight_list, scale
 
 
+def _split(value: str | None) -> tuple[str, ...] | None:
+    """A comma-separated option as a tuple (``None`` when not given)."""
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value is not None else None
+
+
 def _check_inputs(output: Path, data: Path | None, parallel: str | None, teacher: str | None, dev_data: Path | None,
-                  resume: bool, overwrite: bool) -> tuple[str, ...] | None:
+                  resume: bool, overwrite: bool, xling: str | None = None) -> tuple[str, ...] | None:
     """Every path checked before anything loads; the parallel files. A model already at ``output`` is
     replaced only with --overwrite (or continued with --resume), the rule of index build and adapt fit."""
     from mrl.errors import MrlError
@@ -146,8 +163,12 @@ def _check_inputs(output: Path, data: Path | None, parallel: str | None, teacher
     check_output(output, "folder", "--output")
     if (output / "mrl.json").exists() and not (overwrite or resume):
         raise MrlError(f"{output}: a trained model is already there (pass --overwrite to replace it)")
-    if data is None and parallel is None:
-        raise MrlError("give --data (training pairs) and/or --parallel (translations)")
+    if data is None and parallel is None and xling is None:
+        raise MrlError("give --data (training pairs), --parallel (translations) and/or --xling (cross-lingual pairs)")
+    if xling is not None:
+        from mrl.data.xling_pairs import xling_files
+
+        xling_files(list(_split(xling) or ()))  # each named file or folder exists
     if data is not None and not data.exists():
         raise MrlError(f"training data not found: {data}")
     parallel_files = tuple(p for p in parallel.split(",") if p) if parallel is not None else None

@@ -32,6 +32,12 @@ class TrainConfig:
         teacher_cache: where a teacher model's embeddings are cached (default ``output/teacher-cache``).
         parallel: ``.jsonl[.gz]`` files of source texts and translations (multilingual distillation).
         parallel_limit: keep a seeded random sample of at most this many records per parallel file.
+        xling: cross-lingual pairs (a translated query, its English document): debian-xling files or
+            their folder, or pairs files with a ``lang`` column (:mod:`mrl.data.xling_pairs`); a stream
+            of its own with Matryoshka InfoNCE.
+        xling_langs: the languages of ``xling`` trained on (``None``: every one found).
+        xling_limit: keep a seeded sample of at most this many cross-lingual pairs per language.
+        xling_weight: the weight of the cross-lingual stream's loss against the other streams'.
         head: ``"linear"`` adds an identity-initialised linear layer after pooling,
             ``"orthogonal"`` the same layer kept a rotation (see :mod:`mrl.encoders.head`);
             ``"none"`` trains the encoder as it is.
@@ -74,6 +80,10 @@ class TrainConfig:
     teacher_cache: str | None = None
     parallel: tuple[str, ...] | None = None
     parallel_limit: int | None = None
+    xling: tuple[str, ...] | None = None
+    xling_langs: tuple[str, ...] | None = None
+    xling_limit: int | None = None
+    xling_weight: float = 1.0
     head: str = "none"
     head_lr: float = 1e-3
     freeze: tuple[str, ...] = ()
@@ -118,6 +128,8 @@ class TrainConfig:
             "distill": self.distill in (None, "kl", "mse"),
             "teacher_view": self.teacher_view in (None, "prefix", "full"),
             "parallel_limit": self.parallel_limit is None or self.parallel_limit >= 1,
+            "xling_limit": self.xling_limit is None or self.xling_limit >= 1,
+            "xling_weight": self.xling_weight > 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -126,8 +138,9 @@ class TrainConfig:
         from mrl.training.freeze import check_parts
 
         check_parts(self.freeze)
-        if self.data is None and not self.parallel:
-            raise MrlError("training needs data: --data (pairs) and/or --parallel (translations)")
+        if self.data is None and not self.parallel and not self.xling:
+            raise MrlError("training needs data: --data (pairs), --parallel (translations) and/or --xling "
+                           "(cross-lingual pairs)")
         if self.device:
             from mrl.encoders.model import pick_device
 
@@ -141,6 +154,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for name in ("dims", "weights", "parallel", "freeze"):  # an empty freeze is None: older checkpoints resume
+        # an empty freeze is None: older checkpoints resume
+        for name in ("dims", "weights", "parallel", "freeze", "xling", "xling_langs"):
             d[name] = list(d[name]) if d[name] else None
         return d

@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import torch
 from mrl.data.beir import BeirDataset, load_beir
 from mrl.data.pairs import load_training_data
 from mrl.data.parallel import load_parallel
+from mrl.data.xling_pairs import load_xling_pairs, xling_files
 from mrl.encoders.head import add_linear_head, fix_head
 from mrl.encoders.model import embedding_dim, load_model, preprocess
 from mrl.errors import MrlError
@@ -80,7 +81,7 @@ def _say(progress: bool, message: str) -> None:
 
 def data_fingerprint(cfg: TrainConfig) -> str:
     """sha256 over the training data's files: a pairs file, or a BEIR folder's corpus, queries and the
-    split's qrels; and every --parallel file."""
+    split's qrels; and every --parallel and --xling file."""
     from mrl._fs import sha256
 
     files: list[Path] = []
@@ -89,6 +90,7 @@ def data_fingerprint(cfg: TrainConfig) -> str:
         files += [data] if data.is_file() else sorted(
             [*data.glob("corpus.jsonl*"), *data.glob("queries.jsonl*"), *data.glob(f"qrels/{cfg.split}.tsv")])
     files += [Path(p) for p in cfg.parallel or ()]
+    files += xling_files(list(cfg.xling)) if cfg.xling else []
     h = hashlib.sha256()
     for f in files:
         h.update(f"{f.name}:{sha256(f)}\n".encode())
@@ -100,7 +102,9 @@ def _check_same_run(saved: dict[str, Any], cfg: TrainConfig) -> None:
     ignore = {"resume", "device", "eval_every", "checkpoint_every", "keep_checkpoints", "remove_checkpoints",
               "log_every", "teacher_cache"}
     now = cfg.to_dict()
-    differ = [k for k in now if k not in ignore and saved.get(k) != now[k]]
+    # an option added since the checkpoint was written has its default there
+    defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    differ = [k for k in now if k not in ignore and saved.get(k, defaults.get(k)) != now[k]]
     if differ:
         k = differ[0]
         raise MrlError(f"--resume: the checkpoint in {cfg.output} was written with {k}={saved.get(k)!r}, "
@@ -140,7 +144,7 @@ class _Run:
     scheduler: Any
     dev: BeirDataset | None
     frozen: frozenset[str]  # names of the parameters that do not train (not in checkpoints)
-    counts: dict[str, Any]  # parallel records per language, for the summary
+    counts: dict[str, Any]  # parallel and cross-lingual records per language, for the summary
     teacher_s: float
     start_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -202,9 +206,12 @@ def _setup(cfg: TrainConfig, progress: bool, dist: Distributed) -> _Run:
     _seed_everything(cfg.seed)
     pairs = load_training_data(cfg.data, cfg.split) if cfg.data else None
     parallel = load_parallel(list(cfg.parallel), cfg.parallel_limit, cfg.seed) if cfg.parallel else None
+    xling = load_xling_pairs(list(cfg.xling), list(cfg.xling_langs or ()), cfg.xling_limit,
+                             cfg.seed) if cfg.xling else None
     dist.check_same("options", cfg.to_dict())
-    dist.check_same("training data", [len(pairs), pairs.anchors[:50], pairs.positives[-50:]] if pairs else
-                    [len(parallel), parallel.sources[:50]] if parallel else [])
+    dist.check_same("training data", [[len(pairs), pairs.anchors[:50], pairs.positives[-50:]] if pairs else [],
+                                      [len(parallel), parallel.sources[:50]] if parallel else [],
+                                      [len(xling), xling.queries[:50]] if xling else []])
     dist.share(list(range(cfg.batch_size)))  # the batch must split over the processes
     dev = _dev_set(cfg) if dist.is_main else None  # the dev evaluation runs once
     model = load_model(cfg.model, dist.device(cfg.device), cfg.max_seq_length)
@@ -216,11 +223,12 @@ def _setup(cfg: TrainConfig, progress: bool, dist: Distributed) -> _Run:
     objective = build_objective(cfg, embedding_dim(model), pairs, parallel,
                                 lambda texts: _token_lengths(model, list(texts), cfg.max_seq_length),
                                 str(model.device), say=(lambda m: _say(progress, m)) if dist.is_main else None,
-                                barrier=dist.barrier)
+                                barrier=dist.barrier, xling=xling)
     teacher_s = time.perf_counter() - t_teacher
     optimizer, scheduler = _optimizer(cfg, model, head_params, objective)
-    run = _Run(cfg, dist, progress, out, model, objective, optimizer, scheduler, dev, frozen,
-               parallel.counts() if parallel is not None else {}, teacher_s)
+    counts = {"parallel": parallel.counts() if parallel is not None else None,
+              "xling": xling.counts() if xling is not None else None}
+    run = _Run(cfg, dist, progress, out, model, objective, optimizer, scheduler, dev, frozen, counts, teacher_s)
     if cfg.resume:
         _resume(run)
     # The log restarts from the checkpoint's history: lines the killed run wrote after it go.
@@ -327,15 +335,17 @@ def _finish(run: _Run) -> dict[str, Any]:
     final_scores = _dev_scores(model, run.dev, dims) if run.dev is not None else None
     fix_head(model)
     history, total, start = run.history, run.total, run.start_step
+    per_step = cfg.batch_size * len(objective.streams)  # every stream gives a batch each step
     summary = {
         "matryoshka_dims": dims,
         "matryoshka_weights": objective.weights,
         "full_dim": embedding_dim(model),
         "base_model": cfg.model,
         "steps": total,
-        "pairs_seen": total * cfg.batch_size,
+        "pairs_seen": total * per_step,
+        "pairs_per_step": per_step,
         "train_time_s": round(train_time, 2),
-        "pairs_per_s": round((total - start) * cfg.batch_size / max(train_time - run.elapsed, 1e-9), 3),
+        "pairs_per_s": round((total - start) * per_step / max(train_time - run.elapsed, 1e-9), 3),
         "padded_tokens_per_step": round(run.n_tokens / max(total - start, 1), 1),
         "final_dev_ndcg@10": final_scores,
         "final_train_loss": history[-1]["dim_loss"] if history else None,
@@ -345,7 +355,8 @@ def _finish(run: _Run) -> dict[str, Any]:
             "teacher_dim": objective.teacher.dim if objective.teacher else None,
             "kind": distill_kind(cfg) if objective.teacher else "kl", "weight": cfg.resolved_distill_weight,
             "teacher_encode_s": round(run.teacher_s, 2)},
-        "parallel_records": run.counts or None,
+        "parallel_records": run.counts["parallel"],
+        "xling_records": run.counts["xling"],
         "config": cfg.to_dict(),
     }
     if run.dist.is_main:

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from mrl.data.pairs import Pairs
 from mrl.data.parallel import Parallel
+from mrl.data.xling_pairs import CrossLingualPairs
 from mrl.errors import MrlError
 from mrl.losses import DistillKL, DistillMSE, InfoNCE, MatryoshkaLoss, Term
 from mrl.prefix import check_dims, default_dims
@@ -92,7 +93,7 @@ def distill_kind(cfg: TrainConfig) -> str:
 def build_objective(cfg: TrainConfig, full_dim: int, pairs: Pairs | None, parallel: Parallel | None,
                     lengths: Callable[[Sequence[str]], list[int]], device: str | None = None,
                     say: Callable[[str], None] | None = None,
-                    barrier: Callable[[], None] | None = None) -> Objective:
+                    barrier: Callable[[], None] | None = None, xling: CrossLingualPairs | None = None) -> Objective:
     """The objective ``cfg`` asks for; a teacher model encodes what it must (once, cached) here.
 
     ``lengths`` gives the token length of texts, which the streams' batch plans group by.
@@ -109,7 +110,8 @@ def build_objective(cfg: TrainConfig, full_dim: int, pairs: Pairs | None, parall
         raise MrlError("--distill mse needs --teacher: the student's own full dimension can only teach its "
                        "prefixes through similarities (--distill kl)")
     term = _teacher_term(cfg, kind, weight, teacher, dims, full_dim) if teacher is not None else None
-    pairs_loss = None
+    plan_args = (cfg.batch_size, cfg.seed, cfg.epochs, cfg.max_steps, cfg.group_by_length)
+    streams: list[Stream] = []
     if pairs is not None:
         terms = [Term("infonce", InfoNCE(cfg.scale))]
         if term is not None and parallel is None:
@@ -117,23 +119,32 @@ def build_objective(cfg: TrainConfig, full_dim: int, pairs: Pairs | None, parall
         elif teacher is None and weight > 0 and len(dims) > 1:
             terms.append(Term("distill", DistillKL(cfg.scale, cfg.distill_temperature), weight,
                               dim_weights=dict.fromkeys(dims[:-1], 1.0), teacher="self", teacher_view="full"))
-        pairs_loss = MatryoshkaLoss(terms, dims, weights, full_dim)
-    parallel_loss = MatryoshkaLoss([term], dims, weights, full_dim) if parallel is not None and term else None
-    streams: list[Stream] = []
-    plan_args = (cfg.batch_size, cfg.seed, cfg.epochs, cfg.max_steps, cfg.group_by_length)
-    if pairs is not None and pairs_loss is not None:
         columns = (pairs.anchors, pairs.positives, *pairs.negatives)
         streams.append(Stream("pairs", columns, pair_kinds(len(columns)),
                               BatchPlan(pairs.keys, lengths(pairs.positives), *plan_args, str(cfg.data)),
-                              pairs_loss, tuple(pair_keys) if pair_keys else None))
-    if parallel is not None and parallel_loss is not None:
+                              MatryoshkaLoss(terms, dims, weights, full_dim),
+                              tuple(pair_keys) if pair_keys else None))
+    if parallel is not None and term is not None:
         assert parallel_keys is not None
         # both sides are pulled to the teacher's embedding of the source
         streams.append(Stream("parallel", (parallel.sources, parallel.targets), (PARALLEL_KIND, PARALLEL_KIND),
                               BatchPlan(parallel.sources, lengths(parallel.targets), *plan_args, "--parallel",
                                         offset=1_000_003),
-                              parallel_loss, (parallel_keys, parallel_keys), log_prefix="parallel_"))
+                              MatryoshkaLoss([term], dims, weights, full_dim), (parallel_keys, parallel_keys),
+                              log_prefix="parallel_"))
+    if xling is not None:
+        streams.append(_xling_stream(cfg, xling, dims, weights, full_dim, lengths, plan_args))
     return Objective(dims, weights, streams, teacher)
+
+
+def _xling_stream(cfg: TrainConfig, xling: CrossLingualPairs, dims: list[int], weights: list[float],
+                  full_dim: int, lengths: Callable[[Sequence[str]], list[int]],
+                  plan_args: tuple[int, int, int, int | None, bool]) -> Stream:
+    """Translated queries against their English documents: InfoNCE at every prefix, weighted ``xling_weight``."""
+    loss = MatryoshkaLoss([Term("infonce", InfoNCE(cfg.scale), cfg.xling_weight)], dims, weights, full_dim)
+    return Stream("xling", (xling.queries, xling.documents), pair_kinds(2),
+                  BatchPlan(xling.keys, lengths(xling.documents), *plan_args, "--xling", offset=2_000_003),
+                  loss, log_prefix="xling_")
 
 
 def _teacher_term(cfg: TrainConfig, kind: str, weight: float, teacher: Any, dims: list[int], full_dim: int) -> Term:
