@@ -132,19 +132,34 @@ def test_a_calibrated_export_keeps_the_candidate_that_loses_least(tiny_model_dir
 
 
 def test_eval_with_the_onnx_runtime_matches_torch_per_prefix(tiny_model_dir, tiny_beir, tmp_path):
-    """`mrl eval --runtime onnx` scores an exported folder like PyTorch does (fp32: the same nDCG@10)."""
+    """`mrl eval --runtime onnx` scores an exported folder like PyTorch does (fp32: the same nDCG@10), with
+    ``--xling`` too."""
+    from mrl.data.beir import load_beir
     from mrl.export.config import ExportConfig
     from mrl.export.onnx import export
 
     out = tmp_path / "exported"
     export(ExportConfig(str(tiny_model_dir), out))
-    scores = {}
+    # a cross-lingual folder whose one "language" holds 12 test queries reversed word by word
+    ds = load_beir(tiny_beir, "test")
+    lang = tmp_path / "xling" / "rev"
+    (lang / "qrels").mkdir(parents=True)
+    qids = sorted(ds.queries)[:12]
+    (lang / "queries-test.jsonl").write_text("".join(
+        json.dumps({"_id": q, "text": " ".join(ds.queries[q].split()[::-1])}) + "\n" for q in qids))
+    (lang / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t{r}\n" for q in qids for d, r in ds.qrels[q].items()))
+    scores, xling = {}, {}
     for runtime in ("torch", "onnx"):
         result = runner.invoke(app, ["eval", "--model", str(out), "--data", str(tiny_beir), "--dims", "16,64",
-                                     "--runtime", runtime, "--json", str(tmp_path / f"{runtime}.json")])
+                                     "--runtime", runtime, "--json", str(tmp_path / f"{runtime}.json"),
+                                     "--xling", str(tmp_path / "xling")])
         assert result.exit_code == 0, result.output
         doc = json.loads((tmp_path / f"{runtime}.json").read_text())
         scores[runtime] = {d: v["ndcg@10"] for d, v in doc["dims"].items()}
-    assert scores["torch"].keys() == scores["onnx"].keys()
+        xling[runtime] = {d: v["ndcg@10"] for d, v in doc["cross_lingual"]["languages"]["rev"].items()
+                          if d != "n_queries"}
+    assert scores["torch"].keys() == scores["onnx"].keys() and xling["torch"].keys() == xling["onnx"].keys()
     for d in scores["torch"]:
         assert abs(scores["torch"][d] - scores["onnx"][d]) < 1e-3, (d, scores)
+        assert abs(xling["torch"][d] - xling["onnx"][d]) < 1e-3, (d, xling)

@@ -74,3 +74,40 @@ def test_bad_cross_lingual_input_is_named(tiny_model_dir, tiny_beir, xling, tmp_
 
     with pytest.raises(MrlError, match="no <lang>/queries-dev.jsonl"):
         languages(xling, "dev")
+
+
+def test_a_saved_corpus_gives_the_same_report_and_a_per_language_plot(tiny_model_dir, tiny_beir, xling, tmp_path):
+    import shutil
+
+    runner = CliRunner()
+    vectors = tmp_path / "corpus-vectors"
+    result = runner.invoke(app, ["encode", "--model", str(tiny_model_dir), "--data", str(tiny_beir), "--out",
+                                 str(vectors), "--shard-size", "64", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    base = ["eval", "--model", str(tiny_model_dir), "--data", str(tiny_beir), "--xling", str(xling), "--device",
+            "cpu", "--dims", "16,32"]
+    assert runner.invoke(app, [*base, "--json", str(tmp_path / "a.json")]).exit_code == 0
+    result = runner.invoke(app, [*base, "--corpus-embeddings", str(vectors), "--json", str(tmp_path / "b.json"),
+                                 "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    a, b = (json.loads((tmp_path / f"{n}.json").read_text()) for n in "ab")
+    for d in ("16", "32", "64"):
+        assert b["dims"][d]["ndcg@10"] == pytest.approx(a["dims"][d]["ndcg@10"], abs=1e-6)
+        for lang in ("rev", "same"):
+            assert b["cross_lingual"]["languages"][lang][d]["ndcg@10"] == pytest.approx(
+                a["cross_lingual"]["languages"][lang][d]["ndcg@10"], abs=1e-6)
+    assert (tmp_path / "p.png").stat().st_size > 1000 and (tmp_path / "p-xling.png").stat().st_size > 1000
+    # vectors of another model (another file in its folder) or of another corpus are refused
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model_dir, other)
+    (other / "README.md").write_text("changed\n")
+    result = runner.invoke(app, [*base[:2], str(other), *base[3:], "--corpus-embeddings", str(vectors)])
+    assert result.exit_code != 0 and "encoded by another model" in " ".join(result.output.split()), result.output
+    small = tmp_path / "small-beir"
+    shutil.copytree(tiny_beir, small)
+    with gzip.open(small / "corpus.jsonl.gz", "at") as f:
+        f.write(json.dumps({"_id": "extra-doc", "title": "", "text": "one more"}) + "\n")
+    result = runner.invoke(app, ["eval", "--model", str(tiny_model_dir), "--data", str(small), "--device", "cpu",
+                                 "--corpus-embeddings", str(vectors)])
+    assert result.exit_code != 0 and "1 document(s) of the corpus are not in it, e.g. 'extra-doc'" in " ".join(
+        result.output.split()), result.output

@@ -41,6 +41,9 @@ SelectOpt = Annotated[float | None, typer.Option(
 XlingOpt = Annotated[Path | None, typer.Option(
     help="Also evaluate translated queries over the --data corpus, laid out as debian-xling "
          "(<lang>/queries-<split>.jsonl.gz, <lang>/qrels/<split>.tsv): one table, every language per dim.")]
+CorpusEmbeddingsOpt = Annotated[Path | None, typer.Option(
+    help="A complete `mrl encode --what corpus` folder of this model: its vectors stand for the corpus "
+         "(encode a large corpus once, resumably; then evaluate).")]
 LangsOpt = Annotated[str | None, typer.Option(help="Languages of --xling (default: every one found).")]
 MaxQueriesOpt = Annotated[int, typer.Option(help="Sample at most this many queries (0: all).", min=0)]
 MaxDocsOpt = Annotated[int, typer.Option(help="Judged docs plus random others up to this size (0: all).", min=0)]
@@ -85,6 +88,7 @@ def eval_command(
     max_seq_length: MaxSeqLengthOpt = None,
     device: DeviceOpt = None,
     runtime: RuntimeOpt = "torch",
+    corpus_embeddings: CorpusEmbeddingsOpt = None,
 ) -> None:
     """Encode once at full dimension, slice every prefix, search exactly, report nDCG@10, Recall@10/100, MRR@10."""
     for option, path in (("--json", json_out), ("--markdown", markdown), ("--plot", plot)):
@@ -92,16 +96,16 @@ def eval_command(
     out = err_console if json_out == _STDOUT else console  # stdout holds only the JSON then
     methods = _check_methods(dims, baseline, adaptor, precision, select)
     ds, sets = _load_data(data, split, xling, langs, max_queries, max_docs)
-    st_model = _load_model(model, device, max_seq_length, methods, adaptor, runtime, sets is not None)
+    st_model = _load_model(model, device, max_seq_length, methods, adaptor, runtime)
     out.print(f"[bold]{model}[/] on {ds.name}/{split}: {len(ds.queries)} queries, {len(ds.corpus)} documents")
-    if sets is None:
+    if sets is None and corpus_embeddings is None:
         from mrl.eval.evaluate import evaluate
 
         xl = None
         report = evaluate(st_model, ds, methods.dims, [b for b in methods.baselines if b != "adaptor"], batch_size,
                           True, model, adaptors=methods.adaptor, precisions=methods.precisions)
     else:
-        report, xl = _with_cross_lingual(st_model, ds, sets, methods, batch_size, model)
+        report, xl = _with_corpus(st_model, ds, sets, methods, batch_size, model, corpus_embeddings)
     _print_tables(out, split, report, xl)
     _write_outputs(out, report, xl, json_out, markdown, plot, model)
     if select is not None:
@@ -166,7 +170,7 @@ def _load_data(data: Path, split: str, xling: Path | None, langs: str | None, ma
 
 
 def _load_model(model: str, device: str | None, max_seq_length: int | None, methods: _Methods,
-                adaptor: Path | None, runtime: str = "torch", xling: bool = False) -> Any:
+                adaptor: Path | None, runtime: str = "torch") -> Any:
     """The model (a Sentence-Transformers model, or with an ONNX ``runtime`` the exported encoder),
     checked against ``--dims`` and the adaptor's input dimension."""
     from mrl.encoders.model import embedding_dim, load_model
@@ -176,8 +180,6 @@ def _load_model(model: str, device: str | None, max_seq_length: int | None, meth
     if runtime != "torch":
         from mrl.encoders.runtime import open_encoder
 
-        if xling:
-            raise MrlError(f"--xling runs with --runtime torch (not {runtime}) for now")
         st_model: Any = open_encoder(model, runtime, device=device)
         dim = st_model.dim
     else:
@@ -217,22 +219,37 @@ def _write_outputs(out: Console, report: EvalReport, xl: CrossLingualReport | No
     if plot:
         plot_reports({Path(model).name or model: report}, plot)
         out.print(f"wrote {plot}")
+        if xl is not None:
+            from mrl.eval.xling import plot_cross_lingual
+
+            per_language = plot.with_name(f"{plot.stem}-xling{plot.suffix}")
+            plot_cross_lingual(xl, per_language)
+            out.print(f"wrote {per_language}")
 
 
-def _with_cross_lingual(st_model: Any, ds: BeirDataset, sets: list[CrossLingualSet], methods: _Methods,
-                        batch_size: int, model: str) -> tuple[EvalReport, CrossLingualReport]:
-    """The English report and the cross-lingual one from one encoding of the corpus."""
-    from mrl.encoders.model import embedding_dim, encode
-    from mrl.eval.evaluate import evaluate_embeddings
+def _with_corpus(st_model: Any, ds: BeirDataset, sets: list[CrossLingualSet] | None, methods: _Methods,
+                 batch_size: int, model: str, corpus_embeddings: Path | None
+                 ) -> tuple[EvalReport, CrossLingualReport | None]:
+    """The English report and, with ``sets``, the cross-lingual one, from one encoding of the corpus (or the
+    vectors of ``corpus_embeddings``)."""
+    from mrl.encoders.shards import corpus_vectors
+    from mrl.eval.evaluate import _embedder, evaluate_embeddings
     from mrl.eval.xling import evaluate_cross_lingual
     from mrl.prefix import default_dims
 
-    dims = methods.dims or default_dims(embedding_dim(st_model))
-    doc_ids, qids = list(ds.corpus), list(ds.queries)
-    xb = encode(st_model, [ds.corpus[d] for d in doc_ids], batch_size, True, "documents", kind="document")
-    xq = encode(st_model, [ds.queries[q] for q in qids], batch_size, True, "queries", kind="query")
+    full, embed = _embedder(st_model, batch_size, True)
+    dims = methods.dims or default_dims(full)
+    if corpus_embeddings is not None:
+        xb, doc_ids = corpus_vectors(corpus_embeddings, model, ds.corpus)
+    else:
+        doc_ids = list(ds.corpus)
+        xb = embed([ds.corpus[d] for d in doc_ids], "document")
+    qids = list(ds.queries)
+    xq = embed([ds.queries[q] for q in qids], "query")
     report = evaluate_embeddings(xq, xb, qids, doc_ids, ds.qrels, dims,
                                  [b for b in methods.baselines if b != "adaptor"], model, ds.name, ds.split,
                                  methods.adaptor, methods.precisions)
+    if sets is None:
+        return report, None
     xl = evaluate_cross_lingual(st_model, ds, sets, report.dims, batch_size, True, model, (xb, doc_ids))
     return report, xl

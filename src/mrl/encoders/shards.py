@@ -114,3 +114,28 @@ def encode_shards(
             if say is not None:
                 say(f"rank {rank}: shard {i} ({rows.stop - rows.start} texts) written, {n}/{len(todo)}")
     return len(todo), len(mine) - len(todo), shards.finish(plan)
+
+
+def corpus_vectors(folder: str | Path, model_name: str, corpus: dict[str, str]) -> tuple[np.ndarray, list[str]]:
+    """The rows of a complete ``mrl encode --what corpus`` folder for ``corpus``'s documents, in its order.
+
+    The folder must have been written by ``model_name`` (the same weights, where it records them) from
+    the same texts when it holds the whole corpus; a document it lacks is named.
+    """
+    meta = shards.read_plan(Path(folder))
+    if "model_sha" in meta:
+        if meta["model_sha"] != model_fingerprint(model_name):
+            raise MrlError(f"{folder}: encoded by another model than {model_name} (its weights differ: "
+                           f"{meta.get('model')}); encode the corpus with this model")
+    elif meta.get("model") != model_name:
+        raise MrlError(f"{folder}: encoded by {meta.get('model')!r}, not {model_name!r}")
+    vectors, ids = shards.load_folder(folder)
+    row = {str(i): n for n, i in enumerate(ids.tolist())}
+    missing = [d for d in corpus if d not in row]
+    if missing:
+        raise MrlError(f"{folder}: {len(missing)} document(s) of the corpus are not in it, e.g. {missing[0]!r}")
+    if "texts_sha" in meta and len(corpus) == len(row) and meta["texts_sha"] != texts_fingerprint(
+            list(corpus.values()), list(corpus), "document"):
+        raise MrlError(f"{folder}: encoded from other document texts than this corpus's (or as queries)")
+    doc_ids = list(corpus)
+    return vectors[[row[d] for d in doc_ids]], doc_ids

@@ -24,6 +24,8 @@ from mrl.prefix import truncate
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from mrl.encoders.runtime import Encoder
+
 
 @dataclass(frozen=True)
 class CrossLingualReport:
@@ -74,22 +76,24 @@ def load_sets(folder: str | Path, langs: Sequence[str] | None, english: BeirData
     return sets
 
 
-def evaluate_cross_lingual(model: SentenceTransformer, english: BeirDataset, sets: Sequence[CrossLingualSet],
-                           dims: Sequence[int], batch_size: int = 64, show_progress: bool = True,
-                           model_name: str = "",
+def evaluate_cross_lingual(model: SentenceTransformer | Encoder, english: BeirDataset,
+                           sets: Sequence[CrossLingualSet], dims: Sequence[int], batch_size: int = 64,
+                           show_progress: bool = True, model_name: str = "",
                            corpus_embeddings: tuple[np.ndarray, list[str]] | None = None) -> CrossLingualReport:
-    """Encode the English corpus once (or take ``corpus_embeddings``), then every language's queries."""
-    from mrl.encoders.model import encode
+    """Encode the English corpus once (or take ``corpus_embeddings``), then every language's queries.
 
+    ``model`` is a Sentence-Transformers model or an exported encoder (:class:`~mrl.encoders.runtime.Encoder`).
+    """
+    from mrl.eval.evaluate import _embedder
+
+    _, embed = _embedder(model, batch_size, show_progress)
     if corpus_embeddings is None:
         doc_ids = list(english.corpus)
-        xb = encode(model, [english.corpus[d] for d in doc_ids], batch_size, show_progress, "documents",
-                    kind="document")
+        xb = embed([english.corpus[d] for d in doc_ids], "document")
     else:
         xb, doc_ids = corpus_embeddings
     en_ids = list(english.queries)
-    xq_en = encode(model, [english.queries[q] for q in en_ids], batch_size, show_progress, "English queries",
-                   kind="query")
+    xq_en = embed([english.queries[q] for q in en_ids], "query")
     row = {q: i for i, q in enumerate(en_ids)}
     dims = sorted(set(dims))
     english_scores = {d: score_run(truncate(xq_en, d), truncate(xb, d), en_ids, doc_ids, english.qrels)["ndcg@10"]
@@ -98,8 +102,7 @@ def evaluate_cross_lingual(model: SentenceTransformer, english: BeirDataset, set
     counts: dict[str, int] = {}
     for xs in sets:
         qids = list(xs.queries)
-        xq = encode(model, [xs.queries[q] for q in qids], batch_size, show_progress, f"{xs.lang} queries",
-                    kind="query")
+        xq = embed([xs.queries[q] for q in qids], "query")
         xq_same = xq_en[[row[q] for q in qids]]
         per_dim = {}
         for d in dims:
@@ -109,3 +112,31 @@ def evaluate_cross_lingual(model: SentenceTransformer, english: BeirDataset, set
                           "share": ours["ndcg@10"] / ref if ref > 0 else 0.0}
         scores[xs.lang], counts[xs.lang] = per_dim, len(qids)
     return CrossLingualReport(model_name, english.split, len(doc_ids), dims, counts, scores, english_scores)
+
+
+def plot_cross_lingual(report: CrossLingualReport, path: str | Path) -> None:
+    """Two panels against the prefix dimension: every language's nDCG@10 (and English's), and its share."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mrl.eval.report import save_figure
+
+    dims = report.dims
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    left.plot(dims, [report.english[d] for d in dims], "-o", color="black", label="en (all queries)", markersize=4)
+    for lang, per_dim in report.scores.items():
+        left.plot(dims, [per_dim[d]["ndcg@10"] for d in dims], "-o", label=lang, markersize=3)
+        right.plot(dims, [per_dim[d]["share"] for d in dims], "-o", label=lang, markersize=3)
+    for ax, label in ((left, "nDCG@10"), (right, "share of the same queries in English")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(dims)
+        ax.set_xticklabels([str(d) for d in dims])
+        ax.set_xlabel("embedding prefix dimension")
+        ax.set_ylabel(label)
+    right.axhline(0.8, color="grey", linestyle=":", linewidth=1)
+    left.set_title(f"cross-lingual {report.split}: {report.model} ({report.n_docs} documents)", fontsize=9)
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    save_figure(fig, right, path, legend_size=7)
