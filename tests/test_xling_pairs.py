@@ -130,3 +130,18 @@ def test_resume_after_the_cross_lingual_data_changed_is_refused(tiny_model_dir, 
     with pytest.raises(MrlError, match="the training data changed"):
         train(_cfg(tiny_model_dir, tiny_beir, data, out, max_steps=4, checkpoint_every=2, resume=True),
               progress=False)
+
+
+def test_the_cross_lingual_stream_reads_queries_as_queries_and_documents_as_documents(tiny_model_dir, tiny_beir,
+                                                                                        tiny_xling, tmp_path):
+    from mrl.data.pairs import load_training_data
+    from mrl.training.objective import build_objective
+
+    cfg = _cfg(tiny_model_dir, tiny_beir, tiny_xling, tmp_path / "o")
+    xling = load_xling_pairs([tiny_xling])
+    objective = build_objective(cfg, 64, load_training_data(cfg.data), None, lambda t: [len(x) for x in t],
+                                xling=xling)
+    pairs, cross = objective.streams
+    assert (pairs.name, cross.name) == ("pairs", "xling") and cross.kinds == ("query", "document")
+    assert cross.columns == (xling.queries, xling.documents) and cross.loss.terms[0].weight == 0.5
+    assert list(objective.modules()) == ["pairs", "xling"]
