@@ -277,7 +277,7 @@ time.sleep(60)
 
 
 def test_a_rebuild_respects_the_lock_and_a_failed_one_keeps_the_old_index(data, tmp_path, monkeypatch):
-    from mrl.index.qdrant import engines
+    from mrl.index.qdrant import edge
 
     xb, _ = data
     root = tmp_path / "i"
@@ -299,8 +299,8 @@ def test_a_rebuild_respects_the_lock_and_a_failed_one_keeps_the_old_index(data, 
             raise RuntimeError("disk full")
         return real(self, points)
 
-    real = engines.EdgeEngine.upsert
-    monkeypatch.setattr(engines.EdgeEngine, "upsert", failing)
+    real = edge.EdgeEngine.upsert
+    monkeypatch.setattr(edge.EdgeEngine, "upsert", failing)
     with pytest.raises(MrlError, match="disk full"):
         QdrantEdgeIndex.build(root, xb, first_stages=["int8@8"], overwrite=True)
     monkeypatch.undo()
@@ -314,7 +314,7 @@ def test_a_rebuild_respects_the_lock_and_a_failed_one_keeps_the_old_index(data, 
 def test_a_qdrant_client_rebuild_is_built_beside_and_swapped(data, tmp_path, monkeypatch):
     """--overwrite on a Qdrant collection: the new one is built under its own name and the name (an
     alias) moves to it at the commit; a rebuild that fails leaves the old collection serving."""
-    from mrl.index.qdrant import engines
+    from mrl.index.qdrant import client as client_engine
 
     xb, _ = data
     uri = f"qdrant-local://{tmp_path / 'q'}/docs"
@@ -323,7 +323,7 @@ def test_a_qdrant_client_rebuild_is_built_beside_and_swapped(data, tmp_path, mon
     def failing(self, points):
         raise RuntimeError("server went away")
 
-    monkeypatch.setattr(engines.ClientEngine, "upsert", failing)
+    monkeypatch.setattr(client_engine.ClientEngine, "upsert", failing)
     with pytest.raises(MrlError, match="server went away"):
         build_qdrant(uri, xb[:100], first_stages=["int8@8"], overwrite=True)
     monkeypatch.undo()

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from mrl.errors import MrlError
-from mrl.index.qdrant.engines import META, ClientEngine, EdgeEngine, close_edge, require_client, require_edge
+from mrl.index.qdrant.client import ClientEngine
+from mrl.index.qdrant.edge import EdgeEngine, close_edge
+from mrl.index.qdrant.engines import META, require_client, require_edge
 from mrl.index.qdrant.funnel import QdrantIndex
 
 __all__ = ["QdrantIndex", "SCHEMES", "build_qdrant", "close_edge", "is_qdrant_edge", "is_qdrant_uri", "open_qdrant",
