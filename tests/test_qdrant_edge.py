@@ -335,3 +335,31 @@ def test_a_qdrant_client_rebuild_is_built_beside_and_swapped(data, tmp_path, mon
     client = open_qdrant(uri).engine.client
     names = sorted(c.name for c in client.get_collections().collections)
     assert len(names) == 1 and names[0].startswith("docs-mrl-")  # nothing left behind
+
+
+def test_payload_fields_get_the_index_of_their_kind_and_a_kind_that_changes_gets_a_new_one(data, tmp_path):
+    from mrl.index.qdrant.payload_filter import field_indexes, field_kinds, index_changes
+
+    xb, _ = data
+    payloads = [{"section": f"s{i % 5}", "year": 2000 + i % 30, "score": i / 7, "meta": {"lang": "de"},
+                 "tags": ["a", "b"], "ok": i % 2 == 0, "mixed": i if i % 2 else "x", "odd key": "v"}
+                for i in range(200)]
+    kinds = field_kinds(payloads)
+    assert kinds["mixed"] == ["integer", "keyword"] and kinds["meta.lang"] == ["keyword"]
+    want = {"p.section": "keyword", "p.year": "integer", "p.score": "float", "p.meta.lang": "keyword",
+            "p.tags": "keyword", "pb.ok": "keyword"}  # mixed kinds and keys Qdrant must quote: no index
+    assert field_indexes(kinds) == want
+    index = QdrantEdgeIndex.build(tmp_path / "q", xb[:200], [f"d{i}" for i in range(200)], first_stages=["int8@8"],
+                                  payloads=payloads)
+    assert {k: str(v.data_type).lower() for k, v in index.engine.shard.info().payload_schema.items()} == {
+        k: f"payloadschematype.{v}" for k, v in want.items()}
+    # a float arrives in the integer field: its index becomes a float one, and the filter still finds both
+    index = index.add(xb[200:202], ["n0", "n1"], [{"year": 2003.5}, {"year": 1999}])
+    assert index_changes(want, {**want, "p.year": "float"}) == ({"p.year": "float"}, ["p.year"])
+    assert str(index.engine.shard.info().payload_schema["p.year"].data_type).lower() == "payloadschematype.float"
+    got = index.search(xb[200:201], 3, "int8@8:300,32:3", filter={"must": [{"key": "year", "range": {"lt": 2000}}]})
+    assert "n1" in index.keys(got.ids)[0]
+    got = index.search(xb[200:201], 1, "int8@8:300,32:1", filter={"must": [{"key": "year", "range": {"gt": 2003.2,
+                                                                                                 "lt": 2003.9}}]})
+    assert index.keys(got.ids) == [["n0"]]
+    close_edge(tmp_path / "q")

@@ -110,6 +110,19 @@ class ClientEngine:
         structs = [m.PointStruct(id=i, vector=v, payload=p) for i, v, p in points]
         self._call(self.client.upsert, self.collection, structs, wait=True)
 
+    def index_fields(self, create: dict[str, str], drop: list[str]) -> None:
+        """Payload indexes: ``create`` maps a payload path to ``keyword``, ``integer`` or ``float``."""
+        import warnings
+
+        m = self.models
+        with warnings.catch_warnings():  # local mode has no payload indexes and says so; a server builds them
+            warnings.filterwarnings("ignore", "Payload indexes have no effect in the local Qdrant")
+            for path in drop:
+                self._call(self.client.delete_payload_index, self.collection, path, wait=True)
+            for path, schema in create.items():
+                self._call(self.client.create_payload_index, self.collection, path,
+                           field_schema=getattr(m.PayloadSchemaType, schema.upper()), wait=True)
+
     def finish(self) -> None:
         pass  # the server's optimisers index in the background
 

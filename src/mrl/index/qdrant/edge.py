@@ -97,6 +97,15 @@ class EdgeEngine:
         qe = self.qe
         self.shard.update(qe.UpdateOperation.upsert_points([qe.Point(i, v, p) for i, v, p in points]))
 
+    def index_fields(self, create: dict[str, str], drop: list[str]) -> None:
+        """Payload indexes: ``create`` maps a payload path to ``keyword``, ``integer`` or ``float``."""
+        qe = self.qe
+        for path in drop:
+            self.shard.update(qe.UpdateOperation.delete_field_index(path))
+        for path, schema in create.items():
+            self.shard.update(qe.UpdateOperation.create_field_index(path, getattr(qe.PayloadSchemaType,
+                                                                                  schema.capitalize())))
+
     def finish(self) -> None:
         self.shard.optimize()  # builds the quantised codes and graphs the first stages search
         self.shard.flush()

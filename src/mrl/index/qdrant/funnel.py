@@ -36,7 +36,7 @@ from mrl.index.first_stages.kinds import kind, require
 from mrl.index.ids import check_ids
 from mrl.index.payloads import check_payloads
 from mrl.index.qdrant.engines import Stage, VectorSpec
-from mrl.index.qdrant.payload_filter import BOOLS, PREFIX, bool_shadow
+from mrl.index.qdrant.payload_filter import BOOLS, PREFIX, bool_shadow, field_indexes, field_kinds, index_changes
 from mrl.index.work import Work
 from mrl.prefix import truncate
 from mrl.vectors import check_vectors
@@ -121,10 +121,11 @@ class QdrantIndex(Described):
         meta = {"format": FORMAT, "version": VERSION, "generation": 1, "model": model, "dim": dim,
                 "first_stages": [str(s) for s in specs], "rescore_dims": dims, "hnsw_m": hnsw_m,
                 "ef_construction": ef_construction, "id_kind": "str" if keys is not None else "int",
-                "default_cascade": cascade, "payload_types": payload_types(rows)}
+                "default_cascade": cascade, "payload_types": payload_types(rows), "payload_fields": field_kinds(rows)}
         cls(None, meta)._check_cascade(parse_cascade(cascade, dim))  # before anything is written
         index = cls(create(layout(specs, dims)), meta)
         try:
+            index.engine.index_fields(field_indexes(meta["payload_fields"]), [])  # before the points arrive
             index._upsert(vectors, keys if keys is not None else np.asarray(ids if ids is not None else np.arange(n)),
                           n, rows)
         except BaseException:
@@ -273,8 +274,13 @@ class QdrantIndex(Described):
             raise MrlError(f"this index uses {'string' if self.meta['id_kind'] == 'str' else 'integer'} ids")
         rows = check_payloads(payloads, len(vectors))
         types = payload_types(rows, {k: dict(v) for k, v in (self.meta.get("payload_types") or {}).items()})
+        fields = self.meta.get("payload_fields")
+        if fields is not None or not self.meta.get("payload_types"):  # (an index from before payload indexes: none)
+            fields = field_kinds(rows, fields)
+            self.engine.index_fields(*index_changes(field_indexes(self.meta.get("payload_fields") or {}),
+                                                    field_indexes(fields)))
         self._upsert(vectors, keys if keys is not None else np.asarray(ids), len(vectors), rows)
-        return self._committed(payload_types=types)
+        return self._committed(payload_types=types, **({"payload_fields": fields} if fields is not None else {}))
 
     def delete(self, ids: Sequence[int] | Sequence[str] | np.ndarray) -> QdrantIndex:
         """Delete by id; every id must exist (nothing changes otherwise)."""

@@ -9,11 +9,15 @@ Booleans: qdrant-edge-py 0.x turns ``MatchValue(True)`` into the integer 1 (it t
 ``1``, never ``true``), so every boolean field is also stored as the string ``"true"`` or
 ``"false"`` under ``"pb"`` (:func:`bool_shadow`), and a boolean match reads that copy; on both
 engines, so one collection answers alike whichever client reads it.
+
+Payload indexes (:func:`field_indexes`): every field of one kind gets the index Qdrant's filtered
+search uses (a keyword, integer or float index), created before the points that carry it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,3 +83,57 @@ def _condition(c: Condition, m: Models) -> Any:
     groups += [m.field(key=f"{BOOLS}.{_path(c.key)}", match=m.value(value="true" if v else "false"))
                for v in dict.fromkeys(v for v in c.values if isinstance(v, bool))]
     return groups[0] if len(groups) == 1 else m.filter(should=groups)
+
+
+# ---------------------------------------------------------------------------------------- payload indexes
+_SCHEMAS = {frozenset({"keyword"}): "keyword", frozenset({"integer"}): "integer", frozenset({"float"}): "float",
+            frozenset({"integer", "float"}): "float"}
+
+
+def field_kinds(payloads: Iterable[Mapping[str, Any] | None],
+                into: Mapping[str, Sequence[str]] | None = None) -> dict[str, list[str]]:
+    """``{dotted key: sorted kinds}`` of the payloads' fields (``keyword``, ``integer``, ``float``, ``bool``;
+    a list's elements count as the field's values), merged into ``into`` when given."""
+    out: dict[str, set[str]] = {k: set(v) for k, v in (into or {}).items()}
+
+    def walk(obj: Mapping[str, Any], prefix: str) -> None:
+        for k, v in obj.items():
+            if isinstance(v, Mapping):
+                walk(v, f"{prefix}{k}.")
+                continue
+            for x in (v if isinstance(v, list) else [v]):
+                kind = ("bool" if isinstance(x, bool) else "integer" if isinstance(x, int) else
+                        "float" if isinstance(x, float) else "keyword" if isinstance(x, str) else None)
+                if kind is not None:
+                    out.setdefault(f"{prefix}{k}", set()).add(kind)
+
+    for p in payloads:
+        if p:
+            walk(p, "")
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def field_indexes(kinds: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """The payload indexes Qdrant should hold for fields of these kinds: ``{path: schema}``.
+
+    Strings get a keyword index, integers an integer index (match and range), other numbers a float
+    one, booleans a keyword index on their string copy; a field of mixed kinds, or whose key needs
+    quoting in Qdrant's path syntax, gets none (its filters still work, by reading the payloads).
+    """
+    out: dict[str, str] = {}
+    for key, found in kinds.items():
+        if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) for part in key.split(".")):
+            continue
+        schema = _SCHEMAS.get(frozenset(found) - {"bool"})
+        if schema is not None:
+            out[f"{PREFIX}.{key}"] = schema
+        if "bool" in found:
+            out[f"{BOOLS}.{key}"] = "keyword"
+    return out
+
+
+def index_changes(before: Mapping[str, str], after: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """``(to create, to drop)``: a field whose kind changed is dropped and created again."""
+    create = {path: schema for path, schema in after.items() if before.get(path) != schema}
+    drop = [path for path in before if path not in after or path in create]
+    return create, drop
