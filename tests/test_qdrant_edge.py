@@ -363,3 +363,16 @@ def test_payload_fields_get_the_index_of_their_kind_and_a_kind_that_changes_gets
                                                                                                  "lt": 2003.9}}]})
     assert index.keys(got.ids) == [["n0"]]
     close_edge(tmp_path / "q")
+
+
+def test_the_graph_parameters_reach_qdrant_and_bad_ones_are_refused(data, tmp_path):
+    xb, _ = data
+    uri = f"qdrant-local://{tmp_path / 'q'}/docs"
+    index = build_qdrant(uri, xb[:100], first_stages=["hnsw@8"], hnsw_m=8, ef_construction=33)
+    config = index.engine.client.get_collection("docs").config.params.vectors
+    graph = [v.hnsw_config for name, v in config.items() if v.hnsw_config and v.hnsw_config.m]
+    assert [(g.m, g.ef_construct) for g in graph] == [(8, 33)]
+    for m, ef in ((1, 80), (16, 0)):
+        with pytest.raises(MrlError, match="M must be >= 2 and efConstruction >= 1"):
+            QdrantEdgeIndex.build(tmp_path / f"bad-{m}", xb[:50], first_stages=["hnsw@8"], hnsw_m=m,
+                                  ef_construction=ef)

@@ -29,6 +29,7 @@ from mrl.cli.index_inputs import (
 )
 from mrl.cli.tune import tune_command
 from mrl.errors import MrlError
+from mrl.index.first_stages.kinds import EF_CONSTRUCTION, HNSW_M
 
 app = typer.Typer(help="Build, change, tune and inspect a persistent Matryoshka funnel index.",
                   no_args_is_help=True)
@@ -76,7 +77,8 @@ ReplicasOpt = Annotated[int | None, typer.Option(help="qdrant: replicas of each 
 def build_command(
     out: OutOpt = None, model: ModelOpt = None, data: DataOpt = None, vectors: VectorsOpt = None, ids: IdsOpt = None,
     first_stage: FirstStageOpt = None, ram_budget: RamBudgetOpt = None, cascade: CascadeOpt = None,
-    dtype: DtypeOpt = None, hnsw_m: HnswMOpt = 16, ef_construction: EfOpt = 80, overwrite: OverwriteOpt = False,
+    dtype: DtypeOpt = None, hnsw_m: HnswMOpt = HNSW_M, ef_construction: EfOpt = EF_CONSTRUCTION,
+    overwrite: OverwriteOpt = False,
     batch_size: BatchOpt = 64, adaptor: AdaptorOpt = None, backend: BackendOpt = "mrl", runtime: RuntimeOpt = "auto",
     rescore_dims: RescoreDimsOpt = None, url: UrlOpt = None, collection: CollectionOpt = None,
     api_key: ApiKeyOpt = None, shards: ShardsOpt = None, replicas: ReplicasOpt = None, table: TableOpt = None,

@@ -16,7 +16,7 @@ from mrl.errors import MrlError
 from mrl.index import storage
 from mrl.index.cascade import FirstStageSpec, parse_cascade
 from mrl.index.first_stages.auto import resolve_first_stages
-from mrl.index.first_stages.kinds import parse_first_stage
+from mrl.index.first_stages.kinds import EF_CONSTRUCTION, HNSW_M, check_hnsw, parse_first_stage
 from mrl.index.ids import assign_ids
 from mrl.index.manifest import DTYPES, Manifest
 from mrl.index.payloads import check_payloads
@@ -54,8 +54,8 @@ class Snapshot(Protocol):
 
 def build(path: str | Path, vectors: np.ndarray, ids: Sequence[int] | Sequence[str] | np.ndarray | None = None, *,
           model: str | None = None, dtype: str = "float16", first_stages: Sequence[str] | None = None,
-          default_cascade: str | None = None, ram_budget: float | None = None, hnsw_m: int = 16,
-          ef_construction: int = 80, overwrite: bool = False, progress: Progress | None = None,
+          default_cascade: str | None = None, ram_budget: float | None = None, hnsw_m: int = HNSW_M,
+          ef_construction: int = EF_CONSTRUCTION, overwrite: bool = False, progress: Progress | None = None,
           adaptor: Adaptor | None = None, payloads: Sequence[dict | None] | None = None) -> tuple[Path, Manifest]:
     """Write a new index at ``path`` from ``vectors`` ``(n, D)`` (any float dtype, may be a memmap).
 
@@ -74,8 +74,7 @@ def build(path: str | Path, vectors: np.ndarray, ids: Sequence[int] | Sequence[s
         raise MrlError("vectors: the corpus is empty (0 rows); an index needs at least one vector")
     if dtype not in DTYPES:
         raise MrlError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    if hnsw_m < 2 or ef_construction < 1:
-        raise MrlError(f"hnsw: M must be >= 2 and efConstruction >= 1 (got {hnsw_m}, {ef_construction})")
+    check_hnsw(hnsw_m, ef_construction)
     specs = [parse_first_stage(s, dim) for s in resolve_first_stages(list(first_stages or []) or None, n, dim,
                                                                      ram_budget)]
     if len(set(specs)) != len(specs):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from mrl.errors import MrlError
-from mrl.index.first_stages.kinds import FirstStageSpec, parse_first_stage
+from mrl.index.first_stages.kinds import EF_CONSTRUCTION, HNSW_M, FirstStageSpec, parse_first_stage
 
 FORMAT = "mrl-index"
 VERSION = 2  # 2: the manifest carries a checksum of its own content
@@ -75,8 +75,8 @@ class Manifest:
     metric: str = "cosine"
     id_kind: str = "int"
     next_id: int = 0
-    hnsw_m: int = 16
-    ef_construction: int = 80
+    hnsw_m: int = HNSW_M
+    ef_construction: int = EF_CONSTRUCTION
     created: float = 0.0
     adaptor: Mapping[str, Any] | None = None
     gate: Mapping[str, Any] | None = None

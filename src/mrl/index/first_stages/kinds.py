@@ -30,6 +30,16 @@ import numpy as np
 from mrl.errors import MrlError
 
 ID_BYTES = 8  # an inverted file's id per vector
+#: the HNSW graph every backend builds by default (faiss, Qdrant, pgvector alike), so that one cascade
+#: finds the same neighbours wherever it runs: degree M and the construction queue (efConstruction)
+HNSW_M = 16
+EF_CONSTRUCTION = 80
+
+
+def check_hnsw(m: int, ef_construction: int) -> None:
+    """The graph parameters every backend accepts."""
+    if m < 2 or ef_construction < 1:
+        raise MrlError(f"hnsw: M must be >= 2 and efConstruction >= 1 (got {m}, {ef_construction})")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from mrl.index.first_stages.kinds import FirstStageSpec, kind, nlist
+from mrl.index.first_stages.kinds import EF_CONSTRUCTION, HNSW_M, FirstStageSpec, kind, nlist
 
 TRAIN_SAMPLE = 100_000  # vectors used to fit the int8 ranges (inverted files: at least 25 per list)
 IVF_MIN = 20_000  # smallest segment that gets a trained inverted file (ivfpq, rabitq)
@@ -48,7 +48,8 @@ def file_name(spec: FirstStageSpec) -> str:
     return f"{spec.kind}-{spec.dim}.faiss"
 
 
-def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = 16, ef_construction: int = 80, seed: int = 0) -> Any:
+def build(spec: FirstStageSpec, xb: np.ndarray, hnsw_m: int = HNSW_M, ef_construction: int = EF_CONSTRUCTION,
+          seed: int = 0) -> Any:
     """Build the structure for ``spec`` over ``xb``, the normalised ``spec.dim``-prefixes ``(nb, d)``."""
     faiss = _faiss()
     xb = np.ascontiguousarray(xb, dtype=np.float32)

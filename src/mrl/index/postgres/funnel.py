@@ -23,7 +23,7 @@ from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
 from mrl.index.described import Described
 from mrl.index.filters import Filter, check_types, parse_filter, payload_types
-from mrl.index.first_stages.kinds import kind, require
+from mrl.index.first_stages.kinds import EF_CONSTRUCTION, HNSW_M, check_hnsw, kind, require
 from mrl.index.ids import check_ids
 from mrl.index.payloads import check_payloads
 from mrl.index.postgres import attach as attach_mode
@@ -60,7 +60,8 @@ class PostgresIndex(Described):
     @classmethod
     def build(cls, where: Where, vectors: Any, ids: Any = None, *, model: str | None = None,
               first_stages: Sequence[str] | None = None, default_cascade: str | None = None,
-              dtype: str | None = None, hnsw_m: int = 16, ef_construction: int = 64, overwrite: bool = False,
+              dtype: str | None = None, hnsw_m: int = HNSW_M, ef_construction: int = EF_CONSTRUCTION,
+              overwrite: bool = False,
               payloads: Sequence[dict[str, Any] | None] | None = None, **ignored: Any) -> PostgresIndex:
         """A new table ``where.table`` from ``vectors`` (float ``(n, D)``) and ``ids`` (default ``0..n-1``),
         with one expression index per first stage; one transaction, so a failed build leaves nothing."""
@@ -72,6 +73,7 @@ class PostgresIndex(Described):
         dtype = dtype or "float32"
         if dtype not in engine.TYPES:
             raise MrlError(f"--dtype {dtype!r}: expected float32 (vector) or float16 (halfvec)")
+        check_hnsw(hnsw_m, ef_construction)
         rids, keys, id_kind = _rows(ids, n)
         rows = check_payloads(payloads, n) if payloads is not None else None
         specs, meta = cls._describe(where, dim, dtype, id_kind, n, first_stages, default_cascade, model=model,
@@ -84,8 +86,8 @@ class PostgresIndex(Described):
 
     @classmethod
     def attach(cls, where: Where, id_column: str, vector_column: str, *, model: str | None = None,
-               first_stages: Sequence[str] | None = None, default_cascade: str | None = None, hnsw_m: int = 16,
-               ef_construction: int = 64) -> PostgresIndex:
+               first_stages: Sequence[str] | None = None, default_cascade: str | None = None, hnsw_m: int = HNSW_M,
+               ef_construction: int = EF_CONSTRUCTION) -> PostgresIndex:
         """The funnel over the user's table (:mod:`mrl.index.postgres.attach`): nothing copied, the
         expression indexes created concurrently, the description added."""
         pool = engine.pool(where)

@@ -61,8 +61,8 @@ class ClientEngine:
                      "binary": m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True)),
                      }.get(v.quant or "")
             config[v.name] = m.VectorParams(size=v.size, distance=m.Distance.COSINE, on_disk=v.on_disk or None,
-                                            quantization_config=quant, hnsw_config=m.HnswConfigDiff(m=16 if v.graph
-                                                                                                    else 0))
+                                            quantization_config=quant, hnsw_config=m.HnswConfigDiff(
+                                                m=v.m if v.graph else 0, ef_construct=v.ef_construct))
         engine._call(client.create_collection, engine.collection, vectors_config=config, shard_number=shards,
                      replication_factor=replicas, metadata={"mrl": {"building": True}})
         return engine

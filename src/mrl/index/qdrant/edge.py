@@ -62,8 +62,8 @@ class EdgeEngine:
         for v in vectors:
             quant = {"int8": qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True),
                      "binary": qe.BinaryQuantizationConfig(always_ram=True)}.get(v.quant or "")
-            hnsw = qe.HnswIndexConfig(m=16 if v.graph else 0, ef_construct=100, full_scan_threshold=1 if v.graph
-                                      else 10_000)
+            hnsw = qe.HnswIndexConfig(m=v.m if v.graph else 0, ef_construct=v.ef_construct,
+                                      full_scan_threshold=1 if v.graph else 10_000)
             params[v.name] = qe.EdgeVectorParams(size=v.size, distance=qe.Distance.Cosine, on_disk=v.on_disk or None,
                                                  quantization_config=quant, hnsw_config=hnsw)
         config = qe.EdgeConfig(vectors=params, optimizers=qe.EdgeOptimizersConfig(indexing_threshold=1))

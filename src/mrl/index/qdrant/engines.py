@@ -44,6 +44,8 @@ class VectorSpec:
     size: int
     quant: str | None = None  # "int8" | "binary" | None
     graph: bool = False  # an HNSW graph (else scanned)
+    m: int = 16  # the graph's degree and construction queue
+    ef_construct: int = 80
     on_disk: bool = False
 
 

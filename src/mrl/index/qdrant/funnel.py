@@ -32,7 +32,7 @@ from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
 from mrl.index.described import Described
 from mrl.index.filters import check_types, parse_filter, payload_types
-from mrl.index.first_stages.kinds import kind, require
+from mrl.index.first_stages.kinds import EF_CONSTRUCTION, HNSW_M, check_hnsw, kind, require
 from mrl.index.ids import check_ids
 from mrl.index.payloads import check_payloads
 from mrl.index.qdrant.engines import Stage, VectorSpec
@@ -57,10 +57,11 @@ def _hash_id(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big") >> 1
 
 
-def layout(specs: list[FirstStageSpec], rescore_dims: list[int]) -> list[VectorSpec]:
+def layout(specs: list[FirstStageSpec], rescore_dims: list[int], hnsw_m: int = HNSW_M,
+           ef_construction: int = EF_CONSTRUCTION) -> list[VectorSpec]:
     """The named vectors of every point: one per first stage, one float prefix per rescoring dim."""
     out = [VectorSpec(_vector_name(s), s.dim, quant={"int8": "int8", "hnsw": "int8", "binary": "binary"}.get(s.kind),
-                      graph=s.kind == "hnsw") for s in specs]
+                      graph=s.kind == "hnsw", m=hnsw_m, ef_construct=ef_construction) for s in specs]
     return out + [VectorSpec(f"f-{d}", d, on_disk=True) for d in rescore_dims]
 
 
@@ -95,8 +96,8 @@ class QdrantIndex(Described):
         first_stages: Sequence[str] | None = None,
         default_cascade: str | None = None,
         rescore_dims: Sequence[int] | None = None,
-        hnsw_m: int = 16,
-        ef_construction: int = 100,
+        hnsw_m: int = HNSW_M,
+        ef_construction: int = EF_CONSTRUCTION,
         payloads: Sequence[dict[str, Any] | None] | None = None,
     ) -> QdrantIndex:
         """A new index from ``vectors`` (any float ``(n, D)`` array, may be a memmap); ``create(layout)``
@@ -106,6 +107,7 @@ class QdrantIndex(Described):
         stage's dimension, and the full dimension).
         """
         vectors = check_vectors(vectors, None, "vectors", scan=True)
+        check_hnsw(hnsw_m, ef_construction)
         n, dim = vectors.shape
         specs = [parse_first_stage(s, dim) for s in (first_stages or [f"int8@{min(64, dim)}"])]
         require(specs, FIRST_STAGE_KINDS, "the qdrant backends")
@@ -123,7 +125,7 @@ class QdrantIndex(Described):
                 "ef_construction": ef_construction, "id_kind": "str" if keys is not None else "int",
                 "default_cascade": cascade, "payload_types": payload_types(rows), "payload_fields": field_kinds(rows)}
         cls(None, meta)._check_cascade(parse_cascade(cascade, dim))  # before anything is written
-        index = cls(create(layout(specs, dims)), meta)
+        index = cls(create(layout(specs, dims, hnsw_m, ef_construction)), meta)
         try:
             index.engine.index_fields(field_indexes(meta["payload_fields"]), [])  # before the points arrive
             index._upsert(vectors, keys if keys is not None else np.asarray(ids if ids is not None else np.arange(n)),
