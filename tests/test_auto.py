@@ -102,3 +102,14 @@ def test_widening_an_inverted_file_doubles_the_lists_and_the_shortlist(tmp_path)
     assert str(_wider(index, parse_cascade("ivf8@32:100/16,64:10"))) == "ivf8@32:200/32,64:10"
     assert str(_wider(index, parse_cascade(f"ivf8@32:100/{nlist},64:10"))) == f"ivf8@32:200/{nlist},64:10"
     assert _wider(index, parse_cascade(f"ivf8@32:20000/{nlist},64:10")) is None  # nothing left to widen
+
+
+def test_one_hnsw_search_queue_rule_for_every_backend(monkeypatch):
+    """faiss's efSearch, pgvector's hnsw.ef_search and Qdrant's hnsw_ef all come from ``ef_search``."""
+    from mrl.index.first_stages.kinds import EF_SEARCH_MIN, ef_search
+    from mrl.index.postgres.engine import EF_MAX, search_settings
+
+    assert (ef_search(10, None), ef_search(200, None), ef_search(10, 64), ef_search(100, 64)) == (
+        EF_SEARCH_MIN, 200, 64, 100)
+    assert search_settings("hnsw", 10, None) == [("hnsw.ef_search", str(EF_SEARCH_MIN))]
+    assert search_settings("hnsw", 300, 500)[0] == ("hnsw.ef_search", "500") and EF_MAX >= 500

@@ -36,6 +36,16 @@ HNSW_M = 16
 EF_CONSTRUCTION = 80
 
 
+#: the smallest HNSW search queue (pgvector's default ``hnsw.ef_search``)
+EF_SEARCH_MIN = 40
+
+
+def ef_search(n: int, width: int | None) -> int:
+    """The HNSW search queue for a shortlist of ``n`` (a cascade's ``/WIDTH`` widens it), one rule
+    for every backend: at least ``n``, so that the graph search can return ``n`` rows."""
+    return max(n, width or 0, EF_SEARCH_MIN)
+
+
 def check_hnsw(m: int, ef_construction: int) -> None:
     """The graph parameters every backend accepts."""
     if m < 2 or ef_construction < 1:

@@ -13,7 +13,7 @@ instead: too few vectors to train on, and a flat scan of so few costs nothing.
 
 The inverted-file kinds scan ``width`` lists per query (faiss's ``nprobe``); without a width,
 enough lists to hold about ``PROBE_FACTOR`` times the shortlist (at least ``MIN_PROBE``).
-For hnsw the width is ``efSearch`` (default: the shortlist, at least 16).
+For hnsw the width is ``efSearch`` (default: the shortlist, at least 40: :func:`~.kinds.ef_search`).
 
 Every structure returns ``(scores, rows)``: rows are positions in its segment, scores grow
 with similarity (for binary codes ``d - 2 * hamming``, the dot product of the sign vectors).
@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from mrl.index.first_stages.kinds import EF_CONSTRUCTION, HNSW_M, FirstStageSpec, kind, nlist
+from mrl.index.first_stages.kinds import EF_CONSTRUCTION, HNSW_M, FirstStageSpec, ef_search, kind, nlist
 
 TRAIN_SAMPLE = 100_000  # vectors used to fit the int8 ranges (inverted files: at least 25 per list)
 IVF_MIN = 20_000  # smallest segment that gets a trained inverted file (ivfpq, rabitq)
@@ -169,7 +169,7 @@ def search(
         return scores, rows.astype(np.int64)
     params = faiss.SearchParameters(sel=sel) if sel is not None else None
     if kind(spec.kind).graph:  # per call, so concurrent searches do not share a setting
-        params = faiss.SearchParametersHNSW(efSearch=max(n, width or 16), **selected)
+        params = faiss.SearchParametersHNSW(efSearch=ef_search(n, width), **selected)
     elif hasattr(index, "nlist"):  # by default probe enough lists to read ~PROBE_FACTOR x n codes
         nprobe = width or max(MIN_PROBE, int(np.ceil(PROBE_FACTOR * n * index.nlist / index.ntotal)))
         return _ivf_search(index, xq, n, min(index.nlist, nprobe), skip, sel)

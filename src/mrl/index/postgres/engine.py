@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import numpy as np
 
 from mrl.errors import MrlError
-from mrl.index.first_stages.kinds import FirstStageSpec
+from mrl.index.first_stages.kinds import FirstStageSpec, ef_search
 
 HINT = "pip install 'mrl[postgres]'"
 META_TABLE = "mrl_indexes"  # mrl's description of every index in a database: (name, meta jsonb)
@@ -281,7 +281,7 @@ def search_settings(first_kind: str, n1: int, width: int | None, filtered: bool 
     on until the ``LIMIT`` is met."""
     if first_kind == "exact":
         return []
-    ef = min(max(n1, width or 0, 40), EF_MAX)
+    ef = min(ef_search(n1, width), EF_MAX)
     settings = [("hnsw.ef_search", str(ef))]
     if n1 > EF_MAX or filtered:
         settings += [("hnsw.iterative_scan", "strict_order"), ("hnsw.max_scan_tuples", str(max(20000, 10 * n1)))]

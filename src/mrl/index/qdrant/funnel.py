@@ -32,7 +32,7 @@ from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
 from mrl.index.described import Described
 from mrl.index.filters import check_types, parse_filter, payload_types
-from mrl.index.first_stages.kinds import EF_CONSTRUCTION, HNSW_M, check_hnsw, kind, require
+from mrl.index.first_stages.kinds import EF_CONSTRUCTION, HNSW_M, check_hnsw, ef_search, kind, require
 from mrl.index.ids import check_ids
 from mrl.index.payloads import check_payloads
 from mrl.index.qdrant.engines import Stage, VectorSpec
@@ -190,7 +190,7 @@ class QdrantIndex(Described):
         d1, n1 = plan.first
         for q in xq:
             stages = [Stage(_vector_name(spec), _prefix(q, d1), n1, exact=exact or spec.kind == "exact",
-                            hnsw_ef=plan.width, quantized=spec.kind != "exact",
+                            hnsw_ef=ef_search(n1, plan.width), quantized=spec.kind != "exact",
                             acorn=filtered and spec.kind == "hnsw")]
             stages += [Stage(f"f-{d}", _prefix(q, d), n) for d, n in plan.stages[1:]]
             queries.append(stages)
