@@ -4,7 +4,8 @@ same vectors and cascades.
     python benchmarks/backends.py runs/embeddings/base-minilm --out runs/backends --queries 1000
 
 Reads ``corpus.npy`` (+ ``corpus_ids.txt``) and ``queries-test.npy`` from an embeddings folder
-(``benchmarks/embed_corpus.py``), builds both backends with the same first stages, and for every
+(``benchmarks/embed_corpus.py``), or an ``mrl encode --what corpus`` folder with ``--query-embeddings``
+(an ``mrl encode --what queries`` folder), builds both backends with the same first stages, and for every
 cascade reports recall@10 against exact full-dimension search (computed once, in numpy),
 single-query p50 latency, batched time per query, plus build time and resident bytes per vector
 of each backend's first stages. Prints the ratio qdrant-edge / mrl for each figure.
@@ -74,6 +75,7 @@ def main() -> None:
     ap.add_argument("--synthetic", help="N,D: clustered vectors with a decaying spectrum instead of real ones")
     ap.add_argument("--out", type=Path, default=Path("runs/backends"))
     ap.add_argument("--queries", type=int, default=1000)
+    ap.add_argument("--query-embeddings", type=Path, help="with an `mrl encode` corpus folder: the queries' folder")
     ap.add_argument("--single", type=int, default=200, help="queries timed one at a time")
     ap.add_argument("--first-stages", default="int8@64,hnsw@64,binary@128")
     ap.add_argument("--backends", default="mrl,qdrant-edge,qdrant-local",
@@ -90,6 +92,12 @@ def main() -> None:
         n, d = (int(v) for v in args.synthetic.split(","))
         xb, xq = synthetic(n, d, args.queries)
         ids = [f"v{i}" for i in range(n)]
+    elif (args.embeddings / "shards.json").is_file():  # `mrl encode` folders: the corpus, and --query-embeddings
+        from mrl.data.vectors import load_folder
+
+        xb, found = load_folder(args.embeddings)
+        ids = [str(i) for i in found.tolist()]
+        xq = load_folder(args.query_embeddings)[0][: args.queries].astype(np.float32)
     else:
         xb = np.load(args.embeddings / "corpus.npy", mmap_mode="r")
         ids = read_lines(args.embeddings / "corpus_ids.txt")
