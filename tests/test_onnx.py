@@ -71,6 +71,12 @@ def test_the_folder_records_files_checksums_and_agreement_and_still_loads_as_sen
     for entry in [record["tokenizer"], *record["runtimes"].values()]:
         assert sha256(exported / entry["file"]) == entry["sha256"]
     assert record["runtimes"]["onnx-int8"]["quantization"] == "dynamic"
+    # a BERT model's layers are fused (attention, residual layer norms, biased GELU), and int8 runs the attention
+    assert record["fused"]["Attention"] == 2 and record["fused"]["SkipLayerNormalization"] == 4
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(exported / record["runtimes"]["onnx-int8"]["file"])).graph.node}
+    assert "QAttention" in ops and "MatMulInteger" in ops
     cosine = record["agreement"]["onnx"]["cosine"]
     assert list(cosine) == ["32", "64"] and cosine["32"]["min"] > 0.99999
     assert record["agreement"]["onnx-int8"]["cosine"]["32"]["min"] >= INT8_MIN_COSINE

@@ -1,8 +1,12 @@
 """Export a Sentence-Transformers folder to one ONNX graph (tokens in, normalised embedding out).
 
-PyTorch's own exporter (``torch.onnx.export(dynamo=True)``) traces the whole module chain:
-Transformer, pooling, an optional head (:mod:`mrl.encoders.head`) and normalisation, with dynamic
-batch and sequence axes. int8 comes from ``onnxruntime.quantization``: dynamic, with per-channel
+PyTorch's exporter traces the whole module chain: Transformer, pooling, an optional head
+(:mod:`mrl.encoders.head`) and normalisation, with dynamic batch and sequence axes. For BERT-family
+encoders (MiniLM, multilingual-e5) onnxruntime's transformer optimizer then fuses each layer's
+attention, its layer norms with their residual adds and GELU with its bias (with the TorchScript
+exporter and eager attention, whose pattern it knows; the dynamo exporter's graph it does not fuse):
+about a fifth faster in fp32 and a third in int8, where the attention itself runs in int8.
+int8 comes from ``onnxruntime.quantization``: dynamic, with per-channel
 weights; with a calibration set also dynamic with the FFN down-projections left in fp32, and
 static (activation ranges from its texts); the candidate that loses least nDCG@10 at its worst
 prefix is kept. The folder is built under a temporary name beside ``out`` (``.NAME.<hex>.tmp``)
@@ -161,25 +165,12 @@ class _Embedding:
 
 
 def _export_fp32(model: SentenceTransformer, folder: Path) -> dict[str, Any]:
-    import torch
-
     from mrl.encoders.model import embedding_dim
 
-    example = model.preprocess(["an example text", "a second, longer example text for the trace"])
-    inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids") if isinstance(example.get(k), torch.Tensor)]
-    batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     path = folder / FILES["onnx"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings(), torch.no_grad(), _quiet_logger("torch.onnx"):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            _Embedding.module(model), (), kwargs={k: example[k] for k in inputs}, dynamo=True, verbose=False,
-            input_names=inputs, output_names=["sentence_embedding"],
-            dynamic_shapes={k: {0: batch, 1: seq} for k in inputs}, optimize=True,
-        )
-    if program is None:
-        raise MrlError("torch.onnx.export returned no program")
-    program.save(str(path))
+    inputs = _trace(model, path)
+    fused = _fuse(model, path)
     if path.stat().st_size > MAX_GRAPH_BYTES:
         raise MrlError(f"{path}: the graph is over 2 GB; models this large cannot be exported yet")
     hf_tokenizer: Any = model[0].tokenizer
@@ -199,6 +190,7 @@ def _export_fp32(model: SentenceTransformer, folder: Path) -> dict[str, Any]:
         "max_seq_length": int(max_seq_length),
         "inputs": inputs,
         "output": "sentence_embedding (L2-normalised)",
+        "fused": fused,
         "pad_id": int(pad_id if pad_id is not None else 0),
         "prompts": dict(getattr(model, "prompts", None) or {}),
         "default_prompt_name": getattr(model, "default_prompt_name", None),
@@ -208,16 +200,69 @@ def _export_fp32(model: SentenceTransformer, folder: Path) -> dict[str, Any]:
     }
 
 
+def _trace(model: SentenceTransformer, path: Path) -> list[str]:
+    """The module chain as one graph, by PyTorch's TorchScript exporter with eager attention (whose
+    pattern onnxruntime's transformer optimizer fuses); returns the graph's inputs."""
+    import onnx
+    import torch
+
+    example = model.preprocess(["an example text", "a second, longer example text for the trace"])
+    names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if isinstance(example.get(k), torch.Tensor)]
+    auto = getattr(model[0], "auto_model", None)
+    before = getattr(getattr(auto, "config", None), "_attn_implementation", None)
+    try:
+        if auto is not None and before not in (None, "eager"):
+            auto.set_attn_implementation("eager")
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_logger("torch.onnx"):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Embedding.module(model), tuple(example[k] for k in names), str(path), dynamo=False,
+                              input_names=names, output_names=["sentence_embedding"], opset_version=17,
+                              dynamic_axes={k: {0: "batch", 1: "sequence"} for k in names})
+    except MrlError:
+        raise
+    except Exception as e:  # the exporter raises many types for modules it cannot trace
+        raise MrlError(f"torch.onnx.export could not trace the model ({type(e).__name__}: {e})") from None
+    finally:
+        if auto is not None and before not in (None, "eager"):
+            auto.set_attn_implementation(before)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return [i.name for i in graph.input]  # an input the model ignores is not in the graph
+
+
+#: architectures whose layers onnxruntime's transformer optimizer fuses as BERT's
+FUSABLE = ("bert", "xlm-roberta", "roberta")
+
+
+def _fuse(model: SentenceTransformer, path: Path) -> dict[str, int]:
+    """Fuse a BERT-family graph in place (attention, layer norms with their residual, GELU with its bias:
+    fewer, faster kernels, and int8 attention after quantisation); the fused operators and their counts."""
+    config: Any = getattr(getattr(model[0], "auto_model", None), "config", None)
+    if config is None or getattr(config, "model_type", None) not in FUSABLE:
+        return {}
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    with warnings.catch_warnings(), _quiet_logger("onnxruntime"), _quiet_logger():
+        warnings.simplefilter("ignore")
+        optimized = optimize_model(str(path), model_type="bert", num_heads=int(config.num_attention_heads),
+                                   hidden_size=int(config.hidden_size))
+        optimized.save_model_to_file(str(path))
+    return {k: int(v) for k, v in optimized.get_fused_operator_statistics().items() if v}
+
+
 def _quantize(folder: Path, data: Any, record: dict[str, Any]) -> None:
     """Dynamic int8 as ``onnx-int8``; with calibration data also the other :data:`CANDIDATES`."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32 = folder / FILES["onnx"]
+    # the fused operators (com.microsoft) have no shape inference: their outputs are float
+    options = {"DefaultTensorType": onnx.TensorProto.FLOAT}
     with _quiet_logger():  # onnxruntime.quantization logs a pre-processing hint on the root logger
-        quantize_dynamic(fp32, folder / FILES["onnx-int8"], weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(fp32, folder / FILES["onnx-int8"], weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options=options)
         if data is not None:
             quantize_dynamic(fp32, folder / FILES["onnx-int8-mixed"], weight_type=QuantType.QInt8, per_channel=True,
-                             nodes_to_exclude=_down_projections(fp32))
+                             nodes_to_exclude=_down_projections(fp32), extra_options=options)
             _quantize_static(folder, data, fp32, folder / FILES["onnx-int8-static"])
     weights = {"precision": "int8", "weights": "int8, one scale per output channel"}
     for runtime, how in CANDIDATES.items():
