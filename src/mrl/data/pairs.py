@@ -73,7 +73,7 @@ def _from_rows(path: Path, rows: list[tuple[int, dict]]) -> Pairs:
     return Pairs(out["anchor"], out["positive"], tuple(out[c] for c in neg_cols), column_ids=ids)
 
 
-def _csv_rows(path: Path) -> list[tuple[int, dict]]:
+def csv_rows(path: Path) -> list[tuple[int, dict]]:
     """``(line, row)`` of a UTF-8 CSV file; a repeated header or another encoding is named."""
     try:
         with open_text(path) as f:
@@ -97,7 +97,7 @@ def load_pairs(path: str | Path) -> Pairs:
     if suffixes in (".jsonl", ".jsonl.gz", ".json"):
         return _from_rows(path, list(read_jsonl(path)))
     if suffixes in (".csv", ".csv.gz"):
-        return _from_rows(path, _csv_rows(path))
+        return _from_rows(path, csv_rows(path))
     if suffixes == ".parquet":
         try:
             import pyarrow.parquet as pq

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mrl.data.io import read_jsonl
+from mrl.data.pairs import csv_rows
 from mrl.errors import MrlError
 
 #: a language tag as debian-xling and BCP 47 write them: de, pt_BR, zh-CN, yue
@@ -81,9 +82,7 @@ def _rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     if path.name.endswith((".jsonl", ".jsonl.gz")):
         return list(read_jsonl(path))
     if path.name.endswith((".csv", ".csv.gz")):
-        from mrl.data.pairs import _csv_rows
-
-        return _csv_rows(path)
+        return csv_rows(path)
     raise MrlError(f"{path}: a cross-lingual file is .jsonl[.gz] or .csv")
 
 
