@@ -145,3 +145,18 @@ def test_the_cross_lingual_stream_reads_queries_as_queries_and_documents_as_docu
     assert (pairs.name, cross.name) == ("pairs", "xling") and cross.kinds == ("query", "document")
     assert cross.columns == (xling.queries, xling.documents) and cross.loss.terms[0].weight == 0.5
     assert list(objective.modules()) == ["pairs", "xling"]
+
+
+def test_the_cli_names_bad_cross_lingual_input_before_any_step(tiny_model_dir, tiny_xling, tmp_path):
+    from typer.testing import CliRunner
+
+    from mrl.cli.main import app
+
+    base = ["train", "--model", str(tiny_model_dir), "-o", str(tmp_path / "o"), "--device", "cpu", "--max-steps", "2"]
+    for extra, message in ((["--xling", str(tmp_path / "none.jsonl")], "--xling: file not found"),
+                           (["--xling", str(tiny_xling), "--xling-langs", "de"],
+                            "--xling-langs: no pairs in language 'de' (found: xx)"),
+                           (["--xling", str(tiny_xling), "--xling-limit", "0"], "--xling-limit")):
+        result = CliRunner().invoke(app, [*base, *extra])
+        assert result.exit_code != 0 and message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "o" / "model.safetensors").exists()
