@@ -136,7 +136,8 @@ def plot_cross_lingual(report: CrossLingualReport, path: str | Path) -> None:
         ax.set_xlabel("embedding prefix dimension")
         ax.set_ylabel(label)
     right.axhline(0.8, color="grey", linestyle=":", linewidth=1)
-    left.set_title(f"cross-lingual {report.split}: {report.model} ({report.n_docs} documents)", fontsize=9)
+    left.set_title(f"cross-lingual {report.split}: {Path(report.model).name or report.model} "
+                   f"({report.n_docs} documents)", fontsize=9)
     left.grid(alpha=0.3)
-    left.legend(fontsize=7)
+    left.legend(fontsize=7, loc="lower right")
     save_figure(fig, right, path, legend_size=7)
