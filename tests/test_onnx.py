@@ -111,6 +111,8 @@ def test_encoding_with_the_onnx_runtime_imports_no_torch(exported: Path) -> None
         enc = open_encoder({str(exported)!r}, "onnx-int8", threads=1)
         x = enc.encode(["a query", "a document about fonts"], "query")
         assert x.shape == (2, enc.dim), x.shape
+        calm = open_encoder({str(exported)!r}, "onnx-int8", threads=2, spin=False)  # the service's: no spinning
+        assert abs(calm.encode(["a query", "a document about fonts"], "query") - x).max() < 1e-5
         heavy = sorted(m for m in ("torch", "sentence_transformers", "transformers") if m in sys.modules)
         print("heavy:", heavy)
     """)

@@ -89,9 +89,12 @@ class OnnxEncoder:
         folder: a model folder written by ``mrl export``.
         runtime: ``onnx`` (fp32) or ``onnx-int8``.
         threads: intra-op threads of the session (None: onnxruntime's default, every core).
+        spin: whether idle pool threads spin between runs (``False``: they sleep, leaving the cores to
+            the rest of the process).
     """
 
-    def __init__(self, folder: str | Path, runtime: str = "onnx", threads: int | None = None) -> None:
+    def __init__(self, folder: str | Path, runtime: str = "onnx", threads: int | None = None,
+                 spin: bool = True) -> None:
         self.folder = Path(folder)
         record = read_record(self.folder)
         if record is None:
@@ -122,6 +125,8 @@ class OnnxEncoder:
         options.intra_op_num_threads = threads or 0
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not spin:  # idle pool threads sleep instead of spinning: a service's other work gets the cores
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
 
     def encode(self, texts: Sequence[str], kind: str = "document", batch_size: int = 32) -> np.ndarray:

@@ -83,13 +83,15 @@ def best_runtime(folder: str | Path) -> str:
 
 
 def open_encoder(model: str, runtime: str = AUTO, threads: int | None = None,
-                 device: str | None = None) -> Encoder:
+                 device: str | None = None, spin: bool = True) -> Encoder:
     """Open ``model`` (a folder, ``minilm`` or a cached hub name) with ``runtime``.
 
     Args:
         runtime: ``torch``, ``onnx``, ``onnx-int8`` or ``auto`` (the best the folder was exported for).
         threads: threads per process for the encoder (None: the runtime's default).
         device: for ``torch`` only (``cpu``, ``cuda`` ...).
+        spin: ONNX only: whether the encoder's idle threads spin between runs (faster alone; ``False``
+            leaves the cores to the rest of a process, such as a service's searches).
 
     Raises:
         MrlError: an unknown runtime, or one the folder was not exported for (the message names
@@ -107,4 +109,4 @@ def open_encoder(model: str, runtime: str = AUTO, threads: int | None = None,
         raise MrlError(f"runtime {runtime} runs on the CPU; leave --device out or use --runtime torch")
     if not Path(model).is_dir():
         raise MrlError(f"runtime {runtime} needs a model folder written by `mrl export`, got {model!r}")
-    return OnnxEncoder(model, runtime, threads)
+    return OnnxEncoder(model, runtime, threads, spin)

@@ -79,7 +79,7 @@ class TextEncoder:
 
             with self._load_lock:
                 if self._encoder is None:
-                    self._encoder = open_encoder(self.name, self.runtime, self.threads)
+                    self._encoder = open_encoder(self.name, self.runtime, self.threads, spin=False)
         return self._encoder
 
     @property
