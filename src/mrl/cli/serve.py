@@ -46,6 +46,9 @@ LogLevelOpt = Annotated[str, typer.Option(
     help="uvicorn's log level: critical, error, warning, info (one line per request) or debug.")]
 
 
+KEEP_ALIVE_S = 20  # uvicorn's default is 5 s, the same as httpx's pool expiry: the two race
+
+
 @handle_errors
 def serve_command(
     index_path: IndexArg = None,
@@ -79,4 +82,6 @@ def serve_command(
     app = create_app(settings)
     console.print(f"serving {settings.index} on http://{host}:{port}"
                   + (" (API key required)" if settings.api_key else ""))
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # idle keep-alive connections outlive common clients' pools (httpx, requests: 5 s), so a client never
+    # reuses a connection the server is closing at that moment (a ReadError, no response)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_keep_alive=KEEP_ALIVE_S)
