@@ -233,11 +233,11 @@ def _with_corpus(st_model: Any, ds: BeirDataset, sets: list[CrossLingualSet] | N
     """The English report and, with ``sets``, the cross-lingual one, from one encoding of the corpus (or the
     vectors of ``corpus_embeddings``)."""
     from mrl.encoders.shards import corpus_vectors
-    from mrl.eval.evaluate import _embedder, evaluate_embeddings
+    from mrl.eval.evaluate import embedder, evaluate_embeddings
     from mrl.eval.xling import evaluate_cross_lingual
     from mrl.prefix import default_dims
 
-    full, embed = _embedder(st_model, batch_size, True)
+    full, embed = embedder(st_model, batch_size, True)
     dims = methods.dims or default_dims(full)
     if corpus_embeddings is not None:
         xb, doc_ids = corpus_vectors(corpus_embeddings, model, ds.corpus)

@@ -136,7 +136,7 @@ def evaluate(
 ) -> EvalReport:
     """Encode ``data`` once with ``model`` (a Sentence-Transformers model, or any
     :class:`~mrl.encoders.runtime.Encoder`, e.g. an exported ONNX graph) at full dimension and score every prefix."""
-    full, embed = _embedder(model, batch_size, show_progress)
+    full, embed = embedder(model, batch_size, show_progress)
     if dims is None:
         from mrl.prefix import default_dims
 
@@ -152,7 +152,7 @@ def evaluate(
     )
 
 
-def _embedder(model: Any, batch_size: int, show_progress: bool) -> tuple[int, Any]:
+def embedder(model: Any, batch_size: int, show_progress: bool) -> tuple[int, Any]:
     """``(dim, embed(texts, kind))`` for a Sentence-Transformers model or an :class:`Encoder`."""
     from mrl.encoders.model import embedding_dim, encode
     from mrl.encoders.runtime import Encoder

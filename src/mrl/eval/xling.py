@@ -84,9 +84,9 @@ def evaluate_cross_lingual(model: SentenceTransformer | Encoder, english: BeirDa
 
     ``model`` is a Sentence-Transformers model or an exported encoder (:class:`~mrl.encoders.runtime.Encoder`).
     """
-    from mrl.eval.evaluate import _embedder
+    from mrl.eval.evaluate import embedder
 
-    _, embed = _embedder(model, batch_size, show_progress)
+    _, embed = embedder(model, batch_size, show_progress)
     if corpus_embeddings is None:
         doc_ids = list(english.corpus)
         xb = embed([english.corpus[d] for d in doc_ids], "document")
