@@ -324,3 +324,34 @@ def test_sql_metacharacters_in_ids_and_table_names(pg: str, shared: Any, corpus:
     with pytest.raises(MrlError, match="not in the index"):
         deleted.delete(["' OR '1'='1"])
     assert deleted.refresh().count == 97
+
+
+def test_a_selective_match_filter_reads_the_payload_index(pg: str, corpus: tuple[np.ndarray, np.ndarray]) -> None:
+    """A 1% ``match`` is answered from the GIN index over the payloads (the rows it lets through, then
+    their distances), not by walking the HNSW graph past the 99% it drops; a wide one keeps the graph.
+    Dropping the payload index is a problem ``verify`` names."""
+    from mrl.index.filters import parse_filter
+    from mrl.index.postgres.filter_sql import where_sql
+
+    payloads = [{"g": i % 100, "tags": [f"t{i % 7}", "all"]} for i in range(N)]
+    index = build_index("postgres", f"{pg}?table=payloads", corpus[0], np.arange(N), first_stages=["hnsw@16"],
+                        payloads=payloads, overwrite=True)
+    plan = index.plan(f"hnsw@16:100,{D}:10", 10)
+    name = engine.payload_index_name("payloads")
+
+    def explain(f: dict[str, Any]) -> str:
+        cond, cond_params = where_sql(parse_filter(f))
+        statement = engine.cascade_sql("payloads", "hnsw", plan.stages, D, "vector", False, engine.MRL, cond)
+        params = engine.cascade_params(corpus[1][0], "hnsw", plan.stages, False, cond_params)
+        with index.pool.connection() as conn:
+            return "\n".join(r[0] for r in conn.execute(b"EXPLAIN " + statement.as_bytes(conn), params).fetchall())
+
+    rare = explain({"must": [{"key": "g", "match": {"value": 7}}]})
+    assert f"Bitmap Index Scan on {name}" in rare and "hnsw" not in rare, rare
+    wide = explain({"must": [{"key": "tags", "match": {"value": "all"}}]})
+    assert f"Index Scan using {engine.index_name('payloads', engine.FirstStageSpec('hnsw', 16))}" in wide, wide
+    got = index.search(corpus[1], 10, None, filter={"must": [{"key": "g", "match": {"value": 7}}]})
+    assert (got.ids % 100 == 7).all()  # the 15 rows of group 7, the 10 nearest (exact: all were read)
+    assert index.verify() == []
+    sql(pg, f'DROP INDEX "{name}"')
+    assert any("payloads" in p and "missing" in p for p in index.verify())

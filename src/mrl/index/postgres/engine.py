@@ -138,6 +138,20 @@ def index_name(table: str, spec: FirstStageSpec) -> str:
     return f"mrl_{hashlib.blake2b(table.encode(), digest_size=5).hexdigest()}_{spec.kind}_{spec.dim}"
 
 
+def payload_index_name(table: str) -> str:
+    """The name of a built table's GIN index over its payloads (what a filter's ``match`` looks up)."""
+    return f"mrl_{hashlib.blake2b(table.encode(), digest_size=5).hexdigest()}_payload"
+
+
+def payload_index_ddl(table: str) -> Any:
+    """``CREATE INDEX`` of the payloads: GIN with ``jsonb_path_ops``, which answers ``payload @? path``
+    for the equality tests of a filter (:mod:`.filter_sql`)."""
+    from psycopg import sql
+
+    return sql.SQL("CREATE INDEX {name} ON {table} USING gin (payload jsonb_path_ops)").format(
+        name=sql.Identifier(payload_index_name(table)), table=sql.Identifier(table))
+
+
 def rid_index_name(table: str) -> str:
     """The name of an attached table's index over its computed int64 ids (text id columns)."""
     return f"mrl_{hashlib.blake2b(table.encode(), digest_size=5).hexdigest()}_rid"

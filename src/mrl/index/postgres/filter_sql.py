@@ -1,12 +1,15 @@
 """A parsed filter (:mod:`mrl.index.filters`) as a SQL condition on the ``payload jsonb`` column.
 
-Every condition is ``jsonb_path_exists(coalesce(payload, '{}'), %s::jsonpath, %s::jsonb)``: the
-path and the values are bound parameters (a key becomes a quoted jsonpath member, a value a
-jsonpath variable), so no key or value is ever part of the SQL text. jsonpath's lax mode looks into
-lists as Qdrant does (``tags`` matches when any element does), and compares only values of the same
-JSON type (the string ``"1"`` never equals the number ``1``, a boolean never a number).
-``must`` is ``AND``, ``must_not`` ``NOT``, ``should`` ``OR``; a row without a payload matches no
-condition, so a ``must_not`` lets it through, as on every backend.
+Every condition is ``payload @? %s::jsonpath``: one bound parameter holding a jsonpath whose keys
+are quoted members and whose values are JSON literals (``$."meta"."year" ? (@ >= 2010)``), so no
+key or value is ever part of the SQL text, and the table's GIN index on ``payload``
+(``jsonb_path_ops``) answers the equality tests (``match``): the planner then reads the few rows a
+selective filter lets through instead of walking the HNSW graph past every row it drops.
+jsonpath's lax mode looks into lists as Qdrant does (``tags`` matches when any element does), and
+compares only values of the same JSON type (the string ``"1"`` never equals the number ``1``, a
+boolean never a number). ``must`` is ``AND``, ``must_not`` ``NOT``, ``should`` ``OR``; a row without
+a payload matches no condition (``NULL``, taken as false under ``NOT``), so a ``must_not`` lets it
+through, as on every backend.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def where_sql(f: Filter) -> tuple[Any, list[Any]]:
         items = []
         for c in getattr(f, name):
             text, p = _condition(c)
-            items.append(sql.SQL("NOT ({})").format(text) if name == "must_not" else text)
+            items.append(sql.SQL("NOT coalesce({}, false)").format(text) if name == "must_not" else text)
             params += p
         if items:
             parts.append(sql.SQL("({})").format(sql.SQL(joiner).join(items)))
@@ -38,18 +41,19 @@ def where_sql(f: Filter) -> tuple[Any, list[Any]]:
 
 def _condition(c: Condition) -> tuple[Any, list[Any]]:
     from psycopg import sql
-    from psycopg.types.json import Jsonb
 
     if isinstance(c, Filter):
         text, params = where_sql(c)
         return sql.SQL("({})").format(text), params
-    member = "$" + "".join("." + json.dumps(part, ensure_ascii=False) for part in c.key.split("."))  # $."meta"."year"
+    member = "$" + "".join("." + _literal(part) for part in c.key.split("."))  # $."meta"."year"
     if isinstance(c, Match):
-        test = " || ".join(f"@ == $v{i}" for i in range(len(c.values)))
-        values: dict[str, Any] = {f"v{i}": v for i, v in enumerate(c.values)}
+        test = " || ".join(f"@ == {_literal(v)}" for v in c.values)
     else:
-        bounds = c.bounds()
-        test = " && ".join(f"@ {_OPS[op]} ${op}" for op in bounds)
-        values = dict(bounds)
-    text = sql.SQL("jsonb_path_exists(coalesce(payload, '{}'::jsonb), %s::jsonpath, %s::jsonb)")
-    return text, [f"{member} ? ({test})", Jsonb(values)]
+        test = " && ".join(f"@ {_OPS[op]} {_literal(v)}" for op, v in c.bounds().items())
+    return sql.SQL("payload @? %s::jsonpath"), [f"{member} ? ({test})"]
+
+
+def _literal(value: str | int | float | bool) -> str:
+    """A key or value as a jsonpath literal: JSON's own spelling (strings quoted and escaped), which
+    jsonpath reads the same way."""
+    return json.dumps(value, ensure_ascii=False)

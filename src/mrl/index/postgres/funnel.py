@@ -79,6 +79,7 @@ class PostgresIndex(Described):
         specs, meta = cls._describe(where, dim, dtype, id_kind, n, first_stages, default_cascade, model=model,
                                     hnsw_m=hnsw_m, ef_construction=ef_construction)
         meta["payload_types"] = payload_types(rows or [])
+        meta["payload_index"] = engine.payload_index_name(where.table)  # filters' match tests look it up
         pool = engine.pool(where)
         with store.connect(pool, where) as conn:
             store.create(conn, where, meta, specs, vectors, rids, keys, overwrite, rows)

@@ -143,6 +143,8 @@ def create(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStage
             ddl = engine.index_ddl(where.table, spec, meta["dim"], vtype, meta["hnsw_m"], meta["ef_construction"])
             if ddl is not None:
                 conn.execute(ddl)
+        if meta.get("payload_index"):
+            conn.execute(engine.payload_index_ddl(where.table))
         conn.execute(f"INSERT INTO {META_TABLE} (name, meta) VALUES (%s, %s)", (where.table, Jsonb(meta)))
         conn.execute(sql.SQL("ANALYZE {t}").format(t=table))
 
@@ -274,6 +276,8 @@ def problems(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstSta
         names = [(f"first stage {s}", engine.index_name(where.table, s)) for s in specs if s.kind != "exact"]
         if not cols.rid and not cols.int_ids:
             names.append(("the id lookup", engine.rid_index_name(where.table)))
+        if meta.get("payload_index"):
+            names.append(("the payloads", meta["payload_index"]))
         for label, name in names:
             row = conn.execute("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(quote_ident(%s))",
                                (name,)).fetchone()
