@@ -34,6 +34,10 @@ from mrl.index.work import Work
 from mrl.vectors import check_vectors
 
 KINDS = ("exact", "binary", "hnsw")  # pgvector's structures: an HNSW graph over floats or bits, or a scan
+# a filter the planner expects to let at most this many rows through is searched exactly over them (read
+# through the payload index where it can) instead of walking the graph past every row it drops: on 50,001 x 384,
+# 2,500 rows took 9 ms exactly against 31 ms through the graph, 25,000 rows 22-1,160 ms against 4-21 ms
+FULL_SCAN_ROWS = 5000
 
 
 class PostgresIndex(Described):
@@ -135,8 +139,9 @@ class PostgresIndex(Described):
         ``SET LOCAL``s make the first stage's shortlist as long as the plan says.
 
         ``filter``: a ``WHERE`` on the payload inside the first stage's subquery (bound parameters
-        only, :mod:`.filter_sql`), with pgvector's iterative scan; a query still short of ``k``
-        rows runs again over every row the filter lets through (exact: fewer means fewer exist).
+        only, :mod:`.filter_sql`), with pgvector's iterative scan; a filter the planner expects to
+        let at most :data:`FULL_SCAN_ROWS` rows through, and a query still short of ``k`` rows, runs
+        over every row the filter lets through (exact: fewer means fewer exist).
         ``work`` gets the plan's figures (marked not counted): Postgres does not report what it scanned.
         """
         xq = self.prepare_queries(xq)
@@ -146,13 +151,20 @@ class PostgresIndex(Described):
         check_types(f, self.meta.get("payload_types"), str(self.where))
         if work is not None:
             _record_plan(work, plan, spec, len(xq))
-        whole = plan.first[1] >= self.count  # the whole table: no index, nothing missed
+        whole = plan.first[1] >= self.count or self._few_rows(f)  # every row (it lets through): nothing missed
         found = self._run(xq, plan, spec.kind, whole, f)
         short = [i for i, row in enumerate(found) if len(row) < k]
         if f is not None and short and not whole:
             for i, row in zip(short, self._run(xq[short], plan, spec.kind, True, f)):
                 found[i] = row
         return _results(found, len(xq), k)
+
+    def _few_rows(self, f: Filter | None) -> bool:
+        """Whether the planner expects ``f`` to let at most :data:`FULL_SCAN_ROWS` rows through."""
+        if f is None:
+            return False
+        cond, params = where_sql(f)
+        return store.estimate_rows(self.pool, self.where, cond, params) <= FULL_SCAN_ROWS
 
     def _run(self, xq: np.ndarray, plan: Cascade, first_kind: str, whole: bool,
              f: Filter | None) -> list[list[tuple[int, float]]]:

@@ -231,6 +231,15 @@ def run_queries(pool: Any, where: Where, statement: Any, params: list[list[Any]]
         return [cur.fetchall() for cur in cursors]
 
 
+def estimate_rows(pool: Any, where: Where, condition: Any, params: list[Any]) -> float:
+    """The planner's estimate of the rows ``condition`` lets through (``EXPLAIN``: nothing is read)."""
+    statement = _sql().SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {t} WHERE {c}").format(t=table_ident(where),
+                                                                                   c=condition)
+    with connect(pool, where, "estimating a filter") as conn:
+        plan = conn.execute(statement, params).fetchone()[0]
+    return float(plan[0]["Plan"]["Plan Rows"])
+
+
 def keys_of(pool: Any, where: Where, rids: list[int], cols: engine.Columns = engine.MRL) -> dict[int, str]:
     with connect(pool, where, "reading ids") as conn:
         rows = conn.execute(_sql().SQL("SELECT {r}, {k}::text FROM {t} WHERE {r} = ANY(%s)").format(
