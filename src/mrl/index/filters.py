@@ -28,7 +28,7 @@ with bound parameters.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,26 +225,26 @@ def json_type(v: Any) -> str:
     return "array" if isinstance(v, list) else "object"
 
 
+def scalars(payload: Mapping[str, Any]) -> Iterator[tuple[str, Any, bool]]:
+    """Every scalar value of ``payload``: ``(dotted key, value, whether it sat in a list)``. Objects are
+    walked into; a list's scalar elements count as the field's values (objects in lists are not walked)."""
+    for k, v in payload.items():
+        if isinstance(v, Mapping):
+            yield from ((f"{k}.{path}", x, listed) for path, x, listed in scalars(v))
+        elif isinstance(v, list):
+            yield from ((k, x, True) for x in v if not isinstance(x, (Mapping, list)))
+        else:
+            yield k, v, False
+
+
 def payload_types(payloads: Iterable[Mapping[str, Any] | None],
                   into: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
     """``{key: {type: an example value}}`` of every field (dotted paths into objects; a list's
     elements count as the field's values), merged into ``into`` when given."""
     out = into if into is not None else {}
-
-    def walk(obj: Mapping[str, Any], prefix: str) -> None:
-        for k, v in obj.items():
-            path = f"{prefix}{k}"
-            if isinstance(v, Mapping):
-                walk(v, path + ".")
-                continue
-            seen = out.setdefault(path, {})
-            for x in (v if isinstance(v, list) else [v]):
-                if not isinstance(x, (Mapping, list)):
-                    seen.setdefault(json_type(x), x)
-
     for p in payloads:
-        if p:
-            walk(p, "")
+        for path, x, _ in scalars(p or {}):
+            out.setdefault(path, {}).setdefault(json_type(x), x)
     return out
 
 

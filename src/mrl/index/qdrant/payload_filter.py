@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mrl.index.filters import Condition, Filter, Match
+from mrl.index.filters import Condition, Filter, Match, scalars
 
 PREFIX = "p"  # where user payloads live in a point's payload
 BOOLS = "pb"  # the boolean fields of a payload as "true" / "false" strings
@@ -95,21 +95,12 @@ def field_kinds(payloads: Iterable[Mapping[str, Any] | None],
     """``{dotted key: sorted kinds}`` of the payloads' fields (``keyword``, ``integer``, ``float``, ``bool``;
     a list's elements count as the field's values), merged into ``into`` when given."""
     out: dict[str, set[str]] = {k: set(v) for k, v in (into or {}).items()}
-
-    def walk(obj: Mapping[str, Any], prefix: str) -> None:
-        for k, v in obj.items():
-            if isinstance(v, Mapping):
-                walk(v, f"{prefix}{k}.")
-                continue
-            for x in (v if isinstance(v, list) else [v]):
-                kind = ("bool" if isinstance(x, bool) else "integer" if isinstance(x, int) else
-                        "float" if isinstance(x, float) else "keyword" if isinstance(x, str) else None)
-                if kind is not None:
-                    out.setdefault(f"{prefix}{k}", set()).add(kind)
-
     for p in payloads:
-        if p:
-            walk(p, "")
+        for path, x, _ in scalars(p or {}):
+            kind = ("bool" if isinstance(x, bool) else "integer" if isinstance(x, int) else
+                    "float" if isinstance(x, float) else "keyword" if isinstance(x, str) else None)
+            if kind is not None:
+                out.setdefault(path, set()).add(kind)
     return {k: sorted(v) for k, v in out.items()}
 
 
