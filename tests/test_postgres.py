@@ -359,3 +359,41 @@ def test_a_selective_match_filter_reads_the_payload_index(pg: str, corpus: tuple
     assert index.verify() == []
     sql(pg, f'DROP INDEX "{name}"')
     assert any("payloads" in p and "missing" in p for p in index.verify())
+
+
+def test_a_range_on_a_number_field_reads_its_btree_until_the_field_holds_a_list(
+        pg: str, corpus: tuple[np.ndarray, np.ndarray]) -> None:
+    """Every field that only ever held single numbers gets a B-tree that a selective ``range`` reads; a
+    field that comes to hold a list of numbers loses it (a list is not ordered as its elements) and its
+    ranges still find the list's rows; ``verify`` names a missing B-tree."""
+    from mrl.index.filters import parse_filter
+    from mrl.index.postgres.filter_sql import where_sql
+
+    payloads = [{"meta": {"year": 1000 + i}, "tags": [i % 5], "name": f"n{i}"} for i in range(N)]
+    index = build_index("postgres", f"{pg}?table=numbers", corpus[0], np.arange(N), first_stages=["hnsw@16"],
+                        payloads=payloads, overwrite=True)
+    assert index.meta["number_fields"] == {"meta.year": "scalar", "tags": "list"}
+    year = engine.number_index_name("numbers", "meta.year")
+    rare = {"must": [{"key": "meta.year", "range": {"gte": 1100, "lt": 1110}}]}
+
+    def explain(at: Any, f: dict[str, Any]) -> str:
+        plan = at.plan(f"hnsw@16:100,{D}:10", 10)
+        cond, cond_params = where_sql(parse_filter(f), at.indexed)
+        statement = engine.cascade_sql("numbers", "hnsw", plan.stages, D, "vector", True, engine.MRL, cond)
+        params = engine.cascade_params(corpus[1][0], "hnsw", plan.stages, True, cond_params)
+        with at.pool.connection() as conn:
+            return "\n".join(r[0] for r in conn.execute(b"EXPLAIN " + statement.as_bytes(conn), params).fetchall())
+
+    assert f"Index Scan on {year}" in explain(index, rare) or f"Index Scan using {year}" in explain(index, rare)
+    got = index.search(corpus[1], 10, None, filter=rare)
+    assert sorted(set(got.ids.ravel().tolist())) == list(range(100, 110))
+    sql(pg, f'ALTER INDEX "{year}" RENAME TO elsewhere')
+    assert any("meta.year" in p and "missing" in p for p in index.verify())
+    sql(pg, f'ALTER INDEX elsewhere RENAME TO "{year}"')
+    listed = index.add(corpus[0][:1], [N], [{"meta": {"year": [1105, 3000]}}])  # now a list there
+    assert listed.meta["number_fields"]["meta.year"] == "list" and listed.indexed == frozenset()
+    assert year not in explain(listed, rare) and listed.verify() == []
+    got = listed.search(corpus[1][:1], 11, f"hnsw@16:{N + 1},{D}:11", filter=rare)
+    assert sorted(got.ids.ravel().tolist()) == [*range(100, 110), N]  # the list's 1105 is in range
+    tags = listed.search(corpus[1], 10, None, filter={"must": [{"key": "tags", "range": {"gte": 4}}]})
+    assert {i % 5 for i in tags.ids.ravel().tolist()} == {4}  # a list field: its ranges test rows, no B-tree

@@ -152,6 +152,22 @@ def payload_index_ddl(table: str) -> Any:
         name=sql.Identifier(payload_index_name(table)), table=sql.Identifier(table))
 
 
+def number_index_name(table: str, key: str) -> str:
+    """The name of a built table's B-tree over one numeric payload field (what a filter's ``range`` reads)."""
+    h = hashlib.blake2b
+    return f"mrl_{h(table.encode(), digest_size=5).hexdigest()}_n_{h(key.encode(), digest_size=5).hexdigest()}"
+
+
+def number_index_ddl(table: str, key: str) -> Any:
+    """``CREATE INDEX`` of the payload field ``key`` (dotted) as ``jsonb``, in jsonb's B-tree order (numbers
+    among themselves by value): ``payload #> '{meta,year}'``."""
+    from psycopg import sql
+
+    return sql.SQL("CREATE INDEX {name} ON {table} ((payload #> {path}))").format(
+        name=sql.Identifier(number_index_name(table, key)), table=sql.Identifier(table),
+        path=sql.SQL("{}::text[]").format(sql.Literal(key.split("."))))
+
+
 def rid_index_name(table: str) -> str:
     """The name of an attached table's index over its computed int64 ids (text id columns)."""
     return f"mrl_{hashlib.blake2b(table.encode(), digest_size=5).hexdigest()}_rid"

@@ -15,15 +15,36 @@ through, as on every backend.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from mrl.index.filters import Condition, Filter, Match
+from mrl.index.filters import Condition, Filter, Match, json_type, scalars
+
+SCALAR, LIST = "scalar", "list"
 
 _OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
-def where_sql(f: Filter) -> tuple[Any, list[Any]]:
-    """The condition (a :mod:`psycopg.sql` object with ``%s`` placeholders) and its parameters, in order."""
+def number_fields(payloads: Iterable[Mapping[str, Any] | None],
+                  into: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``{dotted key: "scalar" | "list"}`` of the fields holding numbers, merged into ``into``: ``"list"``
+    once any payload held a list of numbers there."""
+    out = dict(into or {})
+    for p in payloads:
+        for path, x, listed in scalars(p or {}):
+            if json_type(x) == "number":
+                out[path] = LIST if listed or out.get(path) == LIST else SCALAR
+    return out
+
+
+def ranged(fields: Mapping[str, str] | None) -> frozenset[str]:
+    """The keys whose ``range`` a B-tree answers: those that only ever held single numbers."""
+    return frozenset(k for k, v in (fields or {}).items() if v == SCALAR)
+
+
+def where_sql(f: Filter, indexed: Collection[str] = ()) -> tuple[Any, list[Any]]:
+    """The condition (a :mod:`psycopg.sql` object with ``%s`` placeholders) and its parameters, in order;
+    ``indexed``: the keys with a B-tree (:func:`ranged`)."""
     from psycopg import sql
 
     params: list[Any] = []
@@ -31,7 +52,7 @@ def where_sql(f: Filter) -> tuple[Any, list[Any]]:
     for name, joiner in (("must", " AND "), ("must_not", " AND "), ("should", " OR ")):
         items = []
         for c in getattr(f, name):
-            text, p = _condition(c)
+            text, p = _condition(c, indexed)
             items.append(sql.SQL("NOT coalesce({}, false)").format(text) if name == "must_not" else text)
             params += p
         if items:
@@ -39,18 +60,25 @@ def where_sql(f: Filter) -> tuple[Any, list[Any]]:
     return (sql.SQL(" AND ").join(parts) if parts else sql.SQL("TRUE")), params
 
 
-def _condition(c: Condition) -> tuple[Any, list[Any]]:
+def _condition(c: Condition, indexed: Collection[str]) -> tuple[Any, list[Any]]:
     from psycopg import sql
+    from psycopg.types.json import Jsonb
 
     if isinstance(c, Filter):
-        text, params = where_sql(c)
+        text, params = where_sql(c, indexed)
         return sql.SQL("({})").format(text), params
     member = "$" + "".join("." + _literal(part) for part in c.key.split("."))  # $."meta"."year"
     if isinstance(c, Match):
         test = " || ".join(f"@ == {_literal(v)}" for v in c.values)
-    else:
-        test = " && ".join(f"@ {_OPS[op]} {_literal(v)}" for op, v in c.bounds().items())
-    return sql.SQL("payload @? %s::jsonpath"), [f"{member} ? ({test})"]
+        return sql.SQL("payload @? %s::jsonpath"), [f"{member} ? ({test})"]
+    bounds = c.bounds()
+    test = " && ".join(f"@ {_OPS[op]} {_literal(v)}" for op, v in bounds.items())
+    if c.key not in indexed:
+        return sql.SQL("payload @? %s::jsonpath"), [f"{member} ? ({test})"]
+    btree = [sql.SQL("(payload #> %s::text[]) {} %s::jsonb").format(sql.SQL(_OPS[op])) for op in bounds]
+    params = [x for v in bounds.values() for x in (c.key.split("."), Jsonb(v))]
+    return sql.SQL("(payload @? %s::jsonpath AND {})").format(sql.SQL(" AND ").join(btree)), \
+        [f"{member} ? ({test})", *params]
 
 
 def _literal(value: str | int | float | bool) -> str:

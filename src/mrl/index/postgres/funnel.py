@@ -29,7 +29,7 @@ from mrl.index.payloads import check_payloads
 from mrl.index.postgres import attach as attach_mode
 from mrl.index.postgres import engine, store
 from mrl.index.postgres.engine import Where
-from mrl.index.postgres.filter_sql import where_sql
+from mrl.index.postgres.filter_sql import number_fields, ranged, where_sql
 from mrl.index.work import Work
 from mrl.vectors import check_vectors
 
@@ -51,6 +51,7 @@ class PostgresIndex(Described):
         self.cols = engine.Columns.of(meta)
         self.specs = [parse_first_stage(s) for s in meta["first_stages"]]
         self.adaptor: Any = None  # adaptors are not supported by this backend yet
+        self.indexed = ranged(meta.get("number_fields"))  # payload fields with a B-tree for ranges
 
     @classmethod
     def open(cls, where: Where) -> PostgresIndex:
@@ -84,6 +85,7 @@ class PostgresIndex(Described):
                                     hnsw_m=hnsw_m, ef_construction=ef_construction)
         meta["payload_types"] = payload_types(rows or [])
         meta["payload_index"] = engine.payload_index_name(where.table)  # filters' match tests look it up
+        meta["number_fields"] = number_fields(rows or [])  # a range on a single-number field reads its B-tree
         pool = engine.pool(where)
         with store.connect(pool, where) as conn:
             store.create(conn, where, meta, specs, vectors, rids, keys, overwrite, rows)
@@ -163,12 +165,12 @@ class PostgresIndex(Described):
         """Whether the planner expects ``f`` to let at most :data:`FULL_SCAN_ROWS` rows through."""
         if f is None:
             return False
-        cond, params = where_sql(f)
+        cond, params = where_sql(f, self.indexed)
         return store.estimate_rows(self.pool, self.where, cond, params) <= FULL_SCAN_ROWS
 
     def _run(self, xq: np.ndarray, plan: Cascade, first_kind: str, whole: bool,
              f: Filter | None) -> list[list[tuple[int, float]]]:
-        cond, cond_params = where_sql(f) if f is not None else (None, None)
+        cond, cond_params = where_sql(f, self.indexed) if f is not None else (None, None)
         statement = engine.cascade_sql(self.where.table, first_kind, plan.stages, self.dim, self.vtype, whole,
                                        self.cols, cond)
         settings = [] if whole else engine.search_settings(first_kind, plan.first[1], plan.width, f is not None)
@@ -250,10 +252,14 @@ class PostgresIndex(Described):
         if payloads is not None and self.meta.get("attached"):
             raise MrlError(f"{self.where}: payloads: an attached table keeps its own columns; mrl stores payloads "
                            "only in the tables it builds")
-        change = {"payload_types": payload_types(rows, {k: dict(v) for k, v in
-                                                        (self.meta.get("payload_types") or {}).items()})}
+        types = payload_types(rows, {k: dict(v) for k, v in (self.meta.get("payload_types") or {}).items()})
+        change: dict[str, Any] = {"payload_types": types}
+        if self.meta.get("payload_index"):  # (a table built before the payload indexes keeps none)
+            change["number_fields"] = number_fields(rows, self.meta.get("number_fields"))
         with store.connect(self.pool, self.where) as conn, conn.transaction():
             store.read_meta(conn, self.where, lock=True)  # one writer at a time
+            if "number_fields" in change:
+                store.number_indexes(conn, self.where, self.meta.get("number_fields"), change["number_fields"])
             added = store.upsert(conn, self.where, self.vtype, vectors, rids, keys, self.cols, rows)
             meta = store.commit_meta(conn, self.where, change, count_delta=added)
         return PostgresIndex(self.where, self.pool, meta)

@@ -145,8 +145,22 @@ def create(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStage
                 conn.execute(ddl)
         if meta.get("payload_index"):
             conn.execute(engine.payload_index_ddl(where.table))
+            number_indexes(conn, where, {}, meta.get("number_fields"))
         conn.execute(f"INSERT INTO {META_TABLE} (name, meta) VALUES (%s, %s)", (where.table, Jsonb(meta)))
         conn.execute(sql.SQL("ANALYZE {t}").format(t=table))
+
+
+def number_indexes(conn: Any, where: Where, before: dict[str, str] | None, after: dict[str, str] | None) -> None:
+    """Make a B-tree for each field that now holds only single numbers; drop the one of a field that
+    came to hold a list (inside the caller's transaction)."""
+    from mrl.index.postgres.filter_sql import ranged
+
+    old, new = ranged(before), ranged(after)
+    for key in sorted(new - old):
+        conn.execute(engine.number_index_ddl(where.table, key))
+    for key in sorted(old - new):
+        conn.execute(_sql().SQL("DROP INDEX IF EXISTS {}").format(
+            _sql().Identifier(engine.number_index_name(where.table, key))))
 
 
 def copy_rows(conn: Any, table: Any, vtype: str, vectors: Any, rids: list[int], keys: list[Any],
@@ -271,6 +285,8 @@ def index_bytes(pool: Any, where: Where, specs: list[FirstStageSpec]) -> dict[st
 
 def problems(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStageSpec]) -> list[str]:
     """Everything wrong with the index: its columns, its live count, a missing or invalid index."""
+    from mrl.index.postgres.filter_sql import ranged
+
     cols = engine.Columns.of(meta)
     try:
         check_table(conn, where, meta["dim"], engine.TYPES[meta["dtype"]], cols)
@@ -287,6 +303,8 @@ def problems(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstSta
             names.append(("the id lookup", engine.rid_index_name(where.table)))
         if meta.get("payload_index"):
             names.append(("the payloads", meta["payload_index"]))
+            names += [(f"payload field {k!r}", engine.number_index_name(where.table, k))
+                      for k in sorted(ranged(stored.get("number_fields")))]
         for label, name in names:
             row = conn.execute("SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(quote_ident(%s))",
                                (name,)).fetchone()
