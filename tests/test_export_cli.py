@@ -159,6 +159,14 @@ def test_eval_with_the_onnx_runtime_matches_torch_per_prefix(tiny_model_dir, tin
         scores[runtime] = {d: v["ndcg@10"] for d, v in doc["dims"].items()}
         xling[runtime] = {d: v["ndcg@10"] for d, v in doc["cross_lingual"]["languages"]["rev"].items()
                           if d != "n_queries"}
+    # a corpus encoded by one runtime does not pass for another's
+    vectors = tmp_path / "corpus-torch"
+    assert runner.invoke(app, ["encode", "--model", str(out), "--data", str(tiny_beir), "--out", str(vectors),
+                               "--runtime", "torch"]).exit_code == 0
+    result = runner.invoke(app, ["eval", "--model", str(out), "--data", str(tiny_beir), "--runtime", "onnx",
+                                 "--corpus-embeddings", str(vectors)])
+    assert result.exit_code != 0 and "encoded with the torch runtime, and these queries with onnx" in " ".join(
+        result.output.split()), result.output
     assert scores["torch"].keys() == scores["onnx"].keys() and xling["torch"].keys() == xling["onnx"].keys()
     for d in scores["torch"]:
         assert abs(scores["torch"][d] - scores["onnx"][d]) < 1e-3, (d, scores)

@@ -240,7 +240,7 @@ def _with_corpus(st_model: Any, ds: BeirDataset, sets: list[CrossLingualSet] | N
     full, embed = embedder(st_model, batch_size, True)
     dims = methods.dims or default_dims(full)
     if corpus_embeddings is not None:
-        xb, doc_ids = corpus_vectors(corpus_embeddings, model, ds.corpus)
+        xb, doc_ids = corpus_vectors(corpus_embeddings, model, ds.corpus, getattr(st_model, "runtime", "torch"))
     else:
         doc_ids = list(ds.corpus)
         xb = embed([ds.corpus[d] for d in doc_ids], "document")

@@ -98,6 +98,10 @@ def encode_shards(
         import torch
 
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}" if torch.cuda.is_available() else "cpu"
+    if runtime == "auto":  # record what encodes, so a reader can tell the runtimes apart
+        from mrl.encoders.runtime import best_runtime
+
+        runtime = best_runtime(model_name)
     fingerprints = {"model_sha": model_fingerprint(model_name), "texts_sha": texts_fingerprint(texts, ids, kind),
                     "runtime": runtime}
     plan = shards.start(Path(out), model_name, source, len(texts), shard_size, fingerprints)
@@ -116,13 +120,18 @@ def encode_shards(
     return len(todo), len(mine) - len(todo), shards.finish(plan)
 
 
-def corpus_vectors(folder: str | Path, model_name: str, corpus: dict[str, str]) -> tuple[np.ndarray, list[str]]:
+def corpus_vectors(folder: str | Path, model_name: str, corpus: dict[str, str],
+                   runtime: str = "torch") -> tuple[np.ndarray, list[str]]:
     """The rows of a complete ``mrl encode --what corpus`` folder for ``corpus``'s documents, in its order.
 
-    The folder must have been written by ``model_name`` (the same weights, where it records them) from
-    the same texts when it holds the whole corpus; a document it lacks is named.
+    The folder must have been written by ``model_name`` (the same weights, where it records them) with
+    ``runtime`` (where it records one) from the same texts when it holds the whole corpus; a document
+    it lacks is named.
     """
     meta = shards.read_plan(Path(folder))
+    if meta.get("runtime") not in (None, "auto", runtime):
+        raise MrlError(f"{folder}: encoded with the {meta['runtime']} runtime, and these queries with {runtime}; "
+                       f"encode the corpus with --runtime {runtime} (or evaluate with --runtime {meta['runtime']})")
     if "model_sha" in meta:
         if meta["model_sha"] != model_fingerprint(model_name):
             raise MrlError(f"{folder}: encoded by another model than {model_name} (its weights differ: "
