@@ -183,3 +183,43 @@ print(hits[0]["id"], len(emb), len(emb[0]["embedding"]), up["count"], heavy)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["d1", "2", "16", "5", "[]"], result.stdout
+
+
+def test_every_command_that_encodes_takes_threads(exported: Path, tiny_beir: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--threads`` reaches the ONNX session (its intra-op threads) from encode, eval, index build, add and
+    search with text, and PyTorch's thread count with ``--runtime torch``."""
+    import torch
+    from typer.testing import CliRunner
+
+    from mrl.cli.main import app
+    from mrl.encoders import onnx_runtime
+
+    seen: list[int] = []
+    real = onnx_runtime.OnnxEncoder.__init__
+
+    def spy(self: onnx_runtime.OnnxEncoder, *args: object, **kwargs: object) -> None:
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+        seen.append(self._session.get_session_options().intra_op_num_threads)
+
+    monkeypatch.setattr(onnx_runtime.OnnxEncoder, "__init__", spy)
+    runner = CliRunner()
+    model, data, idx = str(exported), str(tiny_beir), str(tmp_path / "idx")
+    commands = [
+        ["encode", "--model", model, "--data", data, "--out", str(tmp_path / "enc"), "--runtime", "onnx"],
+        ["eval", "--model", model, "--data", data, "--runtime", "onnx-int8", "--dims", "16,64"],
+        ["index", "build", "--out", idx, "--model", model, "--data", data, "--runtime", "onnx"],
+        ["search", idx, "python library", "--runtime", "onnx-int8"],
+        ["index", "add", idx, "--data", data, "--runtime", "onnx"],  # the corpus again: an upsert
+    ]
+    for n, args in enumerate(commands, start=1):
+        result = runner.invoke(app, [*args, "--threads", str(n)])
+        assert result.exit_code == 0, result.output
+        assert seen[-1] == n, (args, seen)
+    before = torch.get_num_threads()
+    try:
+        result = runner.invoke(app, ["encode", "--model", model, "--data", data, "--out", str(tmp_path / "t"),
+                                     "--runtime", "torch", "--threads", "1"])
+        assert result.exit_code == 0 and torch.get_num_threads() == 1, result.output
+    finally:
+        torch.set_num_threads(before)

@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Annotated, Any, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from mrl.errors import MrlError
 # there, lines are as wide as they need (up to $COLUMNS when set).
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 240)
 console = Console(width=_WIDTH)
+ThreadsOpt = Annotated[int | None, typer.Option(
+    help="Threads of the text encoder in this process (default: the runtime's, every core).", min=1,
+    envvar="MRL_THREADS", show_default=False)]
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDTH)
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")

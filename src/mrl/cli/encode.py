@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mrl.cli.common import check_output, err_console, handle_errors
+from mrl.cli.common import ThreadsOpt, check_output, err_console, handle_errors
 from mrl.errors import MrlError
 
 
@@ -25,6 +25,7 @@ def encode_command(
                                                     "cuda:LOCAL_RANK).")] = None,
     runtime: Annotated[str, typer.Option(help="torch, or onnx / onnx-int8 / auto for a folder written by "
                                               "`mrl export`.", envvar="MRL_RUNTIME")] = "torch",
+    threads: ThreadsOpt = None,
 ) -> None:
     """Encode at full dimension into shards; run again to resume; under torchrun each rank takes a share.
 
@@ -48,6 +49,7 @@ def encode_command(
         source = f"{data}:queries-{split}"
     written, skipped, complete = encode_shards(model, list(texts_by_id.values()), list(texts_by_id), out,
                                                source, shard_size, batch_size, device, say=err_console.print,
-                                               kind="document" if what == "corpus" else "query", runtime=runtime)
+                                               kind="document" if what == "corpus" else "query", runtime=runtime,
+                                               threads=threads)
     state = "complete" if complete else "waiting for the other ranks' shards"
     err_console.print(f"{out}: {written} shard(s) written, {skipped} already there; {state}")

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from mrl.cli.common import check_output, console, err_console, handle_errors, parse_ints, print_json, results_table
+from mrl.cli.common import (
+    ThreadsOpt,
+    check_output,
+    console,
+    err_console,
+    handle_errors,
+    parse_ints,
+    print_json,
+    results_table,
+)
 
 if TYPE_CHECKING:
     from mrl.adapt import Adaptor
@@ -89,6 +98,7 @@ def eval_command(
     device: DeviceOpt = None,
     runtime: RuntimeOpt = "torch",
     corpus_embeddings: CorpusEmbeddingsOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Encode once at full dimension, slice every prefix, search exactly, report nDCG@10, Recall@10/100, MRR@10."""
     for option, path in (("--json", json_out), ("--markdown", markdown), ("--plot", plot)):
@@ -96,7 +106,7 @@ def eval_command(
     out = err_console if json_out == _STDOUT else console  # stdout holds only the JSON then
     methods = _check_methods(dims, baseline, adaptor, precision, select)
     ds, sets = _load_data(data, split, xling, langs, max_queries, max_docs)
-    st_model = _load_model(model, device, max_seq_length, methods, adaptor, runtime)
+    st_model = _load_model(model, device, max_seq_length, methods, adaptor, runtime, threads)
     out.print(f"[bold]{model}[/] on {ds.name}/{split}: {len(ds.queries)} queries, {len(ds.corpus)} documents")
     if sets is None and corpus_embeddings is None:
         from mrl.eval.evaluate import evaluate
@@ -170,19 +180,19 @@ def _load_data(data: Path, split: str, xling: Path | None, langs: str | None, ma
 
 
 def _load_model(model: str, device: str | None, max_seq_length: int | None, methods: _Methods,
-                adaptor: Path | None, runtime: str = "torch") -> Any:
+                adaptor: Path | None, runtime: str = "torch", threads: int | None = None) -> Any:
     """The model (a Sentence-Transformers model, or with an ONNX ``runtime`` the exported encoder),
     checked against ``--dims`` and the adaptor's input dimension."""
     from mrl.encoders.model import embedding_dim, load_model
+    from mrl.encoders.runtime import open_encoder, set_torch_threads
     from mrl.errors import MrlError
     from mrl.prefix import check_dims
 
     if runtime != "torch":
-        from mrl.encoders.runtime import open_encoder
-
-        st_model: Any = open_encoder(model, runtime, device=device)
+        st_model: Any = open_encoder(model, runtime, threads, device=device)
         dim = st_model.dim
     else:
+        set_torch_threads(threads)
         st_model = load_model(model, device, max_seq_length)
         dim = embedding_dim(st_model)
     if methods.dims is not None:

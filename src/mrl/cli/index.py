@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from mrl.cli.common import check_output, console, err_console, handle_errors, parse_ints, print_json
+from mrl.cli.common import ThreadsOpt, check_output, console, err_console, handle_errors, parse_ints, print_json
 from mrl.cli.index_inputs import (
     AdaptorOpt,
     DataOpt,
@@ -83,7 +83,7 @@ def build_command(
     rescore_dims: RescoreDimsOpt = None, url: UrlOpt = None, collection: CollectionOpt = None,
     api_key: ApiKeyOpt = None, shards: ShardsOpt = None, replicas: ReplicasOpt = None, table: TableOpt = None,
     attach: AttachOpt = False, id_column: IdColumnOpt = None, vector_column: VectorColumnOpt = None,
-    payload: PayloadOpt = None,
+    payload: PayloadOpt = None, threads: ThreadsOpt = None,
 ) -> None:
     """Build an index from a BEIR corpus (encoded with --model) or from precomputed vectors."""
     from mrl.index import build_index
@@ -106,7 +106,7 @@ def build_command(
         _attach(backend, target, [data, vectors, ids], {**common, "first_stages": first_stage, "dtype": dtype,
                 "attach": attach, "id_column": id_column, "vector_column": vector_column})
         return
-    xb, id_values = read_inputs(model, data, vectors, ids, batch_size, runtime=runtime)
+    xb, id_values = read_inputs(model, data, vectors, ids, batch_size, runtime=runtime, threads=threads)
     payloads = read_payloads(payload, id_values, len(xb))
     if payloads is not None:
         common["payloads"] = payloads
@@ -226,13 +226,14 @@ def add_command(
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.", min=1)] = 64,
     runtime: RuntimeOpt = "auto",
     payload: PayloadOpt = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Upsert vectors: new ids are added, existing ids replaced (payload and all)."""
     from mrl.index import open_index
 
     index = open_index(index_path)
     xb, id_values = read_inputs(model or (index.model if data else None), data, vectors, ids, batch_size,
-                                index.stats()["id_kind"], runtime)
+                                index.stats()["id_kind"], runtime, threads)
     if id_values is None:
         raise MrlError("--ids is required when adding vectors (which ids do they get or replace?)")
     payloads = read_payloads(payload, id_values, len(xb))

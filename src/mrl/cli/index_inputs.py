@@ -81,30 +81,34 @@ def load_ids(path: Path, kind: str | None = None) -> np.ndarray | list[str]:
 
 
 def encode_texts(model: str, texts: list[str], kind: str, runtime: str, batch_size: int = 64,
-                 progress: bool = False) -> np.ndarray:
-    """``texts`` as ``kind`` (query or document, with the model's prompt for it) by ``runtime``'s encoder."""
+                 progress: bool = False, threads: int | None = None) -> np.ndarray:
+    """``texts`` as ``kind`` (query or document, with the model's prompt for it) by ``runtime``'s encoder
+    with ``threads`` (None: the runtime's default)."""
     from tqdm.auto import tqdm
 
     from mrl.encoders.runtime import open_encoder
 
-    encoder = open_encoder(model, runtime)
+    encoder = open_encoder(model, runtime, threads)
     step = max(batch_size, 1024)
     parts = [encoder.encode(texts[a : a + step], kind, batch_size)
              for a in tqdm(range(0, len(texts), step), desc=f"encoding {kind}s", unit="block", disable=not progress)]
     return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
 
 
-def _encode_corpus(model: str, data: Path, batch_size: int, runtime: str) -> tuple[np.ndarray, np.ndarray]:
+def _encode_corpus(model: str, data: Path, batch_size: int, runtime: str,
+                   threads: int | None) -> tuple[np.ndarray, np.ndarray]:
     from mrl.data.beir import load_corpus
 
     corpus = load_corpus(data)
     console.print(f"encoding {len(corpus)} documents from {data} with {model} ({runtime} runtime)")
-    xb = encode_texts(model, list(corpus.values()), "document", runtime, batch_size, progress=True)
+    xb = encode_texts(model, list(corpus.values()), "document", runtime, batch_size, progress=True,
+                      threads=threads)
     return xb, np.array(list(corpus), dtype=str)
 
 
 def read_inputs(model: str | None, data: Path | None, vectors: Path | None, ids: Path | None,
-                batch_size: int, id_kind: str | None = None, runtime: str = "auto") -> tuple[np.ndarray, Any]:
+                batch_size: int, id_kind: str | None = None, runtime: str = "auto",
+                threads: int | None = None) -> tuple[np.ndarray, Any]:
     if (vectors is None) == (data is None):
         raise MrlError("give either --vectors X.npy [--ids ids.txt] or --model PATH --data BEIR_DIR")
     if data is not None:
@@ -112,7 +116,7 @@ def read_inputs(model: str | None, data: Path | None, vectors: Path | None, ids:
             raise MrlError("--data needs --model to encode the corpus")
         if ids is not None:
             raise MrlError("--ids goes with --vectors; with --data the corpus ids are used")
-        return _encode_corpus(model, data, batch_size, runtime)
+        return _encode_corpus(model, data, batch_size, runtime, threads)
     assert vectors is not None
     if vectors.is_dir():  # a folder of shards from `mrl encode`: its ids come with it
         from mrl.data.vectors import load_folder

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from mrl.cli.common import check_output, console, err_console, handle_errors, print_json, results_table
+from mrl.cli.common import ThreadsOpt, check_output, console, err_console, handle_errors, print_json, results_table
 from mrl.cli.index_inputs import IndexArg, JsonOpt, ModelOpt, RuntimeOpt, encode_texts, load_adaptor, load_vectors
 from mrl.errors import MrlError
 
@@ -30,6 +30,7 @@ def search_command(
              "per stage and on average.")] = None,
     as_json: JsonOpt = False,
     runtime: RuntimeOpt = "auto",
+    threads: ThreadsOpt = None,
     filter: Annotated[str | None, typer.Option(
         "--filter", help='Payload filter as JSON, e.g. \'{"must": [{"key": "year", "range": {"gte": 2020}}]}\' '
                          "(must / must_not / should of match value|any or range gt|gte|lt|lte conditions).")] = None,
@@ -44,7 +45,7 @@ def search_command(
     where = parse_filter(filter, "--filter")  # refused before the index is opened or a query encoded
     index = open_index(index_path)
     index.check_adaptor(load_adaptor(adaptor))
-    xq = _queries(index, index_path, text, vectors, model, runtime)
+    xq = _queries(index, index_path, text, vectors, model, runtime, threads)
     work = Work() if stats is not None else None
     scores, ids = index.search(xq, k, cascade, work=work, **({"filter": where} if where is not None else {}))
     if work is not None and stats is not None:
@@ -67,7 +68,7 @@ def search_command(
 
 
 def _queries(index: Any, index_path: str, text: list[str] | None, vectors: Path | None, model: str | None,
-             runtime: str) -> np.ndarray:
+             runtime: str, threads: int | None) -> np.ndarray:
     """Text queries encoded by ``model`` (default: the index's), or query vectors from a .npy file."""
     if bool(text) == (vectors is not None):
         raise MrlError("give text queries or --vectors Q.npy (one of them)")
@@ -76,7 +77,7 @@ def _queries(index: Any, index_path: str, text: list[str] | None, vectors: Path 
     name = model or index.model
     if name is None:
         raise MrlError(f"{index_path} records no model (built from vectors); pass --model to encode text")
-    return encode_texts(name, text or [], "query", runtime)
+    return encode_texts(name, text or [], "query", runtime, threads=threads)
 
 
 def _write_work(path: Path, work: Any, cascade: str) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mrl.cli.common import console, handle_errors
+from mrl.cli.common import ThreadsOpt, console, handle_errors
 from mrl.errors import MrlError
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -39,7 +39,6 @@ RuntimeOpt = Annotated[str | None, typer.Option(
     help="Text encoder: torch, onnx, onnx-int8 (folders written by `mrl export`) or auto, the best the model "
          "folder has (default: $MRL_RUNTIME, else auto). With an ONNX runtime the service imports no torch.",
     show_default=False)]
-ThreadsOpt = Annotated[int | None, typer.Option(help="The encoder's threads (default: the runtime's).", min=1)]
 BatchWaitOpt = Annotated[float, typer.Option(
     help="Milliseconds concurrent texts may wait to be encoded together in one batch.", min=0)]
 LogLevelOpt = Annotated[str, typer.Option(

@@ -51,12 +51,7 @@ class TorchEncoder:
     def __init__(self, model: SentenceTransformer, threads: int | None = None) -> None:
         from mrl.encoders.model import embedding_dim
 
-        if threads is not None:
-            if threads < 1:
-                raise MrlError(f"threads must be >= 1, got {threads}")
-            import torch
-
-            torch.set_num_threads(threads)
+        set_torch_threads(threads)
         self.model = model
         self.dim = embedding_dim(model)
         self.prompts: dict[str, str] = dict(getattr(model, "prompts", None) or {})
@@ -74,6 +69,17 @@ class TorchEncoder:
     def count_tokens(self, texts: Sequence[str]) -> int:
         ids = self.model.tokenizer(list(texts), truncation=True, max_length=self.model.max_seq_length)["input_ids"]
         return int(sum(len(x) for x in ids))
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """PyTorch's intra-op threads (process-wide: ``torch.set_num_threads``); None leaves them."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise MrlError(f"threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def best_runtime(folder: str | Path) -> str:

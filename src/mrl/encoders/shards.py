@@ -32,17 +32,20 @@ def rank_and_world() -> tuple[int, int]:
     return rank, world
 
 
-def _encoder(model_name: str, runtime: str, device: str | None, batch_size: int, kind: TextKind | None
-             ) -> Callable[[list[str]], np.ndarray]:
-    """texts -> full-dimension vectors, by PyTorch (``device``) or an exported ONNX graph."""
+def _encoder(model_name: str, runtime: str, device: str | None, batch_size: int, kind: TextKind | None,
+             threads: int | None = None) -> Callable[[list[str]], np.ndarray]:
+    """texts -> full-dimension vectors, by PyTorch (``device``) or an exported ONNX graph, with ``threads``
+    (None: the runtime's default)."""
     if runtime == "torch":
         from mrl.encoders.model import encode, load_model
+        from mrl.encoders.runtime import set_torch_threads
 
+        set_torch_threads(threads)
         model = load_model(model_name, device)
         return lambda texts: encode(model, texts, batch_size, kind=kind)
     from mrl.encoders.runtime import open_encoder
 
-    encoder = open_encoder(model_name, runtime)
+    encoder = open_encoder(model_name, runtime, threads)
     return lambda texts: encoder.encode(texts, kind or "document", batch_size)
 
 
@@ -81,11 +84,13 @@ def encode_shards(
     say: Callable[[str], None] | None = None,
     kind: TextKind | None = None,
     runtime: str = "torch",
+    threads: int | None = None,
 ) -> tuple[int, int, bool]:
     """Encode this process's missing shards; returns ``(written, skipped, complete)``.
 
     ``kind`` (query or document) picks the model's prompt for the texts (see :func:`mrl.encoders.encode`);
-    ``runtime`` is ``torch`` or an exported ONNX one (``onnx``, ``onnx-int8``, ``auto``: see ``mrl export``).
+    ``runtime`` is ``torch`` or an exported ONNX one (``onnx``, ``onnx-int8``, ``auto``: see ``mrl export``),
+    run with ``threads`` (None: the runtime's default).
 
     ``complete`` is true once every shard of the folder is done (all ranks finished).
     """
@@ -111,7 +116,7 @@ def encode_shards(
         say(f"rank {rank}/{world}: {len(mine)} of {plan.count} shards are this process's, {len(mine) - len(todo)} "
             f"already written" + (" (resuming)" if len(todo) < len(mine) else ""))
     if todo:
-        run = _encoder(model_name, runtime, device, batch_size, kind)
+        run = _encoder(model_name, runtime, device, batch_size, kind, threads)
         for n, i in enumerate(todo, 1):
             rows = plan.rows(i)
             shards.write_shard(plan, i, run(texts[rows]), ids[rows])
