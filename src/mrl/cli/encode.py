@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mrl.cli.common import ThreadsOpt, check_output, err_console, handle_errors
+from mrl.cli.common import RuntimeOpt, ThreadsOpt, check_output, err_console, handle_errors
 from mrl.errors import MrlError
 
 
@@ -23,8 +23,7 @@ def encode_command(
     batch_size: Annotated[int, typer.Option(help="Encoding batch size.", min=1)] = 64,
     device: Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present; under torchrun "
                                                     "cuda:LOCAL_RANK).")] = None,
-    runtime: Annotated[str, typer.Option(help="torch, or onnx / onnx-int8 / auto for a folder written by "
-                                              "`mrl export`.", envvar="MRL_RUNTIME")] = "torch",
+    runtime: RuntimeOpt = "torch",
     threads: ThreadsOpt = None,
 ) -> None:
     """Encode at full dimension into shards; run again to resume; under torchrun each rank takes a share.

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from mrl.cli.common import (
+    RuntimeOpt,
     ThreadsOpt,
     check_output,
     console,
@@ -59,9 +60,6 @@ MaxDocsOpt = Annotated[int, typer.Option(help="Judged docs plus random others up
 BatchSizeOpt = Annotated[int, typer.Option(help="Encoding batch size.", min=1)]
 MaxSeqLengthOpt = Annotated[int | None, typer.Option(help="Token cap per text (default: the model's).")]
 DeviceOpt = Annotated[str | None, typer.Option(help="cpu, cuda ... (default: cuda if present).")]
-RuntimeOpt = Annotated[str, typer.Option(
-    help="torch, or onnx / onnx-int8 / auto for a folder written by `mrl export` (compare the runtimes' "
-         "per-prefix quality with the same command).", envvar="MRL_RUNTIME")]
 
 _STDOUT = Path("-")
 

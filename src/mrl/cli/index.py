@@ -11,7 +11,16 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from mrl.cli.common import ThreadsOpt, check_output, console, err_console, handle_errors, parse_ints, print_json
+from mrl.cli.common import (
+    RuntimeOpt,
+    ThreadsOpt,
+    check_output,
+    console,
+    err_console,
+    handle_errors,
+    parse_ints,
+    print_json,
+)
 from mrl.cli.index_inputs import (
     AdaptorOpt,
     DataOpt,
@@ -20,7 +29,6 @@ from mrl.cli.index_inputs import (
     JsonOpt,
     ModelOpt,
     PayloadOpt,
-    RuntimeOpt,
     VectorsOpt,
     load_adaptor,
     load_ids,

@@ -26,9 +26,6 @@ PayloadOpt = Annotated[Path | None, typer.Option(
                       "filtered search (mrl search --filter).")]
 
 
-RuntimeOpt = Annotated[str, typer.Option(
-    help="How text is encoded: torch, onnx, onnx-int8 (a folder written by `mrl export`) or auto (the best the "
-         "model folder has).", envvar="MRL_RUNTIME")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (messages go to stderr).")]
 AdaptorOpt = Annotated[Path | None, typer.Option(
     help="Adaptor folder (mrl adapt fit): store adapted vectors and adapt every query and addition.")]

@@ -9,8 +9,17 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from mrl.cli.common import ThreadsOpt, check_output, console, err_console, handle_errors, print_json, results_table
-from mrl.cli.index_inputs import IndexArg, JsonOpt, ModelOpt, RuntimeOpt, encode_texts, load_adaptor, load_vectors
+from mrl.cli.common import (
+    RuntimeOpt,
+    ThreadsOpt,
+    check_output,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    results_table,
+)
+from mrl.cli.index_inputs import IndexArg, JsonOpt, ModelOpt, encode_texts, load_adaptor, load_vectors
 from mrl.errors import MrlError
 
 
