@@ -58,6 +58,9 @@ def test_fp32_graph_equals_pytorch_and_int8_stays_close(exported: Path) -> None:
             assert (truncate(int8, d) * truncate(ref, d)).sum(axis=1).min() >= INT8_MIN_COSINE
     auto = open_encoder(str(exported))
     assert isinstance(auto, OnnxEncoder) and auto.runtime == "onnx-int8"
+    from mrl.export.onnx import computes_int8
+
+    assert computes_int8(exported / "onnx" / "model_int8.onnx") and not computes_int8(exported / "onnx" / "model.onnx")
     assert auto.count_tokens(["a b", "c"]) == torch_enc.count_tokens(["a b", "c"])
 
 

@@ -270,7 +270,7 @@ def _quantize(folder: Path, data: Any, record: dict[str, Any]) -> None:
             activations = "uint8, ranges calibrated (min/max)" if how == "static" else "uint8, range per batch"
             record["runtimes"][runtime] = _entry(folder, FILES[runtime]) | weights | {
                 "quantization": how, "activations": activations}
-    if data is not None:
+    if "onnx-int8-static" in record["runtimes"]:
         record["runtimes"]["onnx-int8-static"]["calibration_texts"] = min(
             CALIBRATION_TEXTS, len(data.corpus) + len(data.queries))
 
@@ -344,9 +344,32 @@ def _quantize_static(folder: Path, data: Any, fp32: Path, int8: Path) -> None:
         def get_next(self) -> dict[str, Any] | None:
             return next(self.feeds, None)
 
-    quantize_static(fp32, int8, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # the fused operators' outputs need their types (symbolic shape inference knows onnxruntime's own
+    # operators): without them the quantizer finds no activation to quantize and stores int8 weights only,
+    # which computes in fp32 (slower than the fp32 graph)
+    typed = int8.with_name("typed.onnx")
+    try:
+        quant_pre_process(str(fp32), str(typed), skip_optimization=True, auto_merge=True)
+    except Exception:  # (symbolic shape inference gave up on this graph) no static candidate
+        typed.unlink(missing_ok=True)
+        return
+    quantize_static(typed, int8, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
                     calibrate_method=CalibrationMethod.MinMax, extra_options={"MatMulConstBOnly": True})
+    typed.unlink()
+    if not computes_int8(int8):  # not an int8 graph: no candidate
+        int8.unlink()
+
+
+def computes_int8(path: Path) -> bool:
+    """Whether a graph quantizes activations (so its matrix products run in int8), rather than only storing
+    int8 weights that are dequantized to fp32."""
+    import onnx
+
+    quantizers = {"QuantizeLinear", "DynamicQuantizeLinear", "QAttention", "DynamicQuantizeMatMul"}
+    return any(n.op_type in quantizers for n in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def _entry(folder: Path, name: str) -> dict[str, Any]:
