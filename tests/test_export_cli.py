@@ -171,3 +171,22 @@ def test_eval_with_the_onnx_runtime_matches_torch_per_prefix(tiny_model_dir, tin
     for d in scores["torch"]:
         assert abs(scores["torch"][d] - scores["onnx"][d]) < 1e-3, (d, scores)
         assert abs(xling["torch"][d] - xling["onnx"][d]) < 1e-3, (d, xling)
+
+
+def test_a_graph_shape_inference_gives_up_on_gets_no_static_candidate_and_leaves_no_files(
+        tiny_model_dir: Path, tiny_beir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime's symbolic shape inference saves its partial graph in the working directory when it
+    gives up: the export keeps that out of the user's directory and goes on without a static candidate."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    monkeypatch.setattr(SymbolicShapeInference, "_infer_impl", lambda self, *a, **k: (setattr(self, "run_", False)))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    out = tmp_path / "out"
+    code, output = _export(tiny_model_dir, out, "--quantize", "int8", "--calibrate", str(tiny_beir), "--split", "test",
+                           "--accept-loss")
+    assert code == 0, output
+    assert list(work.iterdir()) == []
+    candidates = json.loads((out / "mrl.json").read_text())["onnx"]["calibration"]["int8_candidates"]["ndcg@10"]
+    assert set(candidates) == {"dynamic", "dynamic, FFN down-projections fp32"}

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -350,11 +351,17 @@ def _quantize_static(folder: Path, data: Any, fp32: Path, int8: Path) -> None:
     # operators): without them the quantizer finds no activation to quantize and stores int8 weights only,
     # which computes in fp32 (slower than the fp32 graph)
     typed = int8.with_name("typed.onnx")
-    try:
-        quant_pre_process(str(fp32), str(typed), skip_optimization=True, auto_merge=True)
-    except Exception:  # (symbolic shape inference gave up on this graph) no static candidate
-        typed.unlink(missing_ok=True)
-        return
+    # symbolic shape inference that gives up saves its partial graph in the working directory: keep it out
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)
+        try:
+            quant_pre_process(str(fp32.resolve()), str(typed.resolve()), skip_optimization=True, auto_merge=True)
+        except Exception:  # (it gave up on this graph) no static candidate
+            typed.unlink(missing_ok=True)
+            return
+        finally:
+            os.chdir(cwd)
     quantize_static(typed, int8, Reader(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
                     calibrate_method=CalibrationMethod.MinMax, extra_options={"MatMulConstBOnly": True})
