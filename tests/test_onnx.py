@@ -58,7 +58,7 @@ def test_fp32_graph_equals_pytorch_and_int8_stays_close(exported: Path) -> None:
             assert (truncate(int8, d) * truncate(ref, d)).sum(axis=1).min() >= INT8_MIN_COSINE
     auto = open_encoder(str(exported))
     assert isinstance(auto, OnnxEncoder) and auto.runtime == "onnx-int8"
-    from mrl.export.onnx import computes_int8
+    from mrl.export.quantize import computes_int8
 
     assert computes_int8(exported / "onnx" / "model_int8.onnx") and not computes_int8(exported / "onnx" / "model.onnx")
     assert auto.count_tokens(["a b", "c"]) == torch_enc.count_tokens(["a b", "c"])
@@ -134,7 +134,7 @@ def test_an_export_killed_half_way_leaves_the_destination_untouched(tiny_model_d
         import mrl.export.onnx as ex
         def killed(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)  # after the fp32 graph is written, before int8
-        ex._quantize = killed
+        ex.quantize = killed
         ex.export(ex.ExportConfig({str(tiny_model_dir)!r}, Path({str(out)!r}), quantize="int8"))
     """)
     env = {**os.environ, "PYTHONPATH": SRC}
@@ -152,7 +152,7 @@ def test_a_failure_half_way_removes_its_work_folder(tiny_model_dir: Path, tmp_pa
     def broken(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(ex, "_quantize", broken)
+    monkeypatch.setattr(ex, "quantize", broken)
     out = tmp_path / "m"
     with pytest.raises(OSError, match="disk full"):
         ex.export(ex.ExportConfig(str(tiny_model_dir), out, quantize="int8"))
