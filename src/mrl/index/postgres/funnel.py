@@ -22,7 +22,7 @@ from mrl.errors import MrlError
 from mrl.index.base import SearchResult
 from mrl.index.cascade import Cascade, FirstStageSpec, parse_cascade, parse_first_stage, resolve_plan
 from mrl.index.described import Described
-from mrl.index.filters import Filter, check_types, parse_filter, payload_types
+from mrl.index.filters import check_types, parse_filter, payload_types
 from mrl.index.first_stages.kinds import EF_CONSTRUCTION, HNSW_M, check_hnsw, kind, require
 from mrl.index.ids import check_ids
 from mrl.index.payloads import check_payloads
@@ -153,27 +153,25 @@ class PostgresIndex(Described):
         check_types(f, self.meta.get("payload_types"), str(self.where))
         if work is not None:
             _record_plan(work, plan, spec, len(xq))
-        whole = plan.first[1] >= self.count or self._few_rows(f)  # every row (it lets through): nothing missed
-        found = self._run(xq, plan, spec.kind, whole, f)
+        where = where_sql(f, self.indexed) if f is not None else None  # compiled once, bound per statement
+        whole = plan.first[1] >= self.count or self._few_rows(where)  # every row (it lets through): nothing missed
+        found = self._run(xq, plan, spec.kind, whole, where)
         short = [i for i, row in enumerate(found) if len(row) < k]
-        if f is not None and short and not whole:
-            for i, row in zip(short, self._run(xq[short], plan, spec.kind, True, f)):
+        if where is not None and short and not whole:
+            for i, row in zip(short, self._run(xq[short], plan, spec.kind, True, where)):
                 found[i] = row
         return _results(found, len(xq), k)
 
-    def _few_rows(self, f: Filter | None) -> bool:
-        """Whether the planner expects ``f`` to let at most :data:`FULL_SCAN_ROWS` rows through."""
-        if f is None:
-            return False
-        cond, params = where_sql(f, self.indexed)
-        return store.estimate_rows(self.pool, self.where, cond, params) <= FULL_SCAN_ROWS
+    def _few_rows(self, where: tuple[Any, list[Any]] | None) -> bool:
+        """Whether the planner expects the filter's condition to let at most :data:`FULL_SCAN_ROWS` rows through."""
+        return where is not None and store.estimate_rows(self.pool, self.where, *where) <= FULL_SCAN_ROWS
 
     def _run(self, xq: np.ndarray, plan: Cascade, first_kind: str, whole: bool,
-             f: Filter | None) -> list[list[tuple[int, float]]]:
-        cond, cond_params = where_sql(f, self.indexed) if f is not None else (None, None)
+             where: tuple[Any, list[Any]] | None) -> list[list[tuple[int, float]]]:
+        cond, cond_params = where if where is not None else (None, None)
         statement = engine.cascade_sql(self.where.table, first_kind, plan.stages, self.dim, self.vtype, whole,
                                        self.cols, cond)
-        settings = [] if whole else engine.search_settings(first_kind, plan.first[1], plan.width, f is not None)
+        settings = [] if whole else engine.search_settings(first_kind, plan.first[1], plan.width, where is not None)
         params = [engine.cascade_params(q, first_kind, plan.stages, whole, cond_params) for q in xq]
         return store.run_queries(self.pool, self.where, statement, params, settings)
 
