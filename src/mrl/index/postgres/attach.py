@@ -68,10 +68,13 @@ def attach(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStage
             conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (name text PRIMARY KEY, meta jsonb NOT NULL)")
             if conn.execute(f"SELECT 1 FROM {META_TABLE} WHERE name = %s", (where.table,)).fetchone():
                 raise MrlError(f"{where}: table {where.table!r} is already an mrl index")
+            store.raise_build_memory(conn, engine.build_memory(meta["count"], specs, meta["dim"], engine.TYPES[
+                meta["dtype"]], meta["hnsw_m"]), local=False)  # (CONCURRENTLY runs outside a transaction)
             for name, ddl in statements:
                 if ddl is not None:
                     made.append(name)
                     conn.execute(ddl)
+            conn.execute("RESET maintenance_work_mem")
             from psycopg.types.json import Jsonb
 
             conn.execute(f"INSERT INTO {META_TABLE} (name, meta) VALUES (%s, %s)", (where.table, Jsonb(meta)))

@@ -23,6 +23,9 @@ HINT = "pip install 'mrl[postgres]'"
 META_TABLE = "mrl_indexes"  # mrl's description of every index in a database: (name, meta jsonb)
 EF_MAX = 1000  # pgvector's largest hnsw.ef_search; longer shortlists use its iterative scan
 TYPES = {"float32": "vector", "float16": "halfvec"}
+BYTES = {"vector": 4, "halfvec": 2}  # per dimension
+INLINE_BYTES = 6000  # a vector up to this size is kept in its row (STORAGE PLAIN); a page holds 8 kB
+BUILD_MEMORY_MAX = 8 << 30  # the most maintenance_work_mem a build asks for (a server set higher keeps its own)
 _POOLS: dict[str, Any] = {}
 
 
@@ -224,6 +227,27 @@ def bits_expr(d: int, cols: Columns = MRL, column: str | None = None) -> Any:
 
     v = sql.Identifier(column or cols.vector)
     return sql.SQL("(binary_quantize(subvector({v}, 1, {d}))::bit({d}))").format(v=v, d=sql.Literal(d))
+
+
+def storage_ddl(table: str, dim: int, vtype: str) -> Any | None:
+    """Keep the vector in its row when it fits a page well: pgvector's types move out of line (TOAST)
+    above about 2 kB (a 768-dim ``vector``), and every row a cascade reranks then costs a TOAST
+    lookup (a 100,000 x 768 funnel: 30% of its time). None when the vector is too long to inline."""
+    from psycopg import sql
+
+    if dim * BYTES[vtype] > INLINE_BYTES:
+        return None
+    return sql.SQL("ALTER TABLE {t} ALTER COLUMN embedding SET STORAGE PLAIN").format(t=sql.Identifier(table))
+
+
+def build_memory(rows: int, specs: list[FirstStageSpec], dim: int, vtype: str, hnsw_m: int) -> int:
+    """Bytes of ``maintenance_work_mem`` the largest HNSW graph of ``specs`` needs to build in memory
+    (pgvector builds much slower once its graph outgrows it): per row the indexed value and about
+    ``2 m`` neighbours at level 0, plus headers; at most :data:`BUILD_MEMORY_MAX`."""
+    per_row = [(s.dim // 8 if s.kind == "binary" else s.dim * BYTES[vtype]) + 40 * hnsw_m + 200
+               for s in specs if s.kind in ("hnsw", "binary")]
+    need = int(rows * max(per_row, default=0) * 1.2)
+    return min(max(need, 64 << 20), BUILD_MEMORY_MAX)
 
 
 def query_param(d: int, vtype: str) -> Any:

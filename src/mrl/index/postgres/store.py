@@ -137,8 +137,12 @@ def create(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStage
         conn.execute(f"DELETE FROM {META_TABLE} WHERE name = %s", (where.table,))
         conn.execute(sql.SQL("CREATE TABLE {t} (id text PRIMARY KEY, rid bigint NOT NULL UNIQUE, embedding {v}({d}) "
                              "NOT NULL, payload jsonb)").format(t=table, v=sql.SQL(vtype), d=sql.Literal(meta["dim"])))
+        storage = engine.storage_ddl(where.table, meta["dim"], vtype)
+        if storage is not None:
+            conn.execute(storage)
         copy_rows(conn, table, vtype, vectors, rids, keys, payloads=payloads)
-        conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+        raise_build_memory(conn, engine.build_memory(len(rids), specs, meta["dim"], vtype, meta["hnsw_m"]),
+                           local=True)
         for spec in specs:
             ddl = engine.index_ddl(where.table, spec, meta["dim"], vtype, meta["hnsw_m"], meta["ef_construction"])
             if ddl is not None:
@@ -148,6 +152,15 @@ def create(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStage
             number_indexes(conn, where, {}, meta.get("number_fields"))
         conn.execute(f"INSERT INTO {META_TABLE} (name, meta) VALUES (%s, %s)", (where.table, Jsonb(meta)))
         conn.execute(sql.SQL("ANALYZE {t}").format(t=table))
+
+
+def raise_build_memory(conn: Any, need: int, local: bool) -> None:
+    """``maintenance_work_mem`` of ``need`` bytes for the index builds that follow, unless the server's
+    setting is already larger (``local``: for the transaction; else for the session)."""
+    have = int(conn.execute("SELECT setting::bigint * 1024 FROM pg_settings WHERE name = 'maintenance_work_mem'"
+                            ).fetchone()[0])
+    if need > have:
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, %s)", (f"{need // (1 << 20)}MB", local))
 
 
 def number_indexes(conn: Any, where: Where, before: dict[str, str] | None, after: dict[str, str] | None) -> None:
