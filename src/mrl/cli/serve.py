@@ -36,7 +36,7 @@ MaxSecondsOpt = Annotated[int | None, typer.Option(
     help="A request not encoded or searched within this many seconds gets 503; one whose client has gone is "
          "dropped (default: $MRL_MAX_SECONDS, else 60).", min=1, show_default=False)]
 RuntimeOpt = Annotated[str | None, typer.Option(
-    help="Text encoder: torch, onnx, onnx-int8 (folders written by `mrl export`) or auto, the best the model "
+    help="Text encoder: torch, onnx, onnx-int8, openvino (folders written by `mrl export`) or auto, the best the model "
          "folder has (default: $MRL_RUNTIME, else auto). With an ONNX runtime the service imports no torch.",
     show_default=False)]
 BatchWaitOpt = Annotated[float, typer.Option(

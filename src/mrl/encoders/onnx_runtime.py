@@ -1,8 +1,9 @@
-"""An exported model folder encoded by onnxruntime + tokenizers + numpy (never torch).
+"""An exported model folder encoded by onnxruntime or OpenVINO + tokenizers + numpy (never torch).
 
 The graph written by :mod:`mrl.export.onnx` takes the tokenizer's tensors and returns the
 model's L2-normalised embedding (Transformer, pooling, an optional head and normalisation all run
-inside it), so this module only tokenizes, pads per batch and runs the session.
+inside it), so this module only tokenizes, pads per batch and runs the graph (:mod:`.graph_engines`).
+The ``openvino`` runtime runs the fp32 graph (``onnx``) with OpenVINO; it has no file of its own.
 
 The folder's ``mrl.json`` holds an ``"onnx"`` record: the files, their sha256 and what export
 measured. Every file is checked against its checksum when an encoder is opened.
@@ -18,17 +19,25 @@ from typing import Any
 import numpy as np
 
 from mrl._fs import sha256
+from mrl.encoders.graph_engines import ONNX_HINT, onnxruntime_engine, openvino_computes_bf16, openvino_engine
 from mrl.errors import MrlError
 
 RECORD = "mrl.json"
 ONNX_KEY = "onnx"
-ONNX_RUNTIMES = ("onnx-int8", "onnx")  # best first: what ``runtime="auto"`` prefers
-INSTALL_HINT = "pip install 'mrl[onnx]' (onnxruntime, onnx and onnxscript)"
+ONNX_RUNTIMES = ("onnx-int8", "onnx")  # the exported graphs, best first
+OPENVINO = "openvino"
+INSTALL_HINT = ONNX_HINT
 # prompt names Sentence-Transformers tries, in order, for each kind of text
 # the prompt names Sentence-Transformers' encode_query / encode_document look for, in order; the one table
 # (encoders.model, for PyTorch, reads it too)
 PROMPT_NAMES: dict[str, tuple[str, ...]] = {"query": ("query",), "document": ("document", "passage", "corpus")}
 KINDS = tuple(PROMPT_NAMES)
+
+
+def graph_of(runtime: str) -> str:
+    """The exported graph ``runtime`` runs: its own (``onnx``, ``onnx-int8``, export's int8 candidates),
+    or for ``openvino`` the fp32 one."""
+    return "onnx" if runtime == OPENVINO else runtime
 
 
 def read_record(folder: str | Path) -> dict[str, Any] | None:
@@ -45,9 +54,12 @@ def read_record(folder: str | Path) -> dict[str, Any] | None:
 
 
 def exported_runtimes(folder: str | Path) -> list[str]:
-    """The ONNX runtimes ``folder`` was exported for, best first (empty when none)."""
-    record = read_record(folder) or {}
-    return [r for r in ONNX_RUNTIMES if r in record.get("runtimes", {})]
+    """The runtimes ``folder``'s export can run, best first (empty when none): ``openvino`` first where
+    it computes in bfloat16 (:func:`~.graph_engines.openvino_computes_bf16`), then the int8 and fp32
+    graphs with onnxruntime."""
+    graphs = (read_record(folder) or {}).get("runtimes", {})
+    found = [r for r in ONNX_RUNTIMES if r in graphs]
+    return ([OPENVINO] if "onnx" in graphs and openvino_computes_bf16() else []) + found
 
 
 def check_file(folder: Path, entry: dict[str, Any]) -> Path:
@@ -60,14 +72,6 @@ def check_file(folder: Path, entry: dict[str, Any]) -> Path:
         raise MrlError(f"{path}: sha256 {actual[:16]}... does not match {str(entry.get('sha256'))[:16]}... recorded "
                        f"in {folder / RECORD}: the file was altered or damaged; export again with `mrl export`")
     return path
-
-
-def import_onnxruntime() -> Any:
-    try:
-        import onnxruntime
-    except ImportError:
-        raise MrlError(f"the ONNX runtime needs onnxruntime: {INSTALL_HINT}") from None
-    return onnxruntime
 
 
 def prompt_for(prompts: dict[str, str], default_prompt_name: str | None, kind: str) -> str:
@@ -87,10 +91,10 @@ class OnnxEncoder:
 
     Args:
         folder: a model folder written by ``mrl export``.
-        runtime: ``onnx`` (fp32) or ``onnx-int8``.
-        threads: intra-op threads of the session (None: onnxruntime's default, every core).
-        spin: whether idle pool threads spin between runs (``False``: they sleep, leaving the cores to
-            the rest of the process).
+        runtime: ``onnx`` (fp32), ``onnx-int8`` (onnxruntime) or ``openvino`` (the fp32 graph with OpenVINO).
+        threads: intra-op threads (None: the runtime's default, every core).
+        spin: onnxruntime only: whether idle pool threads spin between runs (``False``: they sleep,
+            leaving the cores to the rest of the process).
     """
 
     def __init__(self, folder: str | Path, runtime: str = "onnx", threads: int | None = None,
@@ -100,13 +104,12 @@ class OnnxEncoder:
         if record is None:
             raise MrlError(f"{self.folder} has no ONNX export (no \"{ONNX_KEY}\" record in {RECORD}); "
                            f"run `mrl export {self.folder} --out DIR` first")
-        if runtime not in record.get("runtimes", {}):
+        if graph_of(runtime) not in record.get("runtimes", {}):
             raise MrlError(f"{self.folder} has no {runtime!r} export (it has: "
                            f"{', '.join(record.get('runtimes', {})) or 'none'}); run `mrl export` with "
                            f"{'--quantize int8' if runtime == 'onnx-int8' else '--quantize none'}")
         if threads is not None and threads < 1:
             raise MrlError(f"threads must be >= 1, got {threads}")
-        ort = import_onnxruntime()
         from tokenizers import Tokenizer
 
         self.runtime = runtime
@@ -117,23 +120,18 @@ class OnnxEncoder:
         self._pad_id = int(record["pad_id"])
         self._inputs: list[str] = list(record["inputs"])
         tok_path = check_file(self.folder, record["tokenizer"])
-        model_path = check_file(self.folder, record["runtimes"][runtime])
+        model_path = check_file(self.folder, record["runtimes"][graph_of(runtime)])
         self._tokenizer = Tokenizer.from_file(str(tok_path))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(self.max_seq_length)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if not spin:  # idle pool threads sleep instead of spinning: a service's other work gets the cores
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self.engine = (openvino_engine(model_path, threads) if runtime == OPENVINO else
+                       onnxruntime_engine(model_path, threads, spin))
 
     def encode(self, texts: Sequence[str], kind: str = "document", batch_size: int = 32) -> np.ndarray:
         """Embeddings of ``texts`` (with the model's ``kind`` prompt), float32 ``(n, dim)``, normalised."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)  # (n, d)
         for rows, feed in self.batches(texts, kind, batch_size):
-            out[rows] = self._session.run(None, feed)[0]  # (b, d)
+            out[rows] = self.engine.run(feed)  # (b, d)
         return out
 
     def batches(self, texts: Sequence[str], kind: str = "document",

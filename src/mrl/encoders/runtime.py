@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from mrl.encoders.onnx_runtime import KINDS, ONNX_RUNTIMES, OnnxEncoder, exported_runtimes
+from mrl.encoders.onnx_runtime import KINDS, ONNX_RUNTIMES, OPENVINO, OnnxEncoder, exported_runtimes
 from mrl.errors import MrlError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-RUNTIMES = ("torch", *reversed(ONNX_RUNTIMES))  # torch, onnx, onnx-int8
+RUNTIMES = ("torch", *reversed(ONNX_RUNTIMES), OPENVINO)  # torch, onnx, onnx-int8, openvino
 AUTO = "auto"
 
 
@@ -83,7 +83,8 @@ def set_torch_threads(threads: int | None) -> None:
 
 
 def best_runtime(folder: str | Path) -> str:
-    """The best runtime ``folder`` has: ``onnx-int8``, else ``onnx``, else ``torch``."""
+    """The best runtime ``folder`` has: ``openvino`` (installed, on a CPU with bfloat16 units), else
+    ``onnx-int8``, else ``onnx``, else ``torch``."""
     found = exported_runtimes(folder) if Path(folder).is_dir() else []
     return found[0] if found else "torch"
 
@@ -93,10 +94,11 @@ def open_encoder(model: str, runtime: str = AUTO, threads: int | None = None,
     """Open ``model`` (a folder, ``minilm`` or a cached hub name) with ``runtime``.
 
     Args:
-        runtime: ``torch``, ``onnx``, ``onnx-int8`` or ``auto`` (the best the folder was exported for).
+        runtime: ``torch``, ``onnx``, ``onnx-int8``, ``openvino`` or ``auto`` (the best the folder was
+            exported for: :func:`best_runtime`).
         threads: threads per process for the encoder (None: the runtime's default).
         device: for ``torch`` only (``cpu``, ``cuda`` ...).
-        spin: ONNX only: whether the encoder's idle threads spin between runs (faster alone; ``False``
+        spin: onnxruntime only: whether the encoder's idle threads spin between runs (faster alone; ``False``
             leaves the cores to the rest of a process, such as a service's searches).
 
     Raises:

@@ -89,8 +89,8 @@ def encode_shards(
     """Encode this process's missing shards; returns ``(written, skipped, complete)``.
 
     ``kind`` (query or document) picks the model's prompt for the texts (see :func:`mrl.encoders.encode`);
-    ``runtime`` is ``torch`` or an exported ONNX one (``onnx``, ``onnx-int8``, ``auto``: see ``mrl export``),
-    run with ``threads`` (None: the runtime's default).
+    ``runtime`` is ``torch`` or an exported one (``onnx``, ``onnx-int8``, ``openvino``, ``auto``: see
+    ``mrl export``), run with ``threads`` (None: the runtime's default).
 
     ``complete`` is true once every shard of the folder is done (all ranks finished).
     """

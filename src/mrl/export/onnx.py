@@ -88,7 +88,7 @@ def export(cfg: ExportConfig, say: Callable[[str], None] | None = None) -> dict[
             _calibrate(model, tmp, record, data, cfg, say)
         texts = agreement_texts(data)
         say(f"measuring agreement with PyTorch on {len(texts[0]) + len(texts[1])} texts")
-        record["agreement"] = agreement(model, tmp, list(record["runtimes"]), texts, cfg)
+        record["agreement"] = agreement(model, tmp, measured_runtimes(record), texts, cfg)
         if data is not None:
             guard(record["calibration"], cfg)
         _write_record(tmp, record)
@@ -107,11 +107,20 @@ def _calibrate(model: SentenceTransformer, tmp: Path, record: dict[str, Any], da
 
     say(f"scoring nDCG@10 per prefix on {data.name}/{data.split}: {len(data.queries)} queries, "
         f"{len(data.corpus)} documents, runtimes torch, {', '.join(record['runtimes'])}")
-    record["calibration"] = calibration_scores(model, tmp, list(record["runtimes"]), data, cfg)
+    record["calibration"] = calibration_scores(model, tmp, measured_runtimes(record), data, cfg)
     if len(set(CANDIDATES) & set(record["runtimes"])) > 1:
         kept = keep_better_int8(tmp, record)
         _write_record(tmp, record)  # the kept graph's checksum, before anything opens it
         say(f"keeping the {kept} int8 graph (the smaller worst loss over the prefixes)")
+
+
+def measured_runtimes(record: dict[str, Any]) -> list[str]:
+    """The runtimes export measures: one per graph, and ``openvino`` (which runs the fp32 graph) when
+    OpenVINO is installed here."""
+    from mrl.encoders.graph_engines import openvino_installed
+    from mrl.encoders.onnx_runtime import OPENVINO
+
+    return [*record["runtimes"], *([OPENVINO] if openvino_installed() and "onnx" in record["runtimes"] else [])]
 
 
 def _check_exportable(model: SentenceTransformer) -> None:

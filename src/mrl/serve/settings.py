@@ -28,7 +28,7 @@ class ServeSettings:
     max_seconds: int = 60  # a request not encoded or searched by then gets 503; work nobody waits for is dropped
     preload: bool = False  # load the model and first-stage structures at start-up, not on first use
     read_timeout_s: float = 30.0  # a request body that stops arriving (a Content-Length it never sends) gets 408
-    runtime: str = "auto"  # the text encoder: torch, onnx, onnx-int8, or auto (the best the model folder exported)
+    runtime: str = "auto"  # the text encoder: torch, onnx, onnx-int8, openvino, or auto (the folder's best)
     threads: int | None = None  # the encoder's threads (None: the runtime's default)
     batch_wait_ms: float = 2.0  # concurrent texts arriving within this wait are encoded as one batch
 
