@@ -84,6 +84,9 @@ def main() -> None:
     ap.add_argument("--postgres-url", help="postgres: postgresql://USER@HOST:PORT/DB (default: a local server)")
     ap.add_argument("--cascades", default="int8@64:200,128:50,384:10;int8@64:1000,384:10;hnsw@64:200,384:10;"
                                           "binary@128:1000,384:10")  # (whole-corpus shortlists: tested exact)
+    ap.add_argument("--reuse", action="store_true",
+                    help="postgres with --postgres-url: search the table an earlier run built (same vectors) "
+                         "instead of building it again")
     ap.add_argument("--filters", help="selectivities, e.g. 0.5,0.05,0.005: also time each cascade filtered")
     ap.add_argument("--filter-kind", choices=("range", "match"), default="range",
                     help="range: u < 1000 s; match: u any of 0 .. 1000 s - 1 (the same rows)")
@@ -159,8 +162,8 @@ class _Postgres:
             shutil.rmtree(self.data, ignore_errors=True)
 
 
-def _build(name: str, path: Path, xb, ids, stages: list[str], pg: _Postgres | None, payloads=None):
-    from mrl.index import MrlIndex, build_index
+def _build(name: str, path: Path, xb, ids, stages: list[str], pg: _Postgres | None, payloads=None, reuse=False):
+    from mrl.index import MrlIndex, build_index, open_index
     from mrl.index.qdrant import build_qdrant
 
     if name == "mrl":
@@ -170,6 +173,12 @@ def _build(name: str, path: Path, xb, ids, stages: list[str], pg: _Postgres | No
     if name == "postgres" and pg is not None:
         from mrl.index.postgres.funnel import KINDS
 
+        if reuse:
+            index = open_index(f"{pg.url}?table=bench")
+            if index.count != len(ids) or index.dim != xb.shape[1]:
+                raise SystemExit(f"--reuse: the table holds {index.count} x {index.dim}, "
+                                 f"not {len(ids)} x {xb.shape[1]}")
+            return index
         return build_index("postgres", f"{pg.url}?table=bench", xb, ids, overwrite=True, payloads=payloads,
                            first_stages=[s for s in stages if s.split("@")[0] in KINDS])
     return build_qdrant(f"qdrant-local://{path}/bench", xb, ids, first_stages=stages, payloads=payloads)
@@ -179,10 +188,11 @@ def _run_backend(name: str, args, xb, ids, xq, truth, stages: list[str], k: int,
     path = args.out / name
     shutil.rmtree(path, ignore_errors=True)
     t = time.perf_counter()
-    index = _build(name, path, xb, ids, stages, pg, args.payloads)
+    index = _build(name, path, xb, ids, stages, pg, args.payloads, args.reuse)
     build = time.perf_counter() - t
     row_of = {key: i for i, key in enumerate(ids)}
-    entry = {"build_s": round(build, 1), "first_stages": index.stats()["first_stages"], "cascades": {}}
+    entry = {"build_s": None if args.reuse else round(build, 1), "first_stages": index.stats()["first_stages"],
+             "cascades": {}}
     built = {str(s) for s in index.first_stages}
     for cascade in args.cascades.split(";"):
         if cascade.split(":")[0] not in built:
