@@ -7,7 +7,7 @@ Reads ``corpus.npy`` (+ ``corpus_ids.txt``) and ``queries-test.npy`` from an emb
 (``benchmarks/embed_corpus.py``), or an ``mrl encode --what corpus`` folder with ``--query-embeddings``
 (an ``mrl encode --what queries`` folder), builds both backends with the same first stages, and for every
 cascade reports recall@10 against exact full-dimension search (computed once, in numpy),
-single-query p50 latency, batched time per query, plus build time and resident bytes per vector
+single-query p50 and p99 latency, batched time per query, plus build time and resident bytes per vector
 of each backend's first stages. Prints the ratio qdrant-edge / mrl for each figure.
 
 ``--backends ...,postgres`` builds a table on ``--postgres-url`` (default: a throw-away local server from
@@ -67,7 +67,7 @@ def timed(index, xq, cascade, k, n_single, **options):
     t = time.perf_counter()
     result = index.search(xq, k, cascade, **options)
     batch = (time.perf_counter() - t) / len(xq)
-    return result, float(np.percentile(single, 50) * 1e3), batch * 1e3
+    return result, float(np.percentile(single, 50) * 1e3), batch * 1e3, float(np.percentile(single, 99) * 1e3)
 
 
 def main() -> None:
@@ -198,14 +198,14 @@ def _run_backend(name: str, args, xb, ids, xq, truth, stages: list[str], k: int,
         if cascade.split(":")[0] not in built:
             print(f"{name:12s} {cascade:28s} (no {cascade.split(':')[0]} first stage on this backend)")
             continue
-        result, p50, batch = timed(index, xq, cascade, k, args.single)
+        result, p50, batch, p99 = timed(index, xq, cascade, k, args.single)
         found = np.array([[row_of.get(key, -1) if key else -1 for key in row] for row in index.keys(result.ids)])
         entry["cascades"][cascade] = {"recall@10": round(recall(found, truth), 4), "p50_ms": round(p50, 3),
-                                      "batch_ms_per_query": round(batch, 4)}
+                                      "p99_ms": round(p99, 3), "batch_ms_per_query": round(batch, 4)}
         print(f"{name:12s} {cascade:28s} recall {entry['cascades'][cascade]['recall@10']:.4f}  "
-              f"p50 {p50:7.3f} ms  batch {batch:7.4f} ms/q", flush=True)
+              f"p50 {p50:7.3f} ms  p99 {p99:7.3f} ms  batch {batch:7.4f} ms/q", flush=True)
         for share, (where, truth_f) in args.filtered.items():
-            result, p50_f, batch_f = timed(index, xq, cascade, k, args.single, filter=where)
+            result, p50_f, batch_f, _ = timed(index, xq, cascade, k, args.single, filter=where)
             found = np.array([[row_of.get(key, -1) if key else -1 for key in row] for row in index.keys(result.ids)])
             entry["cascades"][cascade][f"filter {share}"] = row = {
                 "recall@10": round(recall(found, truth_f), 4), "p50_ms": round(p50_f, 3),
