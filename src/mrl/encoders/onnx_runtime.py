@@ -19,14 +19,13 @@ from typing import Any
 import numpy as np
 
 from mrl._fs import sha256
-from mrl.encoders.graph_engines import ONNX_HINT, onnxruntime_engine, openvino_computes_bf16, openvino_engine
+from mrl.encoders.graph_engines import onnxruntime_engine, openvino_computes_bf16, openvino_engine
 from mrl.errors import MrlError
 
 RECORD = "mrl.json"
 ONNX_KEY = "onnx"
 ONNX_RUNTIMES = ("onnx-int8", "onnx")  # the exported graphs, best first
 OPENVINO = "openvino"
-INSTALL_HINT = ONNX_HINT
 # prompt names Sentence-Transformers tries, in order, for each kind of text
 # the prompt names Sentence-Transformers' encode_query / encode_document look for, in order; the one table
 # (encoders.model, for PyTorch, reads it too)

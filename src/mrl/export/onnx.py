@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mrl._fs import fsync_dir
-from mrl.encoders.onnx_runtime import INSTALL_HINT, ONNX_KEY, RECORD
+from mrl.encoders.graph_engines import ONNX_HINT
+from mrl.encoders.onnx_runtime import ONNX_KEY, RECORD
 from mrl.errors import MrlError
 from mrl.export.config import ExportConfig
 from mrl.export.quantize import CANDIDATES, FILES, entry, keep_better_int8, quantize, quiet_logger
@@ -47,7 +48,7 @@ def require_export_dependencies() -> None:
         try:
             __import__(name)
         except ImportError:
-            raise MrlError(f"mrl export needs {name}: {INSTALL_HINT}") from None
+            raise MrlError(f"mrl export needs {name}: {ONNX_HINT}") from None
 
 
 def export(cfg: ExportConfig, say: Callable[[str], None] | None = None) -> dict[str, Any]:

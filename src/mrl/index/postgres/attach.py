@@ -68,8 +68,8 @@ def attach(conn: Any, where: Where, meta: dict[str, Any], specs: list[FirstStage
             conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (name text PRIMARY KEY, meta jsonb NOT NULL)")
             if conn.execute(f"SELECT 1 FROM {META_TABLE} WHERE name = %s", (where.table,)).fetchone():
                 raise MrlError(f"{where}: table {where.table!r} is already an mrl index")
-            store.raise_build_memory(conn, engine.build_memory(meta["count"], specs, meta["dim"], engine.TYPES[
-                meta["dtype"]], meta["hnsw_m"]), local=False)  # (CONCURRENTLY runs outside a transaction)
+            need = engine.build_memory(meta["count"], specs, meta["dim"], engine.TYPES[meta["dtype"]], meta["hnsw_m"])
+            store.raise_build_memory(conn, need, local=False)  # (CONCURRENTLY runs outside a transaction)
             for name, ddl in statements:
                 if ddl is not None:
                     made.append(name)
